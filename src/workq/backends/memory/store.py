@@ -1,0 +1,185 @@
+"""The in-process store behind ``memory://``: lanes, leases, delays and dead letters.
+
+One condition variable guards everything; receivers wait on it for publishes, delays
+coming due and leases lapsing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from ...driver import DeadLetter, LaneStats, QueueStats
+from ...lanes import Lane, spread
+from ...messages import Outgoing, Received
+from ...spec import QueueSpec
+
+_tokens = itertools.count(1)
+
+
+@dataclass(slots=True)
+class Record:
+    id: str
+    lane: Lane
+    body: bytes
+    headers: dict[str, str]
+    enqueued_at: float
+    deliveries: int = 0
+
+
+@dataclass(slots=True)
+class Held:
+    record: Record
+    deadline: float
+    owner: int
+
+
+@dataclass(slots=True)
+class QueueState:
+    spec: QueueSpec
+    provisional: bool
+    ready: dict[Lane, deque[Record]] = field(default_factory=dict)
+    delayed: list[tuple[float, int, Record]] = field(default_factory=list)
+    held: dict[int, Held] = field(default_factory=dict)
+    dead: list[tuple[Record, str]] = field(default_factory=list)
+
+    def lane(self, lane: Lane) -> deque[Record]:
+        return self.ready.setdefault(lane, deque())
+
+
+class Store:
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.queues: dict[str, QueueState] = {}
+
+    def queue(self, name: str) -> QueueState:
+        return self.queues[name]
+
+    def put(self, state: QueueState, record: Record, delay: float | None, front: bool = False) -> None:
+        if delay:
+            heapq.heappush(state.delayed, (time.monotonic() + delay, next(_tokens), record))
+        elif front:
+            state.lane(record.lane).appendleft(record)
+        else:
+            state.lane(record.lane).append(record)
+
+    def publish(self, state: QueueState, messages: list[Outgoing]) -> None:
+        with self.cond:
+            for m in messages:
+                record = Record(m.id, m.lane, m.body, dict(m.headers), m.enqueued_at, m.attempt - 1)
+                state.lane(m.lane)  # the lane exists from its first message
+                self.put(state, record, m.delay)
+            self.cond.notify_all()
+
+    def _sweep(self, state: QueueState, now: float) -> float:
+        """Make due delays ready and lapsed leases available; return the next due time."""
+        while state.delayed and state.delayed[0][0] <= now:
+            _, _, record = heapq.heappop(state.delayed)
+            state.lane(record.lane).append(record)
+        for token, held in list(state.held.items()):
+            if held.deadline <= now:
+                del state.held[token]
+                state.lane(held.record.lane).appendleft(held.record)
+        nexts = [held.deadline for held in state.held.values()]
+        if state.delayed:
+            nexts.append(state.delayed[0][0])
+        return min(nexts, default=float("inf"))
+
+    def receive(
+        self, state: QueueState, owner: int, lanes: list[Lane], max_count: int, timeout: float
+    ) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                next_due = self._sweep(state, now)
+                available = {lane: len(state.ready.get(lane, ())) for lane in lanes}
+                plan = spread(lanes, max_count, available)
+                if plan:
+                    return self._take(state, owner, lanes, plan, now)
+                if now >= deadline:
+                    return []
+                self.cond.wait(max(min(deadline, next_due) - now, 0.001))
+
+    def _take(
+        self, state: QueueState, owner: int, lanes: list[Lane], plan: dict[Lane, int], now: float
+    ) -> list[Received]:
+        out: list[Received] = []
+        # Round-robin across the planned lanes so the batch interleaves tenants.
+        remaining = dict(plan)
+        while remaining:
+            for lane in lanes:
+                if remaining.get(lane):
+                    record = state.ready[lane].popleft()
+                    record.deliveries += 1
+                    token = next(_tokens)
+                    state.held[token] = Held(record, now + state.spec.lease, owner)
+                    out.append(
+                        Received(
+                            lane=record.lane,
+                            id=record.id,
+                            body=record.body,
+                            headers=dict(record.headers),
+                            attempt=record.deliveries,
+                            enqueued_at=record.enqueued_at,
+                            token=token,
+                        )
+                    )
+                    remaining[lane] -= 1
+                    if not remaining[lane]:
+                        del remaining[lane]
+        return out
+
+    def settle(self, state: QueueState, token: int) -> Record | None:
+        """Take a held record out; None if its lease lapsed and it went back."""
+        held = state.held.pop(token, None)
+        return held.record if held else None
+
+    def stats(self, state: QueueState) -> QueueStats:
+        with self.cond:
+            self._sweep(state, time.monotonic())
+            lanes = {lane: [len(items), 0, 0] for lane, items in state.ready.items()}
+            for held in state.held.values():
+                lanes.setdefault(held.record.lane, [0, 0, 0])[1] += 1
+            for _, _, record in state.delayed:
+                lanes.setdefault(record.lane, [0, 0, 0])[2] += 1
+            return QueueStats(
+                queue=state.spec.name,
+                lanes=[LaneStats(lane, *counts) for lane, counts in sorted(lanes.items(), key=_lane_key)],
+                dead_letters=len(state.dead),
+            )
+
+    def dead_letters(self, state: QueueState, limit: int) -> list[DeadLetter]:
+        with self.cond:
+            return [
+                DeadLetter(
+                    id=r.id,
+                    queue=state.spec.name,
+                    tenant=r.lane.tenant,
+                    priority=r.lane.priority,
+                    body=r.body,
+                    headers=dict(r.headers),
+                    reason=reason,
+                    attempt=r.deliveries,
+                    enqueued_at=r.enqueued_at,
+                )
+                for r, reason in state.dead[:limit]
+            ]
+
+    def redrive(self, state: QueueState) -> int:
+        with self.cond:
+            moved = state.dead
+            state.dead = []
+            for record, _ in moved:
+                record.deliveries = 0
+                self.put(state, record, None)
+            self.cond.notify_all()
+            return len(moved)
+
+
+def _lane_key(entry: tuple[Lane, list[int]]) -> tuple[str, int]:
+    return (entry[0].tenant or "", -entry[0].priority)

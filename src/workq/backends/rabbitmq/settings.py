@@ -1,0 +1,56 @@
+"""Settings of the RabbitMQ backend (no client library imported here)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+from urllib.parse import SplitResult, unquote
+
+from pydantic import SecretStr, field_validator
+
+from ...config import BackendSettings, parse_hosts
+
+
+class RabbitMQSettings(BackendSettings):
+    """``amqp://user:pass@h1:5672,h2:5672/vhost`` (a host list means failover); ``amqps://`` for TLS."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps")
+    backend: Literal["rabbitmq"] = "rabbitmq"
+    hosts: list[str] = ["127.0.0.1:5672"]
+    username: str = "guest"
+    password: SecretStr = SecretStr("guest")
+    vhost: str = "/"
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_verify: bool = True
+    heartbeat: int = 60
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    reconnect_attempts: int = 5
+
+    @field_validator("hosts")
+    @classmethod
+    def _some_hosts(cls, hosts: list[str]) -> list[str]:
+        if not hosts:
+            raise ValueError("at least one host is needed")
+        return hosts
+
+    @classmethod
+    def url_fields(cls, url: SplitResult) -> dict[str, Any]:
+        tls = url.scheme == "amqps"
+        user, password, hosts = parse_hosts(url.netloc, 5671 if tls else 5672)
+        values: dict[str, Any] = {"tls": tls}
+        if hosts:
+            values["hosts"] = hosts
+        if user:
+            values["username"] = user
+        if password is not None:
+            values["password"] = password
+        if url.path not in ("", "/"):
+            values["vhost"] = unquote(url.path[1:])
+        return values
+
+    def redacted_url(self) -> str:
+        scheme = "amqps" if self.tls else "amqp"
+        vhost = "" if self.vhost == "/" else self.vhost
+        return f"{scheme}://{self.username}:***@{','.join(self.hosts)}/{vhost}"

@@ -1,0 +1,29 @@
+"""Settings of the SQS backend (no client library imported here)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+from urllib.parse import SplitResult
+
+from pydantic import Field
+
+from ...config import BackendSettings
+
+
+class SQSSettings(BackendSettings):
+    """``sqs://REGION?endpoint_url=http://127.0.0.1:4566``; credentials from the AWS chain."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("sqs",)
+    backend: Literal["sqs"] = "sqs"
+    region: str | None = None
+    endpoint_url: str | None = None
+    wait_time_seconds: int = Field(20, ge=0, le=20)
+    queue_prefix: str = ""
+
+    @classmethod
+    def url_fields(cls, url: SplitResult) -> dict[str, Any]:
+        return {"region": url.netloc or None}
+
+    def redacted_url(self) -> str:
+        query = f"?endpoint_url={self.endpoint_url}" if self.endpoint_url else ""
+        return f"sqs://{self.region or ''}{query}"

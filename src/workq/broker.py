@@ -1,0 +1,126 @@
+"""The sync broker: ``workq.connect()`` and what hangs off it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .backends import create_driver
+from .config import BackendSettings
+from .consumer import Consumer
+from .driver import DeadLetter, Driver, QueueStats
+from .names import check_queue
+from .producer import Producer
+from .settings import Settings, load
+from .spec import QueueSpec
+from .specs import SpecCache, make_spec
+
+if TYPE_CHECKING:
+    from .delivery import Delivery
+    from .worker import Worker
+
+__all__ = ["Broker", "connect"]
+
+
+def connect(url: str | Settings | BackendSettings | None = None, **options: Any) -> Broker:
+    """Connect to the broker a URL or settings name; ``WORKQ_URL`` if given nothing.
+
+    >>> with connect("memory://") as broker:
+    ...     broker.producer().publish("jobs", b"hello")   # doctest: +ELLIPSIS
+    '...'
+    """
+    settings = load(url, **options)
+    return Broker(create_driver(settings), settings)
+
+
+class Broker:
+    """A connection to one broker. A context manager; ``close()`` is idempotent."""
+
+    def __init__(self, driver: Driver, settings: BackendSettings) -> None:
+        self.driver = driver
+        self.settings = settings
+        self._specs = SpecCache()
+        self._closed = False
+
+    @property
+    def backend(self) -> str:
+        return self.driver.capabilities.backend
+
+    def declare(self, queue: str, **settings: Any) -> QueueSpec:
+        """Declare a queue (idempotent). Conflicting re-declaration raises ``ConfigurationError``.
+
+        >>> broker.declare("reports", max_priority=9, max_attempts=5)   # doctest: +SKIP
+        """
+        spec = make_spec(queue, settings)
+        known = self._specs.explicit(spec)
+        if known is not None:
+            return known
+        return self._specs.put(self.driver.declare(spec), implicit=False)
+
+    def spec(self, queue: str) -> QueueSpec:
+        """The queue's spec, declaring it with defaults on first use."""
+        known = self._specs.get(check_queue(queue))
+        if known is not None:
+            return known
+        return self._specs.put(self.driver.declare(QueueSpec(queue), implicit=True), implicit=True)
+
+    def producer(self) -> Producer:
+        """A producer; ``with broker.producer() as p: p.publish(...)``."""
+        return Producer(self.driver, self.spec)
+
+    def consumer(
+        self, queue: str, prefetch: int = 1, tenants: Sequence[str] | None = None
+    ) -> Consumer:
+        """A consumer holding at most ``prefetch`` unsettled deliveries."""
+        return Consumer(self.driver, self.spec(queue), prefetch=prefetch, tenants=tenants)
+
+    def worker(
+        self,
+        queue: str,
+        handler: Callable[[Delivery], Any],
+        concurrency: int = 4,
+        prefetch: int | None = None,
+        tenants: Sequence[str] | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> Worker:
+        """A worker running ``handler`` on ``concurrency`` threads; ``worker.run()`` blocks."""
+        from .worker import Worker
+
+        return Worker(
+            self,
+            queue,
+            handler,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            tenants=tenants,
+            shutdown_timeout=shutdown_timeout,
+        )
+
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """What is in the queue's dead-letter queue, oldest first; reading removes nothing."""
+        return self.driver.dead_letters(self.spec(queue), limit)
+
+    def redrive(self, queue: str) -> int:
+        """Move every dead letter back to the queue; return how many moved."""
+        return self.driver.redrive(self.spec(queue))
+
+    def stats(self, queue: str) -> QueueStats:
+        """Ready, in-flight and dead-letter counts, per lane."""
+        return self.driver.stats(self.spec(queue))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.driver.close()
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<workq.Broker {self.settings.redacted_url()}>"

@@ -1,0 +1,322 @@
+"""The backend driver interface: the small surface each backend implements.
+
+The core (consumers, workers, lanes, retries, dead-lettering rules, lease keeping)
+sits on top of it, so a backend never re-implements fairness or retries. Each backend
+provides a sync :class:`Driver`; it may also provide a native :class:`AsyncDriver`
+(RabbitMQ does, on aio-pika); otherwise :func:`threaded` runs the sync one on threads.
+
+Rules every driver follows:
+
+- ``publish`` returns only once the broker has durably accepted every message, else it
+  raises ``PublishError`` (after bounded retries). It never drops a message in silence.
+- ``Received.attempt`` counts deliveries of the message, 1 on the first.
+- Receiver methods may be called from any thread; a driver whose client is not
+  thread-safe serialises calls itself.
+- Anything a receiver still holds when it closes goes back to the queue at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal, ParamSpec, TypeVar
+
+from .lanes import Lane
+from .messages import Outgoing, Received
+from .spec import QueueSpec
+
+__all__ = [
+    "AsyncDriver",
+    "AsyncReceiver",
+    "Capabilities",
+    "DeadLetter",
+    "Driver",
+    "LaneStats",
+    "QueueStats",
+    "Receiver",
+    "threaded",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend does natively; the core fills the gaps.
+
+    ``lease_model``:
+      - ``"lease"``: a held message comes back when its lease (``QueueSpec.lease``)
+        lapses; the core extends leases of held messages through ``Receiver.extend``.
+      - ``"connection"``: held messages come back when the connection dies (RabbitMQ).
+      - ``"session"``: uncommitted work comes back when the group session ends (Kafka).
+    ``lane_refresh``: seconds between ``Driver.lanes`` calls of a consumer that takes
+    every tenant, so lanes made after it started are found.
+    """
+
+    backend: str
+    lease_model: Literal["lease", "connection", "session"] = "lease"
+    max_body_size: int | None = None
+    lane_refresh: float = 1.0
+    receive_batch: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStats:
+    lane: Lane
+    ready: int
+    in_flight: int
+    delayed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Depth of a queue: per lane, and its dead letters."""
+
+    queue: str
+    lanes: list[LaneStats] = field(default_factory=list)
+    dead_letters: int = 0
+
+    @property
+    def ready(self) -> int:
+        return sum(s.ready for s in self.lanes)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(s.in_flight for s in self.lanes)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message in a queue's dead-letter queue, with why it is there."""
+
+    id: str
+    queue: str
+    tenant: str | None
+    priority: int
+    body: bytes
+    headers: dict[str, str]
+    reason: str
+    attempt: int
+    enqueued_at: float
+
+
+class Receiver(ABC):
+    """One consumer's hold on one queue: receives, settles, extends and releases."""
+
+    @abstractmethod
+    def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
+        """Up to ``max_count`` deliveries from ``lanes``; wait up to ``timeout`` for one.
+
+        ``lanes`` come in order of preference: priority descending, and within a
+        priority the tenant whose turn it is first. Take from the highest priority that
+        has messages; spread the count across its lanes rather than draining one (see
+        ``workq.lanes.spread``). Return as soon as anything is there. Never return
+        messages from lanes not listed.
+        """
+
+    @abstractmethod
+    def ack(self, item: Received) -> None:
+        """Done: remove the message for good."""
+
+    @abstractmethod
+    def nack(self, item: Received, delay: float | None) -> None:
+        """Put the message back, deliverable again after ``delay`` seconds (now if None)."""
+
+    @abstractmethod
+    def dead_letter(self, item: Received, reason: str) -> None:
+        """Move the message to the queue's dead-letter queue with ``reason``."""
+
+    @abstractmethod
+    def extend(self, items: Sequence[Received], seconds: float) -> None:
+        """Keep these held for ``seconds`` more (lease backends; others may do nothing)."""
+
+    @abstractmethod
+    def release(self, items: Sequence[Received]) -> None:
+        """Give these back now, unprocessed: deliverable at once to any consumer."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop receiving; release whatever is still held. Idempotent."""
+
+
+class Driver(ABC):
+    """A connection to one broker."""
+
+    capabilities: Capabilities
+
+    @abstractmethod
+    def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        """Create the queue and its dead-letter queue, or check an existing one matches.
+
+        Returns the queue's effective spec. Idempotent; a conflicting declaration raises
+        ``ConfigurationError`` naming the setting. Unknown ``spec.options`` raise
+        ``ConfigurationError`` naming them. ``implicit=True`` is a first use without a
+        declaration: if the queue exists, adopt its settings (where the backend stores
+        them) instead of raising.
+        """
+
+    @abstractmethod
+    def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
+        """Durably enqueue every message (in its lane), or raise ``PublishError``."""
+
+    @abstractmethod
+    def lanes(self, spec: QueueSpec) -> list[Lane]:
+        """The lanes of this queue that exist now."""
+
+    @abstractmethod
+    def open(self, spec: QueueSpec, prefetch: int) -> Receiver:
+        """A receiver for a consumer that holds at most ``prefetch`` deliveries."""
+
+    @abstractmethod
+    def stats(self, spec: QueueSpec) -> QueueStats: ...
+
+    @abstractmethod
+    def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, oldest first, without removing them."""
+
+    @abstractmethod
+    def redrive(self, spec: QueueSpec) -> int:
+        """Move every dead letter back to its lane with attempt reset; return how many."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close connections. Idempotent."""
+
+
+class AsyncReceiver(ABC):
+    """The async twin of :class:`Receiver`; same methods, as coroutines."""
+
+    @abstractmethod
+    async def receive(
+        self, lanes: Sequence[Lane], max_count: int, timeout: float
+    ) -> list[Received]: ...
+    @abstractmethod
+    async def ack(self, item: Received) -> None: ...
+    @abstractmethod
+    async def nack(self, item: Received, delay: float | None) -> None: ...
+    @abstractmethod
+    async def dead_letter(self, item: Received, reason: str) -> None: ...
+    @abstractmethod
+    async def extend(self, items: Sequence[Received], seconds: float) -> None: ...
+    @abstractmethod
+    async def release(self, items: Sequence[Received]) -> None: ...
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class AsyncDriver(ABC):
+    """The async twin of :class:`Driver`; same methods, as coroutines."""
+
+    capabilities: Capabilities
+
+    @abstractmethod
+    async def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec: ...
+    @abstractmethod
+    async def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None: ...
+    @abstractmethod
+    async def lanes(self, spec: QueueSpec) -> list[Lane]: ...
+    @abstractmethod
+    async def open(self, spec: QueueSpec, prefetch: int) -> AsyncReceiver: ...
+    @abstractmethod
+    async def stats(self, spec: QueueSpec) -> QueueStats: ...
+    @abstractmethod
+    async def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]: ...
+    @abstractmethod
+    async def redrive(self, spec: QueueSpec) -> int: ...
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class _OnThreads:
+    """Runs blocking calls on a driver-owned pool so the event loop never blocks."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+
+    async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+
+class _ThreadedReceiver(_OnThreads, AsyncReceiver):
+    def __init__(self, receiver: Receiver, pool: ThreadPoolExecutor) -> None:
+        super().__init__(pool)
+        self.sync = receiver
+
+    async def receive(
+        self, lanes: Sequence[Lane], max_count: int, timeout: float
+    ) -> list[Received]:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, self.sync.receive, lanes, max_count, timeout)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread still finishes its receive; give back what it got, lose nothing.
+            future.add_done_callback(self._release_late)
+            raise
+
+    def _release_late(self, future: asyncio.Future[list[Received]]) -> None:
+        if not future.cancelled() and future.exception() is None and future.result():
+            self._pool.submit(self.sync.release, future.result())
+
+    async def ack(self, item: Received) -> None:
+        await self._call(self.sync.ack, item)
+
+    async def nack(self, item: Received, delay: float | None) -> None:
+        await self._call(self.sync.nack, item, delay)
+
+    async def dead_letter(self, item: Received, reason: str) -> None:
+        await self._call(self.sync.dead_letter, item, reason)
+
+    async def extend(self, items: Sequence[Received], seconds: float) -> None:
+        await self._call(self.sync.extend, items, seconds)
+
+    async def release(self, items: Sequence[Received]) -> None:
+        await self._call(self.sync.release, items)
+
+    async def close(self) -> None:
+        await self._call(self.sync.close)
+
+
+class _ThreadedDriver(_OnThreads, AsyncDriver):
+    def __init__(self, driver: Driver, max_threads: int) -> None:
+        super().__init__(ThreadPoolExecutor(max_threads, thread_name_prefix="workq-aio"))
+        self.sync = driver
+        self.capabilities = driver.capabilities
+
+    async def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        return await self._call(self.sync.declare, spec, implicit=implicit)
+
+    async def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
+        await self._call(self.sync.publish, spec, messages)
+
+    async def lanes(self, spec: QueueSpec) -> list[Lane]:
+        return await self._call(self.sync.lanes, spec)
+
+    async def open(self, spec: QueueSpec, prefetch: int) -> AsyncReceiver:
+        return _ThreadedReceiver(await self._call(self.sync.open, spec, prefetch), self._pool)
+
+    async def stats(self, spec: QueueSpec) -> QueueStats:
+        return await self._call(self.sync.stats, spec)
+
+    async def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
+        return await self._call(self.sync.dead_letters, spec, limit)
+
+    async def redrive(self, spec: QueueSpec) -> int:
+        return await self._call(self.sync.redrive, spec)
+
+    async def close(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            await self._call(self.sync.close)
+        self._pool.shutdown(wait=False)
+
+
+def threaded(driver: Driver, max_threads: int = 32) -> AsyncDriver:
+    """An :class:`AsyncDriver` running ``driver``'s blocking calls on its own threads."""
+    return _ThreadedDriver(driver, max_threads)

@@ -1,0 +1,76 @@
+"""The workq error hierarchy and the handler control exceptions.
+
+Every message says what failed, where, and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadySettled",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "PublishError",
+    "Reject",
+    "Retry",
+    "Unsupported",
+    "WorkqError",
+]
+
+
+class WorkqError(Exception):
+    """Base class of every error workq raises on purpose."""
+
+
+class ConfigurationError(WorkqError, ValueError):
+    """A URL, setting or queue declaration is invalid or conflicts with what exists."""
+
+
+class BrokerUnavailable(WorkqError, ConnectionError):
+    """The broker could not be reached after bounded retries."""
+
+
+class PublishError(WorkqError):
+    """The broker did not durably accept a message; it was not published."""
+
+
+class AlreadySettled(WorkqError):
+    """A delivery was acked, nacked, rejected or released already."""
+
+
+class Unsupported(WorkqError, NotImplementedError):
+    """The backend cannot do what was asked.
+
+    >>> raise Unsupported("memory", "clustering")
+    Traceback (most recent call last):
+    workq.errors.Unsupported: the memory backend does not support clustering
+    """
+
+    def __init__(self, backend: str, feature: str) -> None:
+        super().__init__(f"the {backend} backend does not support {feature}")
+        self.backend = backend
+        self.feature = feature
+
+
+class Retry(Exception):  # noqa: N818 - reads as an instruction: raise Retry(delay=5)
+    """Raise from a handler to put the message back, not before ``delay`` seconds.
+
+    >>> def handle(d):
+    ...     raise Retry(delay=5.0)
+    """
+
+    def __init__(self, delay: float | None = None, reason: str | None = None) -> None:
+        super().__init__(reason or f"retry requested (delay={delay})")
+        self.delay = delay
+        self.reason = reason
+
+
+class Reject(Exception):  # noqa: N818 - reads as an instruction: raise Reject("bad input")
+    """Raise from a handler to send the message straight to the dead-letter queue.
+
+    >>> def handle(d):
+    ...     raise Reject("bad input")
+    """
+
+    def __init__(self, reason: str = "rejected by handler") -> None:
+        super().__init__(reason)
+        self.reason = reason

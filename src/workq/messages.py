@@ -1,0 +1,169 @@
+"""Messages going out and deliveries coming in, and the body codec.
+
+Drivers see only :class:`Outgoing` and :class:`Received`: bytes, string headers and the
+lane. Everything about body types lives here, once, for every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from .lanes import Lane
+
+__all__ = ["CONTENT_TYPE", "Message", "Outgoing", "Received", "encode_body"]
+
+CONTENT_TYPE = "content-type"
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+BYTES = "application/octet-stream"
+
+#: Header names starting with this are workq's own metadata, for drivers that carry it
+#: in headers (Kafka, SQS attributes). Users' headers must not use it.
+META_PREFIX = "x-workq-"
+
+Body = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any] | BaseModel
+
+
+@dataclass(slots=True)
+class Message:
+    """A body with per-message options, for ``publish_many``.
+
+    >>> Message({"id": 7}, tenant="acme", priority=9)  # doctest: +ELLIPSIS
+    Message(body={'id': 7}, tenant='acme', priority=9, ...)
+    """
+
+    body: Any
+    tenant: str | None = None
+    priority: int = 0
+    headers: Mapping[str, str] | None = None
+    delay: float | None = None
+    message_id: str | None = None
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A message ready for a driver: encoded body, headers, lane and metadata."""
+
+    lane: Lane
+    id: str
+    body: bytes
+    headers: dict[str, str]
+    delay: float | None = None
+    attempt: int = 1
+    enqueued_at: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class Received:
+    """What a driver hands back for one delivery.
+
+    ``token`` is the driver's own handle (delivery tag, receipt handle, offset...).
+    ``attempt`` counts deliveries, 1 on the first.
+    """
+
+    lane: Lane
+    id: str
+    body: bytes
+    headers: dict[str, str]
+    attempt: int
+    enqueued_at: float
+    token: Any = None
+
+    @property
+    def redelivered(self) -> bool:
+        return self.attempt > 1
+
+
+def encode_body(body: Any) -> tuple[bytes, str]:
+    """Encode a body as bytes and name its content type.
+
+    >>> encode_body({"a": 1})
+    (b'{"a":1}', 'application/json')
+    """
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body), BYTES
+    if isinstance(body, str):
+        return body.encode(), TEXT
+    if isinstance(body, BaseModel):
+        return body.model_dump_json().encode(), JSON
+    if isinstance(body, dict | list):
+        try:
+            return json.dumps(body, separators=(",", ":")).encode(), JSON
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"message body is a {type(body).__name__} that is not JSON-able: {exc}") from exc
+    raise TypeError(
+        f"cannot publish a body of type {type(body).__name__}: use bytes, str, "
+        "a JSON-able dict or list, or a pydantic model"
+    )
+
+
+def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Copy user headers, refusing non-string values and workq's reserved prefix."""
+    out: dict[str, str] = {}
+    for key, value in (headers or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"header {key!r}: header names and values must be str")
+        if key.lower().startswith(META_PREFIX):
+            raise ValueError(f"header {key!r}: names starting with {META_PREFIX!r} are reserved")
+        out[key] = value
+    return out
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def meta_headers(msg: Outgoing) -> dict[str, str]:
+    """The message's headers plus workq's metadata, for brokers that carry it in headers."""
+    meta = dict(msg.headers)
+    meta[META_PREFIX + "id"] = msg.id
+    meta[META_PREFIX + "attempt"] = str(msg.attempt)
+    meta[META_PREFIX + "enqueued-at"] = repr(msg.enqueued_at)
+    if msg.lane.tenant is not None:
+        meta[META_PREFIX + "tenant"] = msg.lane.tenant
+    meta[META_PREFIX + "priority"] = str(msg.lane.priority)
+    return meta
+
+
+def split_meta(headers: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Split headers into (user headers, workq metadata without the prefix)."""
+    user: dict[str, str] = {}
+    meta: dict[str, str] = {}
+    for key, value in headers.items():
+        if key.startswith(META_PREFIX):
+            meta[key[len(META_PREFIX) :]] = value
+        else:
+            user[key] = value
+    return user, meta
+
+
+def build_outgoing(
+    spec_name: str,
+    body: Any,
+    *,
+    tenant: str | None,
+    priority: int,
+    headers: Mapping[str, str] | None,
+    delay: float | None,
+    message_id: str | None,
+) -> Outgoing:
+    """Encode one message for a driver. Validation of lanes is the caller's."""
+    data, content_type = encode_body(body)
+    all_headers = check_headers(headers)
+    all_headers.setdefault(CONTENT_TYPE, content_type)
+    if delay is not None and delay < 0:
+        raise ValueError(f"delay={delay!r} must be >= 0 seconds")
+    return Outgoing(
+        lane=Lane(spec_name, tenant, priority),
+        id=message_id or new_id(),
+        body=data,
+        headers=all_headers,
+        delay=delay or None,
+    )

@@ -1,0 +1,79 @@
+"""Queue declarations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigurationError
+from .names import check_queue
+
+__all__ = ["QueueSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """What a queue is: its name and delivery rules.
+
+    ``options`` holds backend-specific settings (``queue_type="classic"`` on RabbitMQ,
+    ``partitions=6`` on Kafka...); each backend validates its own and refuses unknown ones.
+
+    >>> QueueSpec("reports", max_priority=9, max_attempts=5).lease
+    30.0
+    """
+
+    name: str
+    max_priority: int = 9
+    max_attempts: int = 5
+    retry_delay: float = 1.0
+    lease: float = 30.0
+    dead_letter: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_queue(self.name)
+        if not isinstance(self.max_priority, int) or not 0 <= self.max_priority <= 255:
+            raise ConfigurationError(
+                f"queue {self.name!r}: max_priority={self.max_priority!r} must be an int 0..255"
+            )
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ConfigurationError(
+                f"queue {self.name!r}: max_attempts={self.max_attempts!r} must be an int >= 1"
+            )
+        if self.retry_delay < 0:
+            raise ConfigurationError(
+                f"queue {self.name!r}: retry_delay={self.retry_delay!r} must be >= 0"
+            )
+        if self.lease <= 0:
+            raise ConfigurationError(f"queue {self.name!r}: lease={self.lease!r} must be > 0")
+        object.__setattr__(self, "options", dict(self.options))
+
+    def conflicts(self, other: QueueSpec) -> list[str]:
+        """Names of the settings on which two declarations of one queue disagree."""
+        return [
+            f.name
+            for f in fields(self)
+            if f.name != "name" and getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+    def check_same(self, other: QueueSpec) -> None:
+        """Raise ``ConfigurationError`` naming each setting that ``other`` changes."""
+        diff = self.conflicts(other)
+        if diff:
+            detail = ", ".join(
+                f"{name}: declared {getattr(self, name)!r}, now {getattr(other, name)!r}"
+                for name in diff
+            )
+            raise ConfigurationError(
+                f"queue {self.name!r} is already declared with other settings ({detail}); "
+                "declare it the same way everywhere, or delete and re-create it"
+            )
+
+    def check_priority(self, priority: int) -> int:
+        if not isinstance(priority, int) or not 0 <= priority <= self.max_priority:
+            raise ValueError(
+                f"priority {priority!r} for queue {self.name!r} must be an int "
+                f"0..{self.max_priority} (its max_priority)"
+            )
+        return priority

@@ -1,0 +1,1 @@
+"""workq.testing: the pytest plugin, broker launchers and the conformance suite."""

@@ -1,0 +1,163 @@
+"""The sync worker: a consumer feeding a pool of handler threads, with graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from .delivery import Delivery
+from .errors import AlreadySettled
+from .policy import log_handler_error, outcome
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+__all__ = ["Worker", "check_worker_args"]
+
+log = logging.getLogger("workq")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def check_worker_args(concurrency: int, prefetch: int | None, shutdown_timeout: float) -> int:
+    """Validate worker arguments; return the prefetch to use (default: ``concurrency``)."""
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency={concurrency!r} must be an int >= 1")
+    if prefetch is not None and (not isinstance(prefetch, int) or prefetch < concurrency):
+        raise ValueError(
+            f"prefetch={prefetch!r} must be an int >= concurrency ({concurrency}), or None"
+        )
+    if shutdown_timeout < 0:
+        raise ValueError(f"shutdown_timeout={shutdown_timeout!r} must be >= 0")
+    return prefetch or concurrency
+
+
+class Worker:
+    """Runs ``handler`` for each delivery of a queue.
+
+    Return → ack; ``raise Retry(delay)`` → nack; ``raise Reject(reason)`` → dead letter;
+    any other exception → nack with exponential backoff (dead letter after max_attempts).
+
+    >>> worker = broker.worker("reports", handle, concurrency=4)   # doctest: +SKIP
+    >>> worker.run()                                               # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        queue: str,
+        handler: Callable[[Delivery], Any],
+        *,
+        concurrency: int = 4,
+        prefetch: int | None = None,
+        tenants: Sequence[str] | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.prefetch = check_worker_args(concurrency, prefetch, shutdown_timeout)
+        self.broker = broker
+        self.queue = queue
+        self.handler = handler
+        self.concurrency = concurrency
+        self.tenants = tenants
+        self.shutdown_timeout = shutdown_timeout
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self.processed = 0
+
+    @property
+    def running(self) -> bool:
+        return self._running.is_set()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to stop gracefully; safe from any thread or a signal handler."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consume until stopped by ``stop()``, SIGTERM or SIGINT; then stop gracefully.
+
+        In-flight handlers get ``shutdown_timeout`` seconds to finish; deliveries not
+        started, or not finished in time, go back to the queue at once.
+        """
+        restore = self._install_signals()
+        consumer = self.broker.consumer(self.queue, prefetch=self.prefetch, tenants=self.tenants)
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"workq-{self.queue}")
+        slots = threading.Semaphore(self.concurrency)
+        running: set[Future[None]] = set()
+        self._running.set()
+        try:
+            while not self._stop.is_set():
+                if not slots.acquire(timeout=0.1):
+                    continue
+                delivery = consumer.get(timeout=0.2) if not self._stop.is_set() else None
+                if delivery is None:
+                    slots.release()
+                    continue
+                future = pool.submit(self._handle, delivery)
+                running.add(future)
+                future.add_done_callback(lambda f: (running.discard(f), slots.release()))
+            _, late = wait(list(running), timeout=self.shutdown_timeout)
+            if late:
+                log.warning(
+                    "worker on %r: %d handlers still running after shutdown_timeout=%ss; "
+                    "their messages go back to the queue",
+                    self.queue,
+                    len(late),
+                    self.shutdown_timeout,
+                )
+        finally:
+            consumer.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._running.clear()
+            restore()
+
+    def _handle(self, delivery: Delivery) -> None:
+        error: BaseException | None = None
+        try:
+            self.handler(delivery)
+        except Exception as exc:
+            error = exc
+            log_handler_error(self.queue, delivery, exc)
+        self.settle(delivery, error)
+
+    def settle(self, delivery: Delivery, error: BaseException | None) -> None:
+        if delivery.settled:
+            return
+        try:
+            delivery._apply(outcome(delivery._spec, delivery.attempt, error))
+        except AlreadySettled:
+            pass
+        except Exception:
+            log.exception("settling %s on queue %r failed", delivery.id, self.queue)
+        self.processed += 1
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("worker on %r: signal %s, stopping gracefully", self.queue, signum)
+            self.stop()
+
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, on_signal)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def wait_running(self, timeout: float = 10.0) -> bool:
+        """Block until ``run()`` has started consuming (for tests and hosting code)."""
+        deadline = time.monotonic() + timeout
+        while not self._running.wait(0.05):
+            if time.monotonic() > deadline:
+                return False
+        return True
