@@ -57,6 +57,10 @@ class Capabilities:
       - ``"session"``: uncommitted work comes back when the group session ends (Kafka).
     ``lane_refresh``: seconds between ``Driver.lanes`` calls of a consumer that takes
     every tenant, so lanes made after it started are found.
+    ``receive_batch``: the most a consumer asks of ``Receiver.receive`` at once.
+    ``shared_dispatch``: any consumer of a queue can take any ready message, so a slow
+    consumer never holds up work a fast one could do. False on a partitioned log, where
+    a partition's messages go to its one owner (Kafka without share groups).
     """
 
     backend: str
@@ -64,6 +68,7 @@ class Capabilities:
     max_body_size: int | None = None
     lane_refresh: float = 1.0
     receive_batch: int = 100
+    shared_dispatch: bool = True
 
 
 @dataclass(frozen=True, slots=True)
