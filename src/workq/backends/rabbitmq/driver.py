@@ -1,0 +1,997 @@
+"""``amqp://`` / ``amqps://``: the sync RabbitMQ driver on pika.
+
+pika is not thread-safe, so one I/O thread per driver owns the connection and every
+channel; other threads hand it work and wait on a future. Publishes are pipelined:
+the I/O thread sends a whole batch, and publisher confirms settle it as they arrive.
+See ``topology.py`` for how queues, lanes, delays and dead letters map onto RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pika
+import pika.exceptions
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
+from ...errors import BrokerUnavailable, ConfigurationError, PublishError
+from ...lanes import Lane
+from ...messages import Outgoing, Received
+from ...spec import QueueSpec
+from .settings import RabbitMQSettings
+from .topology import (
+    ATTEMPT,
+    DELAY_REDECLARE,
+    REASON,
+    Registry,
+    Topology,
+    check_declared,
+    config_error,
+    copy_of,
+    delay_ms,
+    delay_record,
+    lane_record,
+    marker_record,
+    outgoing_headers,
+    queue_type,
+    reason_of,
+    received,
+    spec_record,
+)
+
+__all__ = ["RabbitMQDriver", "create_async_driver", "create_driver"]
+
+log = logging.getLogger("workq.rabbitmq")
+T = TypeVar("T")
+
+CAPABILITIES = Capabilities(
+    backend="rabbitmq",
+    lease_model="connection",
+    max_body_size=128 * 1024 * 1024,
+    lane_refresh=1.0,
+    receive_batch=100,
+)
+
+#: Errors meaning the connection (not just one call) is gone.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.StreamLostError,
+    ConnectionError,
+    OSError,
+)
+#: How long to wait for a registry read-back (a marker in the meta stream).
+SYNC_TIMEOUT = 15.0
+
+
+def create_driver(settings: RabbitMQSettings) -> RabbitMQDriver:
+    """The sync driver; connects at once, raising ``BrokerUnavailable`` if it cannot."""
+    return RabbitMQDriver(settings)
+
+
+async def create_async_driver(settings: RabbitMQSettings) -> Any:
+    """The native aio-pika driver."""
+    from .aio import AsyncRabbitMQDriver
+
+    return await AsyncRabbitMQDriver.connect(settings)
+
+
+def connection_parameters(settings: RabbitMQSettings) -> list[pika.ConnectionParameters]:
+    """One parameter set per host, in failover order."""
+    out = []
+    credentials = pika.PlainCredentials(settings.username, settings.password.get_secret_value())
+    for item in settings.hosts:
+        host, _, port = item.rpartition(":")
+        ssl_options = None
+        if settings.tls:
+            ssl_options = pika.SSLOptions(tls_context(settings), server_hostname=host)
+        out.append(
+            pika.ConnectionParameters(
+                host=host,
+                port=int(port),
+                virtual_host=settings.vhost,
+                credentials=credentials,
+                heartbeat=settings.heartbeat,
+                blocked_connection_timeout=settings.publish_timeout,
+                connection_attempts=1,
+                socket_timeout=settings.connect_timeout,
+                stack_timeout=settings.connect_timeout,
+                ssl_options=ssl_options,
+            )
+        )
+    return out
+
+
+def tls_context(settings: RabbitMQSettings) -> ssl.SSLContext:
+    """The TLS context the settings describe (CA file, client certificate, verification)."""
+    try:
+        context = ssl.create_default_context(cafile=settings.tls_ca_file)
+        if settings.tls_cert_file:
+            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"TLS files for {settings.redacted_url()} cannot be loaded ({exc}); check "
+            "tls_ca_file, tls_cert_file and tls_key_file"
+        ) from exc
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@dataclass
+class _Entry:
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+    mandatory: bool = False
+
+
+class _Batch:
+    """Confirms of one pipelined publish; ``done`` is set once every entry is settled."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.errors: dict[int, str] = {}
+        self.done = threading.Event()
+        if size == 0:
+            self.done.set()
+
+    def settle(self, index: int, error: str | None) -> None:
+        if error is not None:
+            self.errors.setdefault(index, error)
+        self.left -= 1
+        if self.left <= 0:
+            self.done.set()
+
+    def fail_all(self, error: str, indexes: Sequence[int]) -> None:
+        for i in indexes:
+            self.settle(i, error)
+
+
+class _Retry(Exception):
+    """A publish attempt left some messages unconfirmed; try those again."""
+
+
+def _noop() -> None:
+    pass
+
+
+@dataclass
+class _Reg:
+    registry: Registry
+    generation: int = -1
+    started: bool = False
+
+
+@dataclass
+class _Declared:
+    names: dict[str, float] = field(default_factory=dict)
+
+    def fresh(self, name: str, max_age: float = float("inf")) -> bool:
+        at = self.names.get(name)
+        return at is not None and time.monotonic() - at < max_age
+
+    def mark(self, name: str) -> None:
+        self.names[name] = time.monotonic()
+
+
+class _IO:
+    """The one thread that touches pika: a command queue served between event pumps."""
+
+    def __init__(self, settings: RabbitMQSettings) -> None:
+        self.settings = settings
+        self.conn: Any = None
+        self.generation = 0
+        self._cmds: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._cond = threading.Condition()
+        self._woken = False
+        self._closed = False
+        self._admin: Any = None
+        self._pub: Any = None
+        self._meta_ch: Any = None
+        self._tag = 0
+        self._pending: dict[int, tuple[_Batch, int]] = {}
+        self._by_mid: dict[str, int] = {}
+        self._returned: set[int] = set()
+        self.declared = _Declared()
+        self.regs: dict[str, _Reg] = {}
+        self.on_lost: list[Callable[[], None]] = []
+        self._thread = threading.Thread(target=self._run, name="workq-rabbitmq-io", daemon=True)
+        self._thread.start()
+
+    # -- running work on the I/O thread -----------------------------------------------
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        fut: Future[T] = Future()
+        if threading.current_thread() is self._thread:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
+        with self._cond:
+            if self._closed:
+                raise BrokerUnavailable(
+                    f"the connection to {self.settings.redacted_url()} is closed"
+                )
+            self._cmds.append((fn, fut))
+            conn, wake = self.conn, not self._woken
+            self._woken = True
+            self._cond.notify()
+        if conn is not None and wake:
+            with contextlib.suppress(Exception):
+                conn.add_callback_threadsafe(_noop)
+        return fut
+
+    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        return self.submit(fn).result(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._cmds and self.conn is None and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._cmds:
+                    break
+                batch = list(self._cmds)
+                self._cmds.clear()
+                self._woken = False
+            if batch and self.conn is None:
+                try:
+                    self._connect()
+                except BrokerUnavailable as exc:
+                    for _, fut in batch:
+                        if fut.set_running_or_notify_cancel():
+                            fut.set_exception(exc)
+                    continue
+            for fn, fut in batch:
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    fut.set_result(fn())
+                except BaseException as exc:
+                    fut.set_exception(exc)
+                    if isinstance(exc, CONNECTION_ERRORS):
+                        self._lost(exc)
+            if self.conn is not None:
+                try:
+                    self.conn.process_data_events(time_limit=1.0)
+                except CONNECTION_ERRORS as exc:
+                    self._lost(exc)
+                except pika.exceptions.AMQPError as exc:
+                    log.warning("rabbitmq I/O: %r", exc)
+        self._close_conn()
+
+    def _connect(self) -> None:
+        attempts = max(self.settings.reconnect_attempts, 1)
+        params = connection_parameters(self.settings)
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(attempts),
+                wait=wait_exponential(multiplier=0.2, max=5),
+                retry=retry_if_exception_type(CONNECTION_ERRORS),
+                reraise=True,
+            ):
+                with attempt:
+                    conn = pika.BlockingConnection(params)
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(
+                f"cannot connect to RabbitMQ at {self.settings.redacted_url()} after "
+                f"{attempts} attempts over {len(params)} host(s): {exc!r}. Check the broker "
+                "is running and the URL (hosts, credentials, vhost) is right"
+            ) from exc
+        self.conn = conn
+        self.generation += 1
+        self._admin = self._pub = self._meta_ch = None
+
+    def _lost(self, exc: BaseException) -> None:
+        log.warning("lost the RabbitMQ connection (%r); reconnecting on next use", exc)
+        conn, self.conn = self.conn, None
+        self.generation += 1
+        self._admin = self._pub = self._meta_ch = None
+        with contextlib.suppress(Exception):
+            if conn is not None and conn.is_open:
+                conn.close()
+        self._fail_pending(f"connection lost: {exc!r}")
+        self.declared = _Declared()
+        for reg in self.regs.values():
+            reg.started = False
+        for cb in list(self.on_lost):
+            with contextlib.suppress(Exception):
+                cb()
+
+    def _fail_pending(self, error: str) -> None:
+        pending, self._pending = self._pending, {}
+        self._by_mid.clear()
+        self._returned.clear()
+        for batch, index in pending.values():
+            batch.settle(index, error)
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            conn = self.conn
+            self._cond.notify()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.add_callback_threadsafe(_noop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+    def _close_conn(self) -> None:
+        self._fail_pending("the driver was closed")
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    # -- channels (I/O thread only) ----------------------------------------------------
+
+    def connection(self) -> Any:
+        if self.conn is None or not self.conn.is_open:
+            self.conn = None
+            self._connect()
+        return self.conn
+
+    def channel(self) -> Any:
+        return self.connection().channel()
+
+    def admin(self) -> Any:
+        if self._admin is None or not self._admin.is_open:
+            self._admin = self.channel()
+        return self._admin
+
+    def pub(self) -> Any:
+        if self._pub is None or not self._pub.is_open:
+            ch = self.channel()
+            self._fail_pending("publish channel closed")
+            self._tag = 0
+            ch._impl.add_on_return_callback(self._on_return)
+            ch._impl.add_on_close_callback(self._on_pub_close)
+            ch._impl.confirm_delivery(ack_nack_callback=self._on_confirm)
+            self._pub = ch
+        return self._pub
+
+    def _on_pub_close(self, _channel: Any, reason: Exception) -> None:
+        self._pub = None
+        self._fail_pending(f"publish channel closed: {reason!r}")
+
+    def _on_return(self, _ch: Any, _method: Any, props: Any, _body: bytes) -> None:
+        tag = self._by_mid.get(props.message_id or "")
+        if tag is not None:
+            self._returned.add(tag)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        ok = isinstance(method, pika.spec.Basic.Ack)
+        last = method.delivery_tag
+        tags = [t for t in self._pending if t <= last] if method.multiple else [last]
+        for tag in tags:
+            entry = self._pending.pop(tag, None)
+            if entry is None:
+                continue
+            batch, index = entry
+            if not ok:
+                batch.settle(index, "nacked by the broker (queue full or internal error)")
+            elif tag in self._returned:
+                self._returned.discard(tag)
+                batch.settle(index, "unroutable: the lane queue is missing")
+            else:
+                batch.settle(index, None)
+
+    def publish(self, entries: Sequence[_Entry]) -> _Batch:
+        """Send entries on the confirm channel; the returned batch settles on confirms."""
+        ch = self.pub()
+        batch = _Batch(len(entries))
+        for index, e in enumerate(entries):
+            self._tag += 1
+            self._pending[self._tag] = (batch, index)
+            if e.mandatory and e.properties.message_id:
+                self._by_mid[e.properties.message_id] = self._tag
+            ch._impl.basic_publish(
+                exchange=e.exchange,
+                routing_key=e.routing_key,
+                body=e.body,
+                properties=e.properties,
+                mandatory=e.mandatory,
+            )
+        if len(self._by_mid) > 100_000:
+            self._by_mid.clear()
+        return batch
+
+    def meta_channel(self) -> Any:
+        if self._meta_ch is None or not self._meta_ch.is_open:
+            ch = self.channel()
+            ch.basic_qos(prefetch_count=500)
+            self._meta_ch = ch
+        return self._meta_ch
+
+
+def _declare(ch_fn: Callable[[], Any], topo_name: str, fn: Callable[[Any], Any]) -> Any:
+    try:
+        return fn(ch_fn())
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 406:
+            raise config_error(topo_name, exc.reply_text) from None
+        raise
+
+
+class RabbitMQDriver(Driver):
+    """The sync RabbitMQ driver (pika, one I/O thread per driver)."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, settings: RabbitMQSettings) -> None:
+        self.settings = settings
+        self.io = _IO(settings)
+        self._topos: dict[str, Topology] = {}
+        try:
+            self.io.call(self.io.connection, timeout=settings.connect_timeout * 10)
+        except BaseException:
+            self.io.close()
+            raise
+
+    # -- topology (I/O thread) -----------------------------------------------------------
+
+    def topology(self, spec: QueueSpec) -> Topology:
+        topo = self._topos.get(spec.name)
+        if topo is None or topo.max_priority != spec.max_priority:
+            topo = Topology.of(spec, self.settings.queue_type)
+            self._topos[spec.name] = topo
+        return topo
+
+    def _ensure_base(self, topo: Topology) -> None:
+        io = self.io
+        if io.declared.fresh(topo.exchange):
+            return
+
+        def run(ch: Any) -> None:
+            ch.exchange_declare(topo.exchange, "direct", durable=True)
+            ch.exchange_declare(topo.dlx, "fanout", durable=True)
+            ch.exchange_declare(topo.delay_exchange, "headers", durable=True)
+            ch.queue_declare(topo.dlq, durable=True, arguments=topo.dlq_args())
+            ch.queue_bind(topo.dlq, topo.dlx)
+            ch.queue_declare(topo.meta, durable=True, arguments=topo.meta_args())
+            default = Lane(topo.name)
+            ch.queue_declare(topo.lane_queue(default), durable=True, arguments=topo.lane_args())
+            ch.queue_bind(topo.lane_queue(default), topo.exchange, topo.routing_key(default))
+
+        _declare(io.admin, topo.name, run)
+        io.declared.mark(topo.exchange)
+        io.declared.mark(topo.lane_queue(Lane(topo.name)))
+
+    def _lane_entries(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> list[_Entry]:
+        """Declare missing lane and delay queues; the registry records announcing them."""
+        io = self.io
+        out: list[_Entry] = []
+        for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
+            qname = topo.lane_queue(lane)
+            if io.declared.fresh(qname):
+                continue
+            phys = topo.physical(lane)
+
+            def run(ch: Any, qname: str = qname, phys: Lane = phys) -> None:
+                ch.queue_declare(qname, durable=True, arguments=topo.lane_args())
+                ch.queue_bind(qname, topo.exchange, topo.routing_key(phys))
+
+            _declare(io.admin, topo.name, run)
+            io.declared.mark(qname)
+            out.append(self._meta_entry(topo, lane_record(phys)))
+        for ms in sorted(delays):
+            qname = topo.delay_queue(ms)
+            if io.declared.fresh(qname, DELAY_REDECLARE):
+                continue
+
+            def run_delay(ch: Any, qname: str = qname, ms: int = ms) -> None:
+                ch.queue_declare(qname, durable=True, arguments=topo.delay_args(ms))
+                ch.queue_bind(qname, topo.delay_exchange, "", arguments=topo.delay_binding(ms))
+
+            _declare(io.admin, topo.name, run_delay)
+            fresh = qname not in io.declared.names
+            io.declared.mark(qname)
+            if fresh:
+                out.append(self._meta_entry(topo, delay_record(ms)))
+        return out
+
+    @staticmethod
+    def _meta_entry(topo: Topology, body: bytes) -> _Entry:
+        return _Entry("", topo.meta, body, pika.BasicProperties(delivery_mode=2))
+
+    def _registry(self, topo: Topology, sync: bool) -> Registry:
+        """The queue's registry, subscribed to its meta stream; ``sync`` reads to the end."""
+        io = self.io
+        reg = io.regs.get(topo.name)
+        if reg is None:
+            reg = io.regs[topo.name] = _Reg(Registry(topo.name))
+        if not reg.started or reg.generation != io.generation:
+            self._ensure_base(topo)
+            ch = io.meta_channel()
+            registry = reg.registry
+
+            def on_record(chan: Any, method: Any, _props: Any, body: bytes) -> None:
+                registry.add(body)
+                chan.basic_ack(method.delivery_tag)
+
+            ch.basic_consume(topo.meta, on_record, arguments={"x-stream-offset": "first"})
+            reg.started, reg.generation = True, io.generation
+            sync = True
+        if sync:
+            token = uuid.uuid4().hex
+            batch = io.publish([self._meta_entry(topo, marker_record(token))])
+            deadline = time.monotonic() + SYNC_TIMEOUT
+            while token not in reg.registry.markers:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"queue {topo.name!r}: reading its registry stream {topo.meta!r} "
+                        f"timed out after {SYNC_TIMEOUT}s; is the cluster short of a majority?"
+                    )
+                io.connection().process_data_events(time_limit=0.05)
+            if batch.errors:
+                raise BrokerUnavailable(f"queue {topo.name!r}: registry write failed")
+        return reg.registry
+
+    # -- Driver API ----------------------------------------------------------------------
+
+    def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        kind = queue_type(spec, self.settings.queue_type)
+        topo = Topology.of(spec, self.settings.queue_type)
+
+        def op() -> tuple[QueueSpec | None, QueueSpec | None]:
+            reg = self._registry(topo, sync=True)
+            if reg.spec is None or (not implicit and reg.explicit is None):
+                batch = self.io.publish([self._meta_entry(topo, spec_record(spec, kind, implicit))])
+                reg = self._registry(topo, sync=True)
+                if batch.errors:
+                    raise BrokerUnavailable(f"queue {spec.name!r}: storing its spec failed")
+            return reg.explicit, reg.spec
+
+        explicit, stored = self.io.call(op, timeout=SYNC_TIMEOUT * 3)
+        if implicit:
+            effective = stored or spec
+            self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
+            return effective
+        assert explicit is not None
+        check_declared(explicit, spec, kind)
+        self._topos[spec.name] = topo
+        return spec
+
+    def _entries(self, topo: Topology, messages: Sequence[Outgoing]) -> list[_Entry]:
+        out = []
+        for msg in messages:
+            props = pika.BasicProperties(
+                delivery_mode=2,
+                message_id=msg.id,
+                timestamp=int(msg.enqueued_at),
+                priority=msg.lane.priority if topo.native_priority else None,
+            )
+            if msg.delay:
+                ms = delay_ms(msg.delay)
+                props.headers = outgoing_headers(msg, ms)
+                out.append(_Entry(topo.delay_exchange, topo.routing_key(msg.lane), msg.body, props, True))
+            else:
+                props.headers = outgoing_headers(msg)
+                out.append(_Entry(topo.exchange, topo.routing_key(msg.lane), msg.body, props, True))
+        return out
+
+    def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
+        self.publish_to(self.topology(spec), messages)
+
+    def publish_to(
+        self, topo: Topology, messages: Sequence[Outgoing], dead: str | None = None
+    ) -> None:
+        """Publish and wait for every confirm, retrying what is not confirmed (bounded)."""
+        if not messages:
+            return
+        entries = self._entries(topo, messages)
+        if dead is not None:
+            for e in entries:
+                e.exchange, e.mandatory = topo.dlx, False
+                e.properties.headers[REASON] = dead
+                e.properties.headers.pop("x-workq-delay", None)
+        lanes = {m.lane for m in messages}
+        delays = {delay_ms(m.delay) for m in messages if m.delay and dead is None}
+        left = list(range(len(entries)))
+        errors: dict[int, str] = {}
+        io = self.io
+
+        def attempt() -> None:
+            nonlocal left, errors
+
+            def op() -> tuple[_Batch, int]:
+                self._ensure_base(topo)
+                announce = self._lane_entries(topo, lanes, delays)
+                return io.publish(announce + [entries[i] for i in left]), len(announce)
+
+            try:
+                batch, skip = io.call(op)
+            except ConfigurationError:
+                raise
+            except Exception as exc:
+                errors = {i: repr(exc) for i in left}
+                raise _Retry() from exc
+            if not batch.done.wait(self.settings.publish_timeout):
+                errors = {i: "no confirm within publish_timeout" for i in left}
+                raise _Retry()
+            failed_meta = [i for i in batch.errors if i < skip]
+            if failed_meta:
+                io.declared = _Declared()
+            failed = [(left[i - skip], err) for i, err in batch.errors.items() if i >= skip]
+            if any("unroutable" in err for _, err in failed):
+                io.declared = _Declared()
+            errors = dict(failed)
+            left = [i for i, _ in failed]
+            if left or failed_meta:
+                raise _Retry()
+
+        try:
+            for retry in Retrying(
+                stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
+                wait=wait_exponential(multiplier=0.1, max=2),
+                retry=retry_if_exception_type(_Retry),
+                reraise=True,
+            ):
+                with retry:
+                    attempt()
+        except _Retry as exc:
+            sample = next(iter(errors.values()), "unknown")
+            raise PublishError(
+                f"{len(left)} of {len(entries)} message(s) to queue {topo.name!r} were not "
+                f"confirmed by RabbitMQ at {self.settings.redacted_url()} after "
+                f"{self.settings.publish_retries} attempts ({sample}); they may or may not "
+                "be enqueued: publish them again"
+            ) from exc.__cause__
+        except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
+            raise PublishError(str(exc)) from exc
+
+    def lanes(self, spec: QueueSpec) -> list[Lane]:
+        topo = self.topology(spec)
+
+        def op() -> list[Lane]:
+            registry = self._registry(topo, sync=False)
+            found = {topo.physical(lane) for lane in registry.lanes}
+            found.add(Lane(topo.name))
+            return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
+
+        return self.io.call(op)
+
+    def open(self, spec: QueueSpec, prefetch: int) -> Receiver:
+        return RabbitMQReceiver(self, self.topology(spec), prefetch)
+
+    def stats(self, spec: QueueSpec) -> QueueStats:
+        topo = self.topology(spec)
+
+        def op() -> QueueStats:
+            registry = self._registry(topo, sync=True)
+            lanes = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
+            ch = self.io.admin()
+            out = []
+            for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", -ln.priority)):
+                ok = ch.queue_declare(topo.lane_queue(lane), passive=True)
+                out.append(LaneStats(lane, ok.method.message_count, 0))
+            delayed = 0
+            for ms in registry.delays:
+                try:
+                    delayed += ch.queue_declare(topo.delay_queue(ms), passive=True).method.message_count
+                except pika.exceptions.ChannelClosedByBroker:
+                    ch = self.io.admin()  # expired delay queue: nothing in it
+            if delayed and out:
+                out[0] = LaneStats(out[0].lane, out[0].ready, out[0].in_flight, delayed)
+            dead = ch.queue_declare(topo.dlq, passive=True).method.message_count
+            return QueueStats(queue=topo.name, lanes=out, dead_letters=dead)
+
+        return self.io.call(op)
+
+    def _read_dlq(
+        self, topo: Topology, limit: int, take: bool
+    ) -> list[tuple[Any, Any, Any, bytes]]:
+        """Get up to ``limit`` dead letters on a fresh channel; requeue them unless ``take``."""
+        ch = self.io.channel()
+        got = []
+        try:
+            while len(got) < limit:
+                method, props, body = ch.basic_get(topo.dlq, auto_ack=False)
+                if method is None:
+                    break
+                got.append((method, props, body))
+            if not take:
+                ch.basic_nack(0, multiple=True, requeue=True)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                ch.close()
+            raise
+        if not take:
+            ch.close()
+        return [(ch, m, p, b) for m, p, b in got]
+
+    def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
+        topo = self.topology(spec)
+        if limit <= 0:
+            return []
+
+        def op() -> list[DeadLetter]:
+            self._ensure_base(topo)
+            out = []
+            for _ch, _m, props, body in self._read_dlq(topo, limit, take=False):
+                item = received(topo, body=body, headers=props.headers, message_id=props.message_id,
+                                priority=props.priority, redelivered=False,
+                                timestamp=props.timestamp, token=None)
+                out.append(
+                    DeadLetter(
+                        id=item.id,
+                        queue=topo.name,
+                        tenant=item.lane.tenant,
+                        priority=item.lane.priority,
+                        body=body,
+                        headers=item.headers,
+                        reason=reason_of(props.headers),
+                        attempt=int((props.headers or {}).get(ATTEMPT, 1)),
+                        enqueued_at=item.enqueued_at,
+                    )
+                )
+            return out
+
+        return self.io.call(op)
+
+    def redrive(self, spec: QueueSpec) -> int:
+        topo = self.topology(spec)
+        moved = 0
+        while True:
+            def take() -> list[Any]:
+                self._ensure_base(topo)
+                return self._read_dlq(topo, 100, take=True)
+
+            got = self.io.call(take)
+            if not got:
+                return moved
+            ch = got[0][0]
+            msgs = []
+            for _ch, _m, props, body in got:
+                item = received(topo, body=body, headers=props.headers, message_id=props.message_id,
+                                priority=props.priority, redelivered=False,
+                                timestamp=props.timestamp, token=None)
+                msgs.append(copy_of(item, attempt=1))
+            try:
+                self.publish_to(topo, msgs)
+            except BaseException:
+                self.io.call(lambda: ch.close())  # unacked: back to the dead-letter queue
+                raise
+            last = got[-1][1].delivery_tag
+
+            def done(ch: Any = ch, last: int = last) -> None:
+                ch.basic_ack(last, multiple=True)
+                ch.close()
+
+            self.io.call(done)
+            moved += len(got)
+
+    def close(self) -> None:
+        self.io.close()
+
+
+class RabbitMQReceiver(Receiver):
+    """One consumer: a channel of its own, pushed to when it reads one lane queue,
+    polling with ``basic_get`` in lane order when it reads several."""
+
+    def __init__(self, driver: RabbitMQDriver, topo: Topology, prefetch: int) -> None:
+        self._driver = driver
+        self._io = driver.io
+        self._topo = topo
+        self._prefetch = prefetch
+        self._cond = threading.Condition()
+        self._buffer: deque[Received] = deque()
+        self._channel: Any = None
+        self._gen = -1
+        self._consuming: str | None = None
+        self._ctag: str | None = None
+        self._closed = False
+        self._io.on_lost.append(self._on_lost)
+
+    def _on_lost(self) -> None:
+        with self._cond:
+            self._buffer.clear()  # unacked on a dead channel: the broker requeues them
+            self._channel, self._consuming, self._ctag = None, None, None
+            self._cond.notify_all()
+
+    # -- I/O thread ------------------------------------------------------------------------
+
+    def _chan(self) -> Any:
+        if self._channel is None or not self._channel.is_open or self._gen != self._io.generation:
+            self._io.connection()
+            self._channel = self._io.channel()
+            self._channel.basic_qos(prefetch_count=self._prefetch)
+            self._gen = self._io.generation
+            self._consuming = self._ctag = None
+        return self._channel
+
+    def _item(self, method: Any, props: Any, body: bytes) -> Received:
+        return received(
+            self._topo,
+            body=body,
+            headers=props.headers,
+            message_id=props.message_id,
+            priority=props.priority,
+            redelivered=bool(method.redelivered),
+            timestamp=props.timestamp,
+            token=(self._gen, self._channel, method.delivery_tag),
+        )
+
+    def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
+        item = self._item(method, props, body)
+        with self._cond:
+            self._buffer.append(item)
+            self._cond.notify_all()
+
+    def _consume(self, queue: str) -> None:
+        ch = self._chan()
+        if self._consuming == queue:
+            return
+        self._stop_consume()
+        self._driver._ensure_base(self._topo)
+        self._ctag = ch.basic_consume(queue, self._on_message)
+        self._consuming = queue
+
+    def _stop_consume(self) -> list[Received]:
+        """Cancel the push consumer; what it had buffered goes back to the broker."""
+        if self._consuming is None:
+            return []
+        ch = self._chan()
+        with contextlib.suppress(pika.exceptions.AMQPError):
+            ch.basic_cancel(self._ctag)
+        self._consuming = self._ctag = None
+        with self._cond:
+            items = list(self._buffer)
+            self._buffer.clear()
+        return items
+
+    def _get(self, queues: list[list[str]], max_count: int) -> list[Received]:
+        ch = self._chan()
+        out: list[Received] = []
+        for level in queues:
+            live = list(level)
+            while live and len(out) < max_count:
+                for q in list(live):
+                    if len(out) >= max_count:
+                        break
+                    try:
+                        method, props, body = ch.basic_get(q, auto_ack=False)
+                    except pika.exceptions.ChannelClosedByBroker as exc:
+                        if exc.reply_code != 404:
+                            raise
+                        ch = self._chan()  # a lane queue deleted under us: skip it
+                        method = None
+                    if method is None:
+                        live.remove(q)
+                    else:
+                        out.append(self._item(method, props, body))
+            if len(out) >= max_count:
+                break
+        return out
+
+    # -- Receiver API (any thread) ------------------------------------------------------
+
+    def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
+        topo = self._topo
+        levels: dict[int, list[str]] = {}
+        seen: set[str] = set()
+        for lane in lanes:
+            q = topo.lane_queue(lane)
+            if q not in seen:
+                seen.add(q)
+                levels.setdefault(topo.physical(lane).priority, []).append(q)
+        if not seen:
+            return []
+        deadline = time.monotonic() + max(timeout, 0.0)
+        if len(seen) == 1:
+            queue = next(iter(seen))
+            while True:
+                released = self._io.call(lambda: self._switch(queue))
+                if released:
+                    self.release(released)
+                with self._cond:
+                    if not self._buffer:
+                        self._cond.wait(max(deadline - time.monotonic(), 0.0))
+                    out = []
+                    while self._buffer and len(out) < max_count:
+                        out.append(self._buffer.popleft())
+                if out or time.monotonic() >= deadline or self._closed:
+                    return out
+        ordered = [levels[p] for p in sorted(levels, reverse=True)]
+        pause = 0.01
+        while True:
+            released = self._io.call(self._stop_consume)
+            if released:
+                self.release(released)
+            got = self._io.call(lambda: self._get(ordered, max_count))
+            remaining = deadline - time.monotonic()
+            if got or remaining <= 0 or self._closed:
+                return got
+            with self._cond:
+                self._cond.wait(min(pause, remaining))
+            pause = min(pause * 2, 0.2)
+
+    def _switch(self, queue: str) -> list[Received]:
+        released: list[Received] = []
+        if self._consuming not in (None, queue):
+            released = self._stop_consume()
+        self._consume(queue)
+        return released
+
+    def _ack_now(self, item: Received) -> None:
+        gen, channel, tag = item.token
+        if gen != self._io.generation or channel is not self._channel or not channel.is_open:
+            log.info("delivery %s came from a lost channel: the broker redelivers it", item.id)
+            return
+        channel.basic_ack(tag)
+
+    def ack(self, item: Received) -> None:
+        # Fire and forget: a lost ack means a redelivery, which at-least-once allows.
+        self._io.submit(lambda: self._ack_now(item))
+
+    def nack(self, item: Received, delay: float | None) -> None:
+        self._driver.publish_to(self._topo, [copy_of(item, item.attempt + 1, delay)])
+        self._io.call(lambda: self._ack_now(item))
+
+    def dead_letter(self, item: Received, reason: str) -> None:
+        self._driver.publish_to(self._topo, [copy_of(item, item.attempt)], dead=reason)
+        self._io.call(lambda: self._ack_now(item))
+
+    def extend(self, items: Sequence[Received], seconds: float) -> None:
+        """Nothing to do: RabbitMQ holds a delivery as long as its channel lives."""
+
+    def release(self, items: Sequence[Received]) -> None:
+        if not items:
+            return
+        # Re-published with the same attempt, then acked: a plain requeue would count
+        # as a delivery on quorum queues (x-delivery-count) and as "redelivered" on classic.
+        self._driver.publish_to(self._topo, [copy_of(i, i.attempt) for i in items])
+
+        def acks() -> None:
+            for item in items:
+                self._ack_now(item)
+
+        self._io.call(acks)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._cond:
+            self._cond.notify_all()
+        try:
+            leftover = self._io.call(self._stop_consume)
+            if leftover:
+                self.release(leftover)
+        except (BrokerUnavailable, *CONNECTION_ERRORS):
+            pass  # the connection is gone, so the broker has requeued everything
+        finally:
+
+            def shut() -> None:
+                if self._channel is not None and self._channel.is_open:
+                    self._channel.close()
+                self._channel = None
+
+            with contextlib.suppress(Exception):
+                self._io.call(shut)
+            with contextlib.suppress(ValueError):
+                self._io.on_lost.remove(self._on_lost)

@@ -1,0 +1,340 @@
+"""How a workq queue maps onto RabbitMQ objects, shared by the pika and aio-pika drivers.
+
+For a queue ``q`` (no client library is imported here):
+
+- exchange ``workq.q`` (direct): routing key = tenant (``""`` for the default lane), with
+  ``.pN`` appended for priority lanes of quorum queues;
+- lane queues: ``q`` (default lane), ``q.t.TENANT``; quorum priority lanes add ``.pN``;
+- ``workq.q.dlx`` (fanout) → ``q.dlq``: the dead-letter exchange and queue;
+- ``workq.q.delay`` (headers) → ``q.delay.MS``: TTL queues dead-lettering back to ``workq.q``;
+- ``q.meta``: a stream, the queue's durable registry: its spec and every lane and delay
+  queue ever made, so consumers with ``tenants=None`` find lanes made after they started.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from ...errors import ConfigurationError
+from ...lanes import Lane
+from ...messages import META_PREFIX, Outgoing, Received, meta_headers, split_meta
+from ...spec import QueueSpec
+
+QueueType = Literal["quorum", "classic"]
+OPTIONS = frozenset({"queue_type"})
+REASON = META_PREFIX + "reason"
+DELAY = META_PREFIX + "delay"
+ATTEMPT = META_PREFIX + "attempt"
+#: Headers the broker adds; they are not the user's.
+BROKER_HEADERS = frozenset(
+    {
+        "x-death",
+        "x-delivery-count",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+        "x-stream-offset",
+    }
+)
+#: A delay queue is deleted by the broker once unused this long beyond its TTL.
+DELAY_EXPIRES_MARGIN = 600.0
+#: Re-declare a delay queue before half its expiry has passed, so it never expires
+#: while holding messages (publishing does not count as use).
+DELAY_REDECLARE = DELAY_EXPIRES_MARGIN / 2
+
+
+def queue_type(spec: QueueSpec, default: QueueType) -> QueueType:
+    """The queue type a spec asks for, checking its options."""
+    unknown = set(spec.options) - OPTIONS
+    if unknown:
+        raise ConfigurationError(
+            f"queue {spec.name!r}: unknown option(s) {', '.join(sorted(unknown))} for the "
+            f"rabbitmq backend; allowed: {', '.join(sorted(OPTIONS))}"
+        )
+    value = spec.options.get("queue_type", default)
+    if value not in ("quorum", "classic"):
+        raise ConfigurationError(
+            f"queue {spec.name!r}: queue_type={value!r} is not allowed; use 'quorum' or 'classic'"
+        )
+    qt: QueueType = value
+    return qt
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Names and arguments of the RabbitMQ objects behind one workq queue."""
+
+    name: str
+    kind: QueueType
+    max_priority: int
+
+    @classmethod
+    def of(cls, spec: QueueSpec, default: QueueType) -> Topology:
+        return cls(spec.name, queue_type(spec, default), spec.max_priority)
+
+    @property
+    def native_priority(self) -> bool:
+        return self.kind == "classic" and self.max_priority > 0
+
+    @property
+    def exchange(self) -> str:
+        return f"workq.{self.name}"
+
+    @property
+    def dlx(self) -> str:
+        return f"workq.{self.name}.dlx"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+    @property
+    def delay_exchange(self) -> str:
+        return f"workq.{self.name}.delay"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.name}.meta"
+
+    def physical(self, lane: Lane) -> Lane:
+        """The lane as stored: classic queues hold every priority in one queue."""
+        if self.native_priority or self.kind == "classic":
+            return Lane(self.name, lane.tenant, 0)
+        return lane
+
+    def lane_queue(self, lane: Lane) -> str:
+        lane = self.physical(lane)
+        name = self.name if lane.tenant is None else f"{self.name}.t.{lane.tenant}"
+        return f"{name}.p{lane.priority}" if lane.priority else name
+
+    def routing_key(self, lane: Lane) -> str:
+        lane = self.physical(lane)
+        key = lane.tenant or ""
+        return f"{key}.p{lane.priority}" if lane.priority else key
+
+    def _base_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"x-queue-type": self.kind}
+        if self.kind == "quorum":
+            # At-least-once dead-lettering needs reject-publish overflow on quorum queues.
+            args["x-dead-letter-strategy"] = "at-least-once"
+            args["x-overflow"] = "reject-publish"
+        return args
+
+    def lane_args(self) -> dict[str, Any]:
+        args = self._base_args()
+        args["x-dead-letter-exchange"] = self.dlx
+        if self.native_priority:
+            args["x-max-priority"] = self.max_priority
+        return args
+
+    def dlq_args(self) -> dict[str, Any]:
+        return {"x-queue-type": self.kind}
+
+    def delay_queue(self, ms: int) -> str:
+        return f"{self.name}.delay.{ms}"
+
+    def delay_args(self, ms: int) -> dict[str, Any]:
+        args = self._base_args()
+        args["x-message-ttl"] = ms
+        args["x-dead-letter-exchange"] = self.exchange
+        args["x-expires"] = ms + int(DELAY_EXPIRES_MARGIN * 1000) * 2
+        if self.native_priority:
+            args["x-max-priority"] = self.max_priority
+        return args
+
+    @staticmethod
+    def delay_binding(ms: int) -> dict[str, Any]:
+        return {"x-match": "all", DELAY: str(ms)}
+
+    def meta_args(self) -> dict[str, Any]:
+        return {"x-queue-type": "stream"}
+
+    def lane_of_queue(self, queue: str) -> Lane | None:
+        """The lane a lane-queue name stands for, or None if it is not one."""
+        match = re.fullmatch(
+            re.escape(self.name) + r"(?:\.t\.([A-Za-z0-9_-]+))?(?:\.p(\d+))?", queue
+        )
+        if match is None:
+            return None
+        return Lane(self.name, match.group(1), int(match.group(2) or 0))
+
+
+def delay_ms(delay: float) -> int:
+    """The delay bucket for ``delay`` seconds: rounded up to two significant digits of ms.
+
+    Rounding up keeps "not before"; two digits keep the number of delay queues small.
+
+    >>> delay_ms(1.234), delay_ms(0.05), delay_ms(300)
+    (1300, 50, 300000)
+    """
+    ms = max(int(math.ceil(delay * 1000)), 1)
+    if ms < 100:
+        return ms
+    scale = 10 ** (len(str(ms)) - 2)
+    return int(math.ceil(ms / scale) * scale)
+
+
+# --- the registry records in the q.meta stream ---------------------------------------
+
+
+def spec_record(spec: QueueSpec, kind: QueueType, implicit: bool) -> bytes:
+    data = asdict(spec)
+    data["options"] = {**dict(spec.options), "queue_type": kind}
+    return json.dumps({"kind": "spec", "implicit": implicit, "spec": data}).encode()
+
+
+def lane_record(lane: Lane) -> bytes:
+    return json.dumps({"kind": "lane", "tenant": lane.tenant, "priority": lane.priority}).encode()
+
+
+def delay_record(ms: int) -> bytes:
+    return json.dumps({"kind": "delay", "ms": ms}).encode()
+
+
+def marker_record(token: str) -> bytes:
+    return json.dumps({"kind": "marker", "token": token}).encode()
+
+
+@dataclass
+class Registry:
+    """What a queue's meta stream says so far: its spec, lanes and delay queues."""
+
+    name: str
+    explicit: QueueSpec | None = None
+    implicit: QueueSpec | None = None
+
+    def __post_init__(self) -> None:
+        self.lanes: set[Lane] = set()
+        self.delays: set[int] = set()
+        self.markers: set[str] = set()
+
+    def add(self, body: bytes) -> None:
+        try:
+            record = json.loads(body)
+            kind = record["kind"]
+        except (ValueError, KeyError, TypeError):
+            return  # not ours: ignore rather than break every consumer
+        if kind == "lane":
+            self.lanes.add(Lane(self.name, record["tenant"], int(record["priority"])))
+        elif kind == "delay":
+            self.delays.add(int(record["ms"]))
+        elif kind == "marker":
+            self.markers.add(str(record["token"]))
+        elif kind == "spec":
+            spec = QueueSpec(**record["spec"])
+            if record.get("implicit"):
+                if self.implicit is None:
+                    self.implicit = spec
+            elif self.explicit is None:
+                self.explicit = spec
+
+    @property
+    def spec(self) -> QueueSpec | None:
+        return self.explicit or self.implicit
+
+
+def normalized(spec: QueueSpec, kind: QueueType) -> QueueSpec:
+    return QueueSpec(
+        spec.name,
+        max_priority=spec.max_priority,
+        max_attempts=spec.max_attempts,
+        retry_delay=spec.retry_delay,
+        lease=spec.lease,
+        dead_letter=spec.dead_letter,
+        options={**dict(spec.options), "queue_type": kind},
+    )
+
+
+def check_declared(stored: QueueSpec, spec: QueueSpec, kind: QueueType) -> None:
+    """Raise ``ConfigurationError`` naming each setting ``spec`` changes from ``stored``."""
+    stored.check_same(normalized(spec, kind))
+
+
+# --- message mapping -----------------------------------------------------------------
+
+
+def outgoing_headers(msg: Outgoing, delay_bucket: int | None = None) -> dict[str, str]:
+    headers = meta_headers(msg)
+    if delay_bucket is not None:
+        headers[DELAY] = str(delay_bucket)
+    return headers
+
+
+def received(
+    topo: Topology,
+    *,
+    body: bytes,
+    headers: Mapping[str, Any] | None,
+    message_id: str | None,
+    priority: int | None,
+    redelivered: bool,
+    timestamp: int | None,
+    token: Any,
+) -> Received:
+    """A :class:`Received` from an AMQP delivery's properties."""
+    raw = dict(headers or {})
+    delivery_count = raw.get("x-delivery-count")
+    strings = {
+        k: (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+        if k not in BROKER_HEADERS and isinstance(v, str | bytes)
+    }
+    user, meta = split_meta(strings)
+    meta.pop("delay", None)
+    meta.pop("reason", None)
+    tenant = meta.get("tenant")
+    prio = int(meta.get("priority", priority or 0))
+    stored_attempt = int(meta.get("attempt", "1"))
+    if topo.kind == "quorum":
+        extra = int(delivery_count) if isinstance(delivery_count, int) else 0
+    else:
+        # Classic queues only say "delivered before": at least one more attempt.
+        extra = 1 if redelivered else 0
+    enqueued = meta.get("enqueued-at")
+    return Received(
+        lane=Lane(topo.name, tenant, prio),
+        id=meta.get("id") or message_id or "",
+        body=body,
+        headers=user,
+        attempt=stored_attempt + extra,
+        enqueued_at=float(enqueued) if enqueued else float(timestamp or time.time()),
+        token=token,
+    )
+
+
+def copy_of(item: Received, attempt: int, delay: float | None = None) -> Outgoing:
+    """An :class:`Outgoing` re-publishing a received message with ``attempt``."""
+    return Outgoing(
+        lane=item.lane,
+        id=item.id,
+        body=item.body,
+        headers=dict(item.headers),
+        delay=delay or None,
+        attempt=attempt,
+        enqueued_at=item.enqueued_at,
+    )
+
+
+def reason_of(headers: Mapping[str, Any] | None) -> str:
+    value = (headers or {}).get(REASON, "")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def config_error(topo_name: str, reply_text: str) -> ConfigurationError:
+    """A ``ConfigurationError`` from a 406 PRECONDITION_FAILED, naming the argument."""
+    match = re.search(r"inequivalent arg '([^']+)'", reply_text)
+    what = f"argument {match.group(1)!r}" if match else "its arguments"
+    return ConfigurationError(
+        f"queue {topo_name!r} exists in RabbitMQ with a different {what}: {reply_text}. "
+        "Declare it the same way everywhere (queue_type, max_priority), or delete and "
+        "re-create it"
+    )
