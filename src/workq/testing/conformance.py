@@ -147,8 +147,9 @@ class Conformance(_Base):
     def test_delivery_attributes(self, broker: workq.Broker, queue: str) -> None:
         before = time.time()
         with broker.producer() as p:
-            mid = p.publish(queue, "x", tenant="acme", priority=3, headers={"trace": "t1"},
-                            message_id="m-1")
+            mid = p.publish(
+                queue, "x", tenant="acme", priority=3, headers={"trace": "t1"}, message_id="m-1"
+            )
         assert mid == "m-1"
         with broker.consumer(queue) as c:
             (d,) = self.take(c, 1)
@@ -227,9 +228,7 @@ class Conformance(_Base):
         assert "bad input" in dead[0].reason
         assert [x.id for x in broker.dead_letters(queue)] == [d.id], "reading removed it"
 
-    def test_max_attempts_dead_letters_then_redrive(
-        self, broker: workq.Broker, queue: str
-    ) -> None:
+    def test_max_attempts_dead_letters_then_redrive(self, broker: workq.Broker, queue: str) -> None:
         broker.declare(queue, max_attempts=2)
         broker.producer().publish(queue, "poison")
         with broker.consumer(queue) as c:
@@ -459,7 +458,9 @@ class AsyncConformance(_Base):
     """The contract, through ``workq.aio``."""
 
     @staticmethod
-    async def take(c: workq.aio.Consumer, n: int, timeout: float = WAIT) -> list[workq.aio.Delivery]:
+    async def take(
+        c: workq.aio.Consumer, n: int, timeout: float = WAIT
+    ) -> list[workq.aio.Delivery]:
         got: list[workq.aio.Delivery] = []
         deadline = time.monotonic() + timeout
         while len(got) < n and time.monotonic() < deadline:
