@@ -1,0 +1,631 @@
+"""The native asyncio RabbitMQ driver on aio-pika: same topology as the pika driver.
+
+Publishes of a batch are sent together and their confirms awaited together
+(``asyncio.gather``), so ``publish_many`` costs about one round trip, not one per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+import aiormq
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from ...driver import AsyncDriver, AsyncReceiver, DeadLetter, LaneStats, QueueStats
+from ...errors import BrokerUnavailable, ConfigurationError, PublishError
+from ...lanes import Lane
+from ...messages import Outgoing, Received
+from ...spec import QueueSpec
+from .driver import CAPABILITIES, SYNC_TIMEOUT, tls_context
+from .settings import RabbitMQSettings
+from .topology import (
+    ATTEMPT,
+    DELAY_REDECLARE,
+    REASON,
+    Registry,
+    Topology,
+    check_declared,
+    config_error,
+    copy_of,
+    delay_ms,
+    delay_record,
+    lane_record,
+    marker_record,
+    outgoing_headers,
+    queue_type,
+    reason_of,
+    received,
+    spec_record,
+)
+
+__all__ = ["AsyncRabbitMQDriver", "AsyncRabbitMQReceiver"]
+
+log = logging.getLogger("workq.rabbitmq")
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+)
+
+
+class _Retry(Exception):
+    pass
+
+
+def _message(topo: Topology, msg: Outgoing, delay: int | None) -> aio_pika.Message:
+    return aio_pika.Message(
+        msg.body,
+        headers=outgoing_headers(msg, delay),  # type: ignore[arg-type]
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=msg.id,
+        timestamp=int(msg.enqueued_at),
+        priority=msg.lane.priority if topo.native_priority else None,
+    )
+
+
+class AsyncRabbitMQDriver(AsyncDriver):
+    """The asyncio RabbitMQ driver (aio-pika)."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, settings: RabbitMQSettings) -> None:
+        self.settings = settings
+        self.conn: Any = None
+        self.generation = 0
+        self._lock = asyncio.Lock()
+        self._admin: AbstractChannel | None = None
+        self._pub: AbstractChannel | None = None
+        self._meta: AbstractChannel | None = None
+        self._declared: dict[str, float] = {}
+        self._regs: dict[str, tuple[Registry, int]] = {}
+        self._topos: dict[str, Topology] = {}
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, settings: RabbitMQSettings) -> AsyncRabbitMQDriver:
+        driver = cls(settings)
+        await driver.connection()
+        return driver
+
+    # -- connection and channels -------------------------------------------------------
+
+    async def connection(self) -> AbstractRobustConnection:
+        if self.conn is not None and not self.conn.is_closed:
+            conn: AbstractRobustConnection = self.conn
+            return conn
+        async with self._lock:
+            if self.conn is not None and not self.conn.is_closed:
+                return self.conn  # type: ignore[no-any-return]
+            self.conn = await self._connect()
+            self.generation += 1
+            self._admin = self._pub = self._meta = None
+            self._declared.clear()
+            return self.conn  # type: ignore[no-any-return]
+
+    async def _connect(self) -> Any:
+        s = self.settings
+        attempts = max(s.reconnect_attempts, 1)
+        last: BaseException | None = None
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(attempts),
+                wait=wait_exponential(multiplier=0.2, max=5),
+                retry=retry_if_exception_type(CONNECTION_ERRORS + (asyncio.TimeoutError,)),
+                reraise=True,
+            ):
+                with attempt:
+                    for item in s.hosts:
+                        host, _, port = item.rpartition(":")
+                        try:
+                            return await aio_pika.connect(
+                                host=host,
+                                port=int(port),
+                                login=s.username,
+                                password=s.password.get_secret_value(),
+                                virtualhost=s.vhost,
+                                ssl=s.tls,
+                                ssl_context=tls_context(s) if s.tls else None,
+                                timeout=s.connect_timeout,
+                                heartbeat=s.heartbeat,
+                            )
+                        except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
+                            last = exc
+                    assert last is not None
+                    raise last
+        except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(
+                f"cannot connect to RabbitMQ at {s.redacted_url()} after {attempts} attempts "
+                f"over {len(s.hosts)} host(s): {exc!r}. Check the broker is running and the "
+                "URL (hosts, credentials, vhost) is right"
+            ) from exc
+        raise BrokerUnavailable(f"cannot connect to RabbitMQ at {s.redacted_url()}")
+
+    async def channel(self, confirms: bool = False) -> AbstractChannel:
+        conn = await self.connection()
+        return await conn.channel(publisher_confirms=confirms, on_return_raises=confirms)
+
+    async def admin(self) -> AbstractChannel:
+        if self._admin is None or self._admin.is_closed:
+            self._admin = await self.channel()
+        return self._admin
+
+    async def pub(self) -> AbstractChannel:
+        if self._pub is None or self._pub.is_closed:
+            self._pub = await self.channel(confirms=True)
+        return self._pub
+
+    async def _declare(self, topo: Topology, coro: Any) -> Any:
+        try:
+            return await coro
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            self._admin = None
+            raise config_error(topo.name, str(exc)) from None
+
+    def _fresh(self, name: str, max_age: float = float("inf")) -> bool:
+        at = self._declared.get(name)
+        return at is not None and time.monotonic() - at < max_age
+
+    async def _ensure_base(self, topo: Topology) -> None:
+        if self._fresh(topo.exchange):
+            return
+
+        async def run() -> None:
+            ch = await self.admin()
+            ex = await ch.declare_exchange(topo.exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+            dlx = await ch.declare_exchange(topo.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
+            await ch.declare_exchange(topo.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True)
+            dlq = await ch.declare_queue(topo.dlq, durable=True, arguments=topo.dlq_args())
+            await dlq.bind(dlx, "")
+            await ch.declare_queue(topo.meta, durable=True, arguments=topo.meta_args())
+            default = Lane(topo.name)
+            q = await ch.declare_queue(
+                topo.lane_queue(default), durable=True, arguments=topo.lane_args()
+            )
+            await q.bind(ex, topo.routing_key(default))
+
+        await self._declare(topo, run())
+        self._declared[topo.exchange] = time.monotonic()
+        self._declared[topo.lane_queue(Lane(topo.name))] = time.monotonic()
+
+    async def _announce(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> list[bytes]:
+        out: list[bytes] = []
+        for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
+            qname = topo.lane_queue(lane)
+            if self._fresh(qname):
+                continue
+            phys = topo.physical(lane)
+
+            async def run_lane(qname: str = qname, phys: Lane = phys) -> None:
+                ch = await self.admin()
+                q = await ch.declare_queue(qname, durable=True, arguments=topo.lane_args())
+                await q.bind(topo.exchange, topo.routing_key(phys))
+
+            await self._declare(topo, run_lane())
+            self._declared[qname] = time.monotonic()
+            out.append(lane_record(phys))
+        for ms in sorted(delays):
+            qname = topo.delay_queue(ms)
+            if self._fresh(qname, DELAY_REDECLARE):
+                continue
+
+            async def run_delay(qname: str = qname, ms: int = ms) -> None:
+                ch = await self.admin()
+                q = await ch.declare_queue(qname, durable=True, arguments=topo.delay_args(ms))
+                await q.bind(topo.delay_exchange, "", arguments=topo.delay_binding(ms))
+
+            await self._declare(topo, run_delay())
+            fresh = qname not in self._declared
+            self._declared[qname] = time.monotonic()
+            if fresh:
+                out.append(delay_record(ms))
+        return out
+
+    async def _meta_publish(self, topo: Topology, body: bytes) -> None:
+        ch = await self.pub()
+        await ch.default_exchange.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), topo.meta
+        )
+
+    async def _registry(self, topo: Topology, sync: bool) -> Registry:
+        entry = self._regs.get(topo.name)
+        await self.connection()
+        if entry is None or entry[1] != self.generation:
+            await self._ensure_base(topo)
+            registry = entry[0] if entry else Registry(topo.name)
+            if self._meta is None or self._meta.is_closed:
+                self._meta = await self.channel()
+                await self._meta.set_qos(prefetch_count=500)
+            q = await self._meta.get_queue(topo.meta, ensure=False)
+
+            async def on_record(message: AbstractIncomingMessage) -> None:
+                registry.add(message.body)
+                await message.ack()
+
+            await q.consume(on_record, arguments={"x-stream-offset": "first"})
+            self._regs[topo.name] = (registry, self.generation)
+            sync = True
+        registry = self._regs[topo.name][0]
+        if sync:
+            token = uuid.uuid4().hex
+            await self._meta_publish(topo, marker_record(token))
+            deadline = time.monotonic() + SYNC_TIMEOUT
+            while token not in registry.markers:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"queue {topo.name!r}: reading its registry stream {topo.meta!r} "
+                        f"timed out after {SYNC_TIMEOUT}s"
+                    )
+                await asyncio.sleep(0.005)
+        return registry
+
+    def topology(self, spec: QueueSpec) -> Topology:
+        topo = self._topos.get(spec.name)
+        if topo is None or topo.max_priority != spec.max_priority:
+            topo = self._topos[spec.name] = Topology.of(spec, self.settings.queue_type)
+        return topo
+
+    # -- AsyncDriver API ---------------------------------------------------------------
+
+    async def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        kind = queue_type(spec, self.settings.queue_type)
+        topo = Topology.of(spec, self.settings.queue_type)
+        reg = await self._registry(topo, sync=True)
+        if reg.spec is None or (not implicit and reg.explicit is None):
+            await self._meta_publish(topo, spec_record(spec, kind, implicit))
+            reg = await self._registry(topo, sync=True)
+        if implicit:
+            effective = reg.spec or spec
+            self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
+            return effective
+        assert reg.explicit is not None
+        check_declared(reg.explicit, spec, kind)
+        self._topos[spec.name] = topo
+        return spec
+
+    async def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
+        await self.publish_to(self.topology(spec), messages)
+
+    async def publish_to(
+        self, topo: Topology, messages: Sequence[Outgoing], dead: str | None = None
+    ) -> None:
+        """Publish and await every confirm, retrying what is not confirmed (bounded)."""
+        if not messages:
+            return
+        left = list(messages)
+        errors: list[BaseException] = []
+
+        async def one(ch: AbstractChannel, msg: Outgoing) -> None:
+            if dead is not None:
+                m = _message(topo, msg, None)
+                m.headers[REASON] = dead
+                await (await ch.get_exchange(topo.dlx, ensure=False)).publish(m, "")
+                return
+            if msg.delay:
+                ms = delay_ms(msg.delay)
+                ex = await ch.get_exchange(topo.delay_exchange, ensure=False)
+                await ex.publish(_message(topo, msg, ms), topo.routing_key(msg.lane), mandatory=True)
+            else:
+                ex = await ch.get_exchange(topo.exchange, ensure=False)
+                await ex.publish(_message(topo, msg, None), topo.routing_key(msg.lane), mandatory=True)
+
+        async def attempt() -> None:
+            nonlocal left, errors
+            try:
+                await self._ensure_base(topo)
+                lanes = {m.lane for m in left}
+                delays = {delay_ms(m.delay) for m in left if m.delay and dead is None}
+                for body in await self._announce(topo, lanes, delays):
+                    await self._meta_publish(topo, body)
+                ch = await self.pub()
+            except ConfigurationError:
+                raise
+            except Exception as exc:
+                errors = [exc]
+                raise _Retry() from exc
+            results = await asyncio.wait_for(
+                asyncio.gather(*(one(ch, m) for m in left), return_exceptions=True),
+                self.settings.publish_timeout,
+            )
+            failed = [(m, r) for m, r in zip(left, results, strict=True) if isinstance(r, BaseException)]
+            if failed:
+                if any(isinstance(r, aio_pika.exceptions.DeliveryError) for _, r in failed):
+                    self._declared.clear()  # unroutable: a lane queue is missing, re-declare
+                left = [m for m, _ in failed]
+                errors = [r for _, r in failed]
+                raise _Retry()
+
+        try:
+            async for retry in AsyncRetrying(
+                stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
+                wait=wait_exponential(multiplier=0.1, max=2),
+                retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
+                reraise=True,
+            ):
+                with retry:
+                    await attempt()
+        except (_Retry, asyncio.TimeoutError) as exc:
+            sample = repr(errors[0]) if errors else "no confirm within publish_timeout"
+            raise PublishError(
+                f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "
+                f"confirmed by RabbitMQ at {self.settings.redacted_url()} after "
+                f"{self.settings.publish_retries} attempts ({sample}); they may or may not "
+                "be enqueued: publish them again"
+            ) from exc
+
+    async def lanes(self, spec: QueueSpec) -> list[Lane]:
+        topo = self.topology(spec)
+        registry = await self._registry(topo, sync=False)
+        found = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
+        return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
+
+    async def open(self, spec: QueueSpec, prefetch: int) -> AsyncReceiver:
+        return AsyncRabbitMQReceiver(self, self.topology(spec), prefetch)
+
+    async def stats(self, spec: QueueSpec) -> QueueStats:
+        topo = self.topology(spec)
+        registry = await self._registry(topo, sync=True)
+        lanes = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
+        ch = await self.channel()
+        try:
+            out = []
+            for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", -ln.priority)):
+                q = await ch.declare_queue(topo.lane_queue(lane), passive=True)
+                out.append(LaneStats(lane, q.declaration_result.message_count or 0, 0))
+            delayed = 0
+            for ms in registry.delays:
+                with contextlib.suppress(aiormq.exceptions.ChannelNotFoundEntity):
+                    q = await ch.declare_queue(topo.delay_queue(ms), passive=True)
+                    delayed += q.declaration_result.message_count or 0
+                if ch.is_closed:
+                    ch = await self.channel()
+            if delayed and out:
+                out[0] = LaneStats(out[0].lane, out[0].ready, 0, delayed)
+            dlq = await ch.declare_queue(topo.dlq, passive=True)
+            dead = dlq.declaration_result.message_count or 0
+        finally:
+            with contextlib.suppress(Exception):
+                await ch.close()
+        return QueueStats(queue=topo.name, lanes=out, dead_letters=dead)
+
+    async def _read_dlq(
+        self, topo: Topology, limit: int
+    ) -> tuple[AbstractChannel, list[AbstractIncomingMessage]]:
+        await self._ensure_base(topo)
+        ch = await self.channel()
+        q = await ch.get_queue(topo.dlq, ensure=False)
+        got: list[AbstractIncomingMessage] = []
+        while len(got) < limit:
+            m = await q.get(no_ack=False, fail=False)
+            if m is None:
+                break
+            got.append(m)
+        return ch, got
+
+    async def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
+        topo = self.topology(spec)
+        if limit <= 0:
+            return []
+        ch, got = await self._read_dlq(topo, limit)
+        try:
+            out = []
+            for m in got:
+                item = self._received(topo, m, None)
+                out.append(
+                    DeadLetter(
+                        id=item.id,
+                        queue=topo.name,
+                        tenant=item.lane.tenant,
+                        priority=item.lane.priority,
+                        body=m.body,
+                        headers=item.headers,
+                        reason=reason_of(m.headers),
+                        attempt=int(str((m.headers or {}).get(ATTEMPT, 1))),
+                        enqueued_at=item.enqueued_at,
+                    )
+                )
+            return out
+        finally:
+            await ch.close()  # closing requeues what was read: reading removes nothing
+
+    @staticmethod
+    def _received(topo: Topology, m: AbstractIncomingMessage, token: Any) -> Received:
+        return received(
+            topo,
+            body=m.body,
+            headers=m.headers,
+            message_id=m.message_id,
+            priority=m.priority,
+            redelivered=bool(m.redelivered),
+            timestamp=int(m.timestamp.timestamp()) if m.timestamp else None,
+            token=token,
+        )
+
+    async def redrive(self, spec: QueueSpec) -> int:
+        topo = self.topology(spec)
+        moved = 0
+        while True:
+            ch, got = await self._read_dlq(topo, 100)
+            try:
+                if not got:
+                    return moved
+                await self.publish_to(
+                    topo, [copy_of(self._received(topo, m, None), attempt=1) for m in got]
+                )
+                await got[-1].ack(multiple=True)
+                moved += len(got)
+            finally:
+                await ch.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self.conn.close()
+
+
+class AsyncRabbitMQReceiver(AsyncReceiver):
+    """One async consumer: pushed to on one lane queue, ``basic_get`` across several."""
+
+    def __init__(self, driver: AsyncRabbitMQDriver, topo: Topology, prefetch: int) -> None:
+        self._driver = driver
+        self._topo = topo
+        self._prefetch = prefetch
+        self._channel: AbstractChannel | None = None
+        self._gen = -1
+        self._consuming: str | None = None
+        self._ctag: str | None = None
+        self._queue_obj: Any = None
+        self._buffer: deque[Received] = deque()
+        self._event = asyncio.Event()
+        self._closed = False
+
+    async def _chan(self) -> AbstractChannel:
+        await self._driver.connection()
+        if self._channel is None or self._channel.is_closed or self._gen != self._driver.generation:
+            self._buffer.clear()  # held on a dead channel: the broker requeues them
+            self._channel = await self._driver.channel()
+            await self._channel.set_qos(prefetch_count=self._prefetch)
+            self._gen = self._driver.generation
+            self._consuming = self._ctag = None
+        return self._channel
+
+    def _item(self, m: AbstractIncomingMessage) -> Received:
+        return self._driver._received(self._topo, m, (self._gen, self._channel, m))
+
+    async def _on_message(self, m: AbstractIncomingMessage) -> None:
+        self._buffer.append(self._item(m))
+        self._event.set()
+
+    async def _stop_consume(self) -> None:
+        if self._consuming is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._queue_obj.cancel(self._ctag)
+        self._consuming = self._ctag = None
+        items = list(self._buffer)
+        self._buffer.clear()
+        await self.release(items)
+
+    async def receive(
+        self, lanes: Sequence[Lane], max_count: int, timeout: float
+    ) -> list[Received]:
+        topo = self._topo
+        levels: dict[int, list[str]] = {}
+        seen: set[str] = set()
+        for lane in lanes:
+            q = topo.lane_queue(lane)
+            if q not in seen:
+                seen.add(q)
+                levels.setdefault(topo.physical(lane).priority, []).append(q)
+        if not seen:
+            return []
+        deadline = time.monotonic() + max(timeout, 0.0)
+        if len(seen) == 1:
+            queue = next(iter(seen))
+            while True:
+                ch = await self._chan()
+                if self._consuming != queue:
+                    await self._stop_consume()
+                    await self._driver._ensure_base(topo)
+                    self._queue_obj = await ch.get_queue(queue, ensure=False)
+                    self._ctag = await self._queue_obj.consume(self._on_message)
+                    self._consuming = queue
+                if not self._buffer:
+                    self._event.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(
+                            self._event.wait(), max(deadline - time.monotonic(), 0.0)
+                        )
+                out = []
+                while self._buffer and len(out) < max_count:
+                    out.append(self._buffer.popleft())
+                if out or time.monotonic() >= deadline or self._closed:
+                    return out
+        ordered = [levels[p] for p in sorted(levels, reverse=True)]
+        pause = 0.01
+        while True:
+            await self._stop_consume()
+            got = await self._get(ordered, max_count)
+            remaining = deadline - time.monotonic()
+            if got or remaining <= 0 or self._closed:
+                return got
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.2)
+
+    async def _get(self, levels: list[list[str]], max_count: int) -> list[Received]:
+        ch = await self._chan()
+        out: list[Received] = []
+        for level in levels:
+            live = list(level)
+            while live and len(out) < max_count:
+                for name in list(live):
+                    if len(out) >= max_count:
+                        break
+                    q = await ch.get_queue(name, ensure=False)
+                    m = await q.get(no_ack=False, fail=False)
+                    if m is None:
+                        live.remove(name)
+                    else:
+                        out.append(self._item(m))
+            if len(out) >= max_count:
+                break
+        return out
+
+    async def _ack_now(self, item: Received) -> None:
+        gen, channel, message = item.token
+        if gen != self._driver.generation or channel is not self._channel or channel.is_closed:
+            log.info("delivery %s came from a lost channel: the broker redelivers it", item.id)
+            return
+        await message.ack()
+
+    async def ack(self, item: Received) -> None:
+        await self._ack_now(item)
+
+    async def nack(self, item: Received, delay: float | None) -> None:
+        await self._driver.publish_to(self._topo, [copy_of(item, item.attempt + 1, delay)])
+        await self._ack_now(item)
+
+    async def dead_letter(self, item: Received, reason: str) -> None:
+        await self._driver.publish_to(self._topo, [copy_of(item, item.attempt)], dead=reason)
+        await self._ack_now(item)
+
+    async def extend(self, items: Sequence[Received], seconds: float) -> None:
+        """Nothing to do: RabbitMQ holds a delivery as long as its channel lives."""
+
+    async def release(self, items: Sequence[Received]) -> None:
+        if not items:
+            return
+        # Re-published with the same attempt, then acked: see the sync receiver.
+        await self._driver.publish_to(self._topo, [copy_of(i, i.attempt) for i in items])
+        for item in items:
+            await self._ack_now(item)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._event.set()
+        try:
+            await self._stop_consume()
+        except (BrokerUnavailable, PublishError, *CONNECTION_ERRORS):
+            pass  # the connection is gone, so the broker has requeued everything
+        finally:
+            if self._channel is not None and not self._channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await self._channel.close()
+            self._channel = None
+
