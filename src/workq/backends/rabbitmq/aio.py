@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -40,7 +39,6 @@ from .topology import (
     delay_ms,
     delay_record,
     lane_record,
-    marker_record,
     outgoing_headers,
     queue_type,
     reason_of,
@@ -87,9 +85,8 @@ class AsyncRabbitMQDriver(AsyncDriver):
         self._lock = asyncio.Lock()
         self._admin: AbstractChannel | None = None
         self._pub: AbstractChannel | None = None
-        self._meta: AbstractChannel | None = None
         self._declared: dict[str, float] = {}
-        self._regs: dict[str, tuple[Registry, int]] = {}
+        self._regs: dict[str, Registry] = {}
         self._topos: dict[str, Topology] = {}
         self._closed = False
 
@@ -110,7 +107,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 return self.conn  # type: ignore[no-any-return]
             self.conn = await self._connect()
             self.generation += 1
-            self._admin = self._pub = self._meta = None
+            self._admin = self._pub = None
             self._declared.clear()
             return self.conn  # type: ignore[no-any-return]
 
@@ -140,11 +137,11 @@ class AsyncRabbitMQDriver(AsyncDriver):
                                 timeout=s.connect_timeout,
                                 heartbeat=s.heartbeat,
                             )
-                        except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
+                        except (TimeoutError, *CONNECTION_ERRORS) as exc:
                             last = exc
                     assert last is not None
                     raise last
-        except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
+        except (TimeoutError, *CONNECTION_ERRORS) as exc:
             raise BrokerUnavailable(
                 f"cannot connect to RabbitMQ at {s.redacted_url()} after {attempts} attempts "
                 f"over {len(s.hosts)} host(s): {exc!r}. Check the broker is running and the "
@@ -172,6 +169,12 @@ class AsyncRabbitMQDriver(AsyncDriver):
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             self._admin = None
             raise config_error(topo.name, str(exc)) from None
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            self._admin = None
+            raise BrokerUnavailable(
+                f"queue {topo.name!r} is not available right now ({exc}); "
+                "retry once the node or its replicas are back"
+            ) from exc
 
     def _fresh(self, name: str, max_age: float = float("inf")) -> bool:
         at = self._declared.get(name)
@@ -183,9 +186,13 @@ class AsyncRabbitMQDriver(AsyncDriver):
 
         async def run() -> None:
             ch = await self.admin()
-            ex = await ch.declare_exchange(topo.exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+            ex = await ch.declare_exchange(
+                topo.exchange, aio_pika.ExchangeType.DIRECT, durable=True
+            )
             dlx = await ch.declare_exchange(topo.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
-            await ch.declare_exchange(topo.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True)
+            await ch.declare_exchange(
+                topo.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
+            )
             dlq = await ch.declare_queue(topo.dlq, durable=True, arguments=topo.dlq_args())
             await dlq.bind(dlx, "")
             await ch.declare_queue(topo.meta, durable=True, arguments=topo.meta_args())
@@ -199,7 +206,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
         self._declared[topo.exchange] = time.monotonic()
         self._declared[topo.lane_queue(Lane(topo.name))] = time.monotonic()
 
-    async def _announce(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> list[bytes]:
+    async def _ensure_lanes(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> None:
         out: list[bytes] = []
         for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
             qname = topo.lane_queue(lane)
@@ -230,45 +237,53 @@ class AsyncRabbitMQDriver(AsyncDriver):
             self._declared[qname] = time.monotonic()
             if fresh:
                 out.append(delay_record(ms))
-        return out
+        if out:
+            try:
+                await self._registry(topo, write=out)
+            except BrokerUnavailable as exc:
+                log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
+                self._declared.clear()
 
-    async def _meta_publish(self, topo: Topology, body: bytes) -> None:
-        ch = await self.pub()
-        await ch.default_exchange.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), topo.meta
-        )
-
-    async def _registry(self, topo: Topology, sync: bool) -> Registry:
-        entry = self._regs.get(topo.name)
-        await self.connection()
-        if entry is None or entry[1] != self.generation:
-            await self._ensure_base(topo)
-            registry = entry[0] if entry else Registry(topo.name)
-            if self._meta is None or self._meta.is_closed:
-                self._meta = await self.channel()
-                await self._meta.set_qos(prefetch_count=500)
-            q = await self._meta.get_queue(topo.meta, ensure=False)
-
-            async def on_record(message: AbstractIncomingMessage) -> None:
-                registry.add(message.body)
-                await message.ack()
-
-            await q.consume(on_record, arguments={"x-stream-offset": "first"})
-            self._regs[topo.name] = (registry, self.generation)
-            sync = True
-        registry = self._regs[topo.name][0]
-        if sync:
-            token = uuid.uuid4().hex
-            await self._meta_publish(topo, marker_record(token))
-            deadline = time.monotonic() + SYNC_TIMEOUT
-            while token not in registry.markers:
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable(
-                        f"queue {topo.name!r}: reading its registry stream {topo.meta!r} "
-                        f"timed out after {SYNC_TIMEOUT}s"
+    async def _registry(self, topo: Topology, write: Sequence[bytes] = ()) -> Registry:
+        """Read the queue's registry (and add ``write``): see the sync driver's twin."""
+        reg = self._regs.get(topo.name)
+        if reg is None:
+            reg = self._regs[topo.name] = Registry(topo.name)
+        await self._ensure_base(topo)
+        ch = await self.channel()
+        try:
+            q = await ch.get_queue(topo.meta, ensure=False)
+            last: AbstractIncomingMessage | None = None
+            while True:
+                m = await q.get(no_ack=False, fail=False)
+                if m is None:
+                    break
+                last = m
+                reg.add(m.body)
+            if write:
+                for body in write:
+                    reg.add(body)
+                pub = await self.pub()
+                try:
+                    await asyncio.wait_for(
+                        pub.default_exchange.publish(
+                            aio_pika.Message(
+                                reg.dump(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                            ),
+                            topo.meta,
+                        ),
+                        SYNC_TIMEOUT,
                     )
-                await asyncio.sleep(0.005)
-        return registry
+                except (TimeoutError, aio_pika.exceptions.DeliveryError) as exc:
+                    raise BrokerUnavailable(
+                        f"queue {topo.name!r}: writing its registry record failed ({exc!r})"
+                    ) from exc
+                if last is not None:
+                    await last.ack(multiple=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await ch.close()  # what was read and not replaced goes back
+        return reg
 
     def topology(self, spec: QueueSpec) -> Topology:
         topo = self._topos.get(spec.name)
@@ -281,16 +296,15 @@ class AsyncRabbitMQDriver(AsyncDriver):
     async def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
         kind = queue_type(spec, self.settings.queue_type)
         topo = Topology.of(spec, self.settings.queue_type)
-        reg = await self._registry(topo, sync=True)
+        reg = await self._registry(topo)
         if reg.spec is None or (not implicit and reg.explicit is None):
-            await self._meta_publish(topo, spec_record(spec, kind, implicit))
-            reg = await self._registry(topo, sync=True)
+            reg = await self._registry(topo, write=[spec_record(spec, kind, implicit)])
         if implicit:
             effective = reg.spec or spec
             self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
             return effective
-        assert reg.explicit is not None
-        check_declared(reg.explicit, spec, kind)
+        if reg.explicit is not None:
+            check_declared(reg.explicit, spec, kind)
         self._topos[spec.name] = topo
         return spec
 
@@ -315,10 +329,14 @@ class AsyncRabbitMQDriver(AsyncDriver):
             if msg.delay:
                 ms = delay_ms(msg.delay)
                 ex = await ch.get_exchange(topo.delay_exchange, ensure=False)
-                await ex.publish(_message(topo, msg, ms), topo.routing_key(msg.lane), mandatory=True)
+                await ex.publish(
+                    _message(topo, msg, ms), topo.routing_key(msg.lane), mandatory=True
+                )
             else:
                 ex = await ch.get_exchange(topo.exchange, ensure=False)
-                await ex.publish(_message(topo, msg, None), topo.routing_key(msg.lane), mandatory=True)
+                await ex.publish(
+                    _message(topo, msg, None), topo.routing_key(msg.lane), mandatory=True
+                )
 
         async def attempt() -> None:
             nonlocal left, errors
@@ -326,8 +344,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 await self._ensure_base(topo)
                 lanes = {m.lane for m in left}
                 delays = {delay_ms(m.delay) for m in left if m.delay and dead is None}
-                for body in await self._announce(topo, lanes, delays):
-                    await self._meta_publish(topo, body)
+                await self._ensure_lanes(topo, lanes, delays)
                 ch = await self.pub()
             except ConfigurationError:
                 raise
@@ -338,7 +355,9 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 asyncio.gather(*(one(ch, m) for m in left), return_exceptions=True),
                 self.settings.publish_timeout,
             )
-            failed = [(m, r) for m, r in zip(left, results, strict=True) if isinstance(r, BaseException)]
+            failed = [
+                (m, r) for m, r in zip(left, results, strict=True) if isinstance(r, BaseException)
+            ]
             if failed:
                 if any(isinstance(r, aio_pika.exceptions.DeliveryError) for _, r in failed):
                     self._declared.clear()  # unroutable: a lane queue is missing, re-declare
@@ -355,7 +374,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
             ):
                 with retry:
                     await attempt()
-        except (_Retry, asyncio.TimeoutError) as exc:
+        except (TimeoutError, _Retry) as exc:
             sample = repr(errors[0]) if errors else "no confirm within publish_timeout"
             raise PublishError(
                 f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "
@@ -366,7 +385,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
 
     async def lanes(self, spec: QueueSpec) -> list[Lane]:
         topo = self.topology(spec)
-        registry = await self._registry(topo, sync=False)
+        registry = await self._registry(topo)
         found = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
         return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
 
@@ -375,7 +394,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
 
     async def stats(self, spec: QueueSpec) -> QueueStats:
         topo = self.topology(spec)
-        registry = await self._registry(topo, sync=True)
+        registry = await self._registry(topo)
         lanes = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
         ch = await self.channel()
         try:
@@ -628,4 +647,3 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
                 with contextlib.suppress(Exception):
                     await self._channel.close()
             self._channel = None
-

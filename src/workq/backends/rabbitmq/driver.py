@@ -13,7 +13,6 @@ import logging
 import ssl
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -31,13 +30,14 @@ from tenacity import (
 )
 
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
-from ...errors import BrokerUnavailable, ConfigurationError, PublishError
+from ...errors import BrokerUnavailable, ConfigurationError, PublishError, WorkqError
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .settings import RabbitMQSettings
 from .topology import (
     ATTEMPT,
+    DELAY,
     DELAY_REDECLARE,
     REASON,
     Registry,
@@ -48,7 +48,6 @@ from .topology import (
     delay_ms,
     delay_record,
     lane_record,
-    marker_record,
     outgoing_headers,
     queue_type,
     reason_of,
@@ -77,7 +76,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
-#: How long to wait for a registry read-back (a marker in the meta stream).
+#: How long to wait for the confirm of a registry record.
 SYNC_TIMEOUT = 15.0
 
 
@@ -176,13 +175,6 @@ def _noop() -> None:
 
 
 @dataclass
-class _Reg:
-    registry: Registry
-    generation: int = -1
-    started: bool = False
-
-
-@dataclass
 class _Declared:
     names: dict[str, float] = field(default_factory=dict)
 
@@ -213,7 +205,7 @@ class _IO:
         self._by_mid: dict[str, int] = {}
         self._returned: set[int] = set()
         self.declared = _Declared()
-        self.regs: dict[str, _Reg] = {}
+        self.regs: dict[str, Registry] = {}
         self.on_lost: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="workq-rabbitmq-io", daemon=True)
         self._thread.start()
@@ -243,7 +235,13 @@ class _IO:
         return fut
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
-        return self.submit(fn).result(timeout)
+        try:
+            return self.submit(fn).result(timeout)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise BrokerUnavailable(
+                f"RabbitMQ at {self.settings.redacted_url()} refused: {exc.reply_code} "
+                f"{exc.reply_text}; retry once the broker is healthy"
+            ) from exc
 
     def _run(self) -> None:
         while True:
@@ -270,11 +268,15 @@ class _IO:
                     fut.set_result(fn())
                 except BaseException as exc:
                     fut.set_exception(exc)
-                    if isinstance(exc, CONNECTION_ERRORS):
+                    if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, WorkqError):
                         self._lost(exc)
             if self.conn is not None:
+                # A wake-up may have been consumed by a pump inside a command: never sleep
+                # on work already queued.
+                with self._cond:
+                    busy = bool(self._cmds)
                 try:
-                    self.conn.process_data_events(time_limit=1.0)
+                    self.conn.process_data_events(time_limit=0 if busy else 1.0)
                 except CONNECTION_ERRORS as exc:
                     self._lost(exc)
                 except pika.exceptions.AMQPError as exc:
@@ -313,8 +315,6 @@ class _IO:
                 conn.close()
         self._fail_pending(f"connection lost: {exc!r}")
         self.declared = _Declared()
-        for reg in self.regs.values():
-            reg.started = False
         for cb in list(self.on_lost):
             with contextlib.suppress(Exception):
                 cb()
@@ -420,13 +420,6 @@ class _IO:
             self._by_mid.clear()
         return batch
 
-    def meta_channel(self) -> Any:
-        if self._meta_ch is None or not self._meta_ch.is_open:
-            ch = self.channel()
-            ch.basic_qos(prefetch_count=500)
-            self._meta_ch = ch
-        return self._meta_ch
-
 
 def _declare(ch_fn: Callable[[], Any], topo_name: str, fn: Callable[[Any], Any]) -> Any:
     try:
@@ -434,6 +427,12 @@ def _declare(ch_fn: Callable[[], Any], topo_name: str, fn: Callable[[Any], Any])
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == 406:
             raise config_error(topo_name, exc.reply_text) from None
+        if exc.reply_code == 404:
+            # A replicated queue whose node is down or still recovering: transient.
+            raise BrokerUnavailable(
+                f"queue {topo_name!r} is not available right now ({exc.reply_text}); "
+                "retry once the node or its replicas are back"
+            ) from exc
         raise
 
 
@@ -472,19 +471,23 @@ class RabbitMQDriver(Driver):
             ch.exchange_declare(topo.delay_exchange, "headers", durable=True)
             ch.queue_declare(topo.dlq, durable=True, arguments=topo.dlq_args())
             ch.queue_bind(topo.dlq, topo.dlx)
-            ch.queue_declare(topo.meta, durable=True, arguments=topo.meta_args())
             default = Lane(topo.name)
             ch.queue_declare(topo.lane_queue(default), durable=True, arguments=topo.lane_args())
             ch.queue_bind(topo.lane_queue(default), topo.exchange, topo.routing_key(default))
 
         _declare(io.admin, topo.name, run)
+        _declare(
+            io.admin,
+            topo.name,
+            lambda ch: ch.queue_declare(topo.meta, durable=True, arguments=topo.meta_args()),
+        )
         io.declared.mark(topo.exchange)
         io.declared.mark(topo.lane_queue(Lane(topo.name)))
 
-    def _lane_entries(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> list[_Entry]:
-        """Declare missing lane and delay queues; the registry records announcing them."""
+    def _ensure_lanes(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> None:
+        """Declare missing lane and delay queues, and record them in the registry."""
         io = self.io
-        out: list[_Entry] = []
+        out: list[bytes] = []
         for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
             qname = topo.lane_queue(lane)
             if io.declared.fresh(qname):
@@ -497,7 +500,7 @@ class RabbitMQDriver(Driver):
 
             _declare(io.admin, topo.name, run)
             io.declared.mark(qname)
-            out.append(self._meta_entry(topo, lane_record(phys)))
+            out.append(lane_record(phys))
         for ms in sorted(delays):
             qname = topo.delay_queue(ms)
             if io.declared.fresh(qname, DELAY_REDECLARE):
@@ -511,45 +514,65 @@ class RabbitMQDriver(Driver):
             fresh = qname not in io.declared.names
             io.declared.mark(qname)
             if fresh:
-                out.append(self._meta_entry(topo, delay_record(ms)))
-        return out
+                out.append(delay_record(ms))
+        if out:
+            try:
+                self._registry(topo, write=out)
+            except BrokerUnavailable as exc:
+                # Messages still flow to the lane; record it again on the next publish.
+                log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
+                io.declared = _Declared()
 
-    @staticmethod
-    def _meta_entry(topo: Topology, body: bytes) -> _Entry:
-        return _Entry("", topo.meta, body, pika.BasicProperties(delivery_mode=2))
+    def _registry(self, topo: Topology, write: Sequence[bytes] = ()) -> Registry:
+        """Read the queue's registry (and add ``write`` to it); I/O thread only.
 
-    def _registry(self, topo: Topology, sync: bool) -> Registry:
-        """The queue's registry, subscribed to its meta stream; ``sync`` reads to the end."""
+        The registry is a small queue of records, each a set of facts; the union of all
+        of them is the registry. Reading gets every record and puts it back; writing
+        publishes one merged record (confirmed) and only then acks the ones it replaces.
+        A record held by a concurrent reader is missed this time and seen the next.
+        """
         io = self.io
         reg = io.regs.get(topo.name)
         if reg is None:
-            reg = io.regs[topo.name] = _Reg(Registry(topo.name))
-        if not reg.started or reg.generation != io.generation:
-            self._ensure_base(topo)
-            ch = io.meta_channel()
-            registry = reg.registry
-
-            def on_record(chan: Any, method: Any, _props: Any, body: bytes) -> None:
-                registry.add(body)
-                chan.basic_ack(method.delivery_tag)
-
-            ch.basic_consume(topo.meta, on_record, arguments={"x-stream-offset": "first"})
-            reg.started, reg.generation = True, io.generation
-            sync = True
-        if sync:
-            token = uuid.uuid4().hex
-            batch = io.publish([self._meta_entry(topo, marker_record(token))])
-            deadline = time.monotonic() + SYNC_TIMEOUT
-            while token not in reg.registry.markers:
-                if time.monotonic() > deadline:
+            reg = io.regs[topo.name] = Registry(topo.name)
+        self._ensure_base(topo)
+        ch = io.channel()
+        try:
+            last = None
+            while True:
+                method, _props, body = _declare(
+                    lambda: ch, topo.name, lambda c: c.basic_get(topo.meta, auto_ack=False)
+                )
+                if method is None:
+                    break
+                last = method.delivery_tag
+                reg.add(body)
+            if write:
+                for body in write:
+                    reg.add(body)
+                batch = io.publish(
+                    [_Entry("", topo.meta, reg.dump(), pika.BasicProperties(delivery_mode=2))]
+                )
+                deadline = time.monotonic() + SYNC_TIMEOUT
+                while not batch.done.is_set():
+                    if time.monotonic() > deadline:
+                        raise BrokerUnavailable(
+                            f"queue {topo.name!r}: no confirm for its registry record "
+                            f"within {SYNC_TIMEOUT}s"
+                        )
+                    io.connection().process_data_events(time_limit=0.02)
+                if batch.errors:
                     raise BrokerUnavailable(
-                        f"queue {topo.name!r}: reading its registry stream {topo.meta!r} "
-                        f"timed out after {SYNC_TIMEOUT}s; is the cluster short of a majority?"
+                        f"queue {topo.name!r}: writing its registry record failed "
+                        f"({next(iter(batch.errors.values()))})"
                     )
-                io.connection().process_data_events(time_limit=0.05)
-            if batch.errors:
-                raise BrokerUnavailable(f"queue {topo.name!r}: registry write failed")
-        return reg.registry
+                if last is not None:
+                    ch.basic_ack(last, multiple=True)
+        finally:
+            with contextlib.suppress(Exception):
+                if ch.is_open:
+                    ch.close()  # what was read and not replaced goes back
+        return reg
 
     # -- Driver API ----------------------------------------------------------------------
 
@@ -558,12 +581,9 @@ class RabbitMQDriver(Driver):
         topo = Topology.of(spec, self.settings.queue_type)
 
         def op() -> tuple[QueueSpec | None, QueueSpec | None]:
-            reg = self._registry(topo, sync=True)
+            reg = self._registry(topo)
             if reg.spec is None or (not implicit and reg.explicit is None):
-                batch = self.io.publish([self._meta_entry(topo, spec_record(spec, kind, implicit))])
-                reg = self._registry(topo, sync=True)
-                if batch.errors:
-                    raise BrokerUnavailable(f"queue {spec.name!r}: storing its spec failed")
+                reg = self._registry(topo, write=[spec_record(spec, kind, implicit)])
             return reg.explicit, reg.spec
 
         explicit, stored = self.io.call(op, timeout=SYNC_TIMEOUT * 3)
@@ -571,8 +591,8 @@ class RabbitMQDriver(Driver):
             effective = stored or spec
             self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
             return effective
-        assert explicit is not None
-        check_declared(explicit, spec, kind)
+        if explicit is not None:  # None only while the registry stream is unavailable
+            check_declared(explicit, spec, kind)
         self._topos[spec.name] = topo
         return spec
 
@@ -588,7 +608,9 @@ class RabbitMQDriver(Driver):
             if msg.delay:
                 ms = delay_ms(msg.delay)
                 props.headers = outgoing_headers(msg, ms)
-                out.append(_Entry(topo.delay_exchange, topo.routing_key(msg.lane), msg.body, props, True))
+                out.append(
+                    _Entry(topo.delay_exchange, topo.routing_key(msg.lane), msg.body, props, True)
+                )
             else:
                 props.headers = outgoing_headers(msg)
                 out.append(_Entry(topo.exchange, topo.routing_key(msg.lane), msg.body, props, True))
@@ -608,7 +630,7 @@ class RabbitMQDriver(Driver):
             for e in entries:
                 e.exchange, e.mandatory = topo.dlx, False
                 e.properties.headers[REASON] = dead
-                e.properties.headers.pop("x-workq-delay", None)
+                e.properties.headers.pop(DELAY, None)
         lanes = {m.lane for m in messages}
         delays = {delay_ms(m.delay) for m in messages if m.delay and dead is None}
         left = list(range(len(entries)))
@@ -618,30 +640,31 @@ class RabbitMQDriver(Driver):
         def attempt() -> None:
             nonlocal left, errors
 
-            def op() -> tuple[_Batch, int]:
+            def op() -> _Batch:
                 self._ensure_base(topo)
-                announce = self._lane_entries(topo, lanes, delays)
-                return io.publish(announce + [entries[i] for i in left]), len(announce)
+                self._ensure_lanes(topo, lanes, delays)
+                return io.publish([entries[i] for i in left])
 
             try:
-                batch, skip = io.call(op)
+                batch = io.call(op)
             except ConfigurationError:
                 raise
             except Exception as exc:
                 errors = {i: repr(exc) for i in left}
+                log.warning("queue %r: publish failed (%r); retrying", topo.name, exc)
                 raise _Retry() from exc
             if not batch.done.wait(self.settings.publish_timeout):
                 errors = {i: "no confirm within publish_timeout" for i in left}
+                log.warning("queue %r: no confirm within publish_timeout; retrying", topo.name)
                 raise _Retry()
-            failed_meta = [i for i in batch.errors if i < skip]
-            if failed_meta:
-                io.declared = _Declared()
-            failed = [(left[i - skip], err) for i, err in batch.errors.items() if i >= skip]
+            failed = [(left[i], err) for i, err in batch.errors.items()]
             if any("unroutable" in err for _, err in failed):
                 io.declared = _Declared()
             errors = dict(failed)
             left = [i for i, _ in failed]
-            if left or failed_meta:
+            if left:
+                log.warning("queue %r: %d message(s) not confirmed (%s); retrying",
+                            topo.name, len(left), next(iter(errors.values())))
                 raise _Retry()
 
         try:
@@ -668,7 +691,7 @@ class RabbitMQDriver(Driver):
         topo = self.topology(spec)
 
         def op() -> list[Lane]:
-            registry = self._registry(topo, sync=False)
+            registry = self._registry(topo)
             found = {topo.physical(lane) for lane in registry.lanes}
             found.add(Lane(topo.name))
             return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
@@ -682,7 +705,7 @@ class RabbitMQDriver(Driver):
         topo = self.topology(spec)
 
         def op() -> QueueStats:
-            registry = self._registry(topo, sync=True)
+            registry = self._registry(topo)
             lanes = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
             ch = self.io.admin()
             out = []
@@ -692,7 +715,9 @@ class RabbitMQDriver(Driver):
             delayed = 0
             for ms in registry.delays:
                 try:
-                    delayed += ch.queue_declare(topo.delay_queue(ms), passive=True).method.message_count
+                    delayed += ch.queue_declare(
+                        topo.delay_queue(ms), passive=True
+                    ).method.message_count
                 except pika.exceptions.ChannelClosedByBroker:
                     ch = self.io.admin()  # expired delay queue: nothing in it
             if delayed and out:
@@ -733,9 +758,16 @@ class RabbitMQDriver(Driver):
             self._ensure_base(topo)
             out = []
             for _ch, _m, props, body in self._read_dlq(topo, limit, take=False):
-                item = received(topo, body=body, headers=props.headers, message_id=props.message_id,
-                                priority=props.priority, redelivered=False,
-                                timestamp=props.timestamp, token=None)
+                item = received(
+                    topo,
+                    body=body,
+                    headers=props.headers,
+                    message_id=props.message_id,
+                    priority=props.priority,
+                    redelivered=False,
+                    timestamp=props.timestamp,
+                    token=None,
+                )
                 out.append(
                     DeadLetter(
                         id=item.id,
@@ -757,6 +789,7 @@ class RabbitMQDriver(Driver):
         topo = self.topology(spec)
         moved = 0
         while True:
+
             def take() -> list[Any]:
                 self._ensure_base(topo)
                 return self._read_dlq(topo, 100, take=True)
@@ -767,9 +800,16 @@ class RabbitMQDriver(Driver):
             ch = got[0][0]
             msgs = []
             for _ch, _m, props, body in got:
-                item = received(topo, body=body, headers=props.headers, message_id=props.message_id,
-                                priority=props.priority, redelivered=False,
-                                timestamp=props.timestamp, token=None)
+                item = received(
+                    topo,
+                    body=body,
+                    headers=props.headers,
+                    message_id=props.message_id,
+                    priority=props.priority,
+                    redelivered=False,
+                    timestamp=props.timestamp,
+                    token=None,
+                )
                 msgs.append(copy_of(item, attempt=1))
             try:
                 self.publish_to(topo, msgs)

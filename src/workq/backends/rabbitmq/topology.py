@@ -7,8 +7,10 @@ For a queue ``q`` (no client library is imported here):
 - lane queues: ``q`` (default lane), ``q.t.TENANT``; quorum priority lanes add ``.pN``;
 - ``workq.q.dlx`` (fanout) → ``q.dlq``: the dead-letter exchange and queue;
 - ``workq.q.delay`` (headers) → ``q.delay.MS``: TTL queues dead-lettering back to ``workq.q``;
-- ``q.meta``: a stream, the queue's durable registry: its spec and every lane and delay
-  queue ever made, so consumers with ``tenants=None`` find lanes made after they started.
+- ``q.meta``: the queue's durable registry (a queue of the same type holding a few
+  records): its spec and every lane and delay queue ever made, so consumers with
+  ``tenants=None`` find lanes made after they started. (A stream would be the natural
+  choice, but a single-node stream killed hard stays down in RabbitMQ 3.10.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from ...spec import QueueSpec
 QueueType = Literal["quorum", "classic"]
 OPTIONS = frozenset({"queue_type"})
 REASON = META_PREFIX + "reason"
-DELAY = META_PREFIX + "delay"
+#: The delay bucket header the delay exchange routes on. Not ``x-``-prefixed: a headers
+#: exchange ignores ``x-`` arguments when matching, so such a binding would match anything.
+DELAY = "workq-delay-ms"
 ATTEMPT = META_PREFIX + "attempt"
 #: Headers the broker adds; they are not the user's.
 BROKER_HEADERS = frozenset(
@@ -43,6 +47,7 @@ BROKER_HEADERS = frozenset(
         "x-last-death-queue",
         "x-last-death-reason",
         "x-stream-offset",
+        DELAY,
     }
 )
 #: A delay queue is deleted by the broker once unused this long beyond its TTL.
@@ -143,7 +148,9 @@ class Topology:
         return f"{self.name}.delay.{ms}"
 
     def delay_args(self, ms: int) -> dict[str, Any]:
-        args = self._base_args()
+        # No at-least-once dead-letter strategy here: with it, RabbitMQ 3.10 was seen to
+        # dead-letter some expired messages twice.
+        args: dict[str, Any] = {"x-queue-type": self.kind}
         args["x-message-ttl"] = ms
         args["x-dead-letter-exchange"] = self.exchange
         args["x-expires"] = ms + int(DELAY_EXPIRES_MARGIN * 1000) * 2
@@ -156,7 +163,7 @@ class Topology:
         return {"x-match": "all", DELAY: str(ms)}
 
     def meta_args(self) -> dict[str, Any]:
-        return {"x-queue-type": "stream"}
+        return {"x-queue-type": self.kind}
 
     def lane_of_queue(self, queue: str) -> Lane | None:
         """The lane a lane-queue name stands for, or None if it is not one."""
@@ -200,10 +207,6 @@ def delay_record(ms: int) -> bytes:
     return json.dumps({"kind": "delay", "ms": ms}).encode()
 
 
-def marker_record(token: str) -> bytes:
-    return json.dumps({"kind": "marker", "token": token}).encode()
-
-
 @dataclass
 class Registry:
     """What a queue's meta stream says so far: its spec, lanes and delay queues."""
@@ -215,7 +218,6 @@ class Registry:
     def __post_init__(self) -> None:
         self.lanes: set[Lane] = set()
         self.delays: set[int] = set()
-        self.markers: set[str] = set()
 
     def add(self, body: bytes) -> None:
         try:
@@ -223,12 +225,13 @@ class Registry:
             kind = record["kind"]
         except (ValueError, KeyError, TypeError):
             return  # not ours: ignore rather than break every consumer
-        if kind == "lane":
+        if kind == "set":
+            for item in record.get("records", []):
+                self.add(json.dumps(item).encode())
+        elif kind == "lane":
             self.lanes.add(Lane(self.name, record["tenant"], int(record["priority"])))
         elif kind == "delay":
             self.delays.add(int(record["ms"]))
-        elif kind == "marker":
-            self.markers.add(str(record["token"]))
         elif kind == "spec":
             spec = QueueSpec(**record["spec"])
             if record.get("implicit"):
@@ -240,6 +243,17 @@ class Registry:
     @property
     def spec(self) -> QueueSpec | None:
         return self.explicit or self.implicit
+
+    def dump(self) -> bytes:
+        """Everything known, as one record."""
+        records: list[Any] = []
+        for spec, implicit in ((self.explicit, False), (self.implicit, True)):
+            if spec is not None:
+                records.append({"kind": "spec", "implicit": implicit, "spec": asdict(spec)})
+        for lane in sorted(self.lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
+            records.append({"kind": "lane", "tenant": lane.tenant, "priority": lane.priority})
+        records.extend({"kind": "delay", "ms": ms} for ms in sorted(self.delays))
+        return json.dumps({"kind": "set", "records": records}).encode()
 
 
 def normalized(spec: QueueSpec, kind: QueueType) -> QueueSpec:
@@ -289,7 +303,6 @@ def received(
         if k not in BROKER_HEADERS and isinstance(v, str | bytes)
     }
     user, meta = split_meta(strings)
-    meta.pop("delay", None)
     meta.pop("reason", None)
     tenant = meta.get("tenant")
     prio = int(meta.get("priority", priority or 0))

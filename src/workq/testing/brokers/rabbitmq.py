@@ -140,7 +140,9 @@ class Node:
         except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as exc:
             self.kill()
             tail = _tail(base / "log" / "stdout.log")
-            raise NotAvailable(f"RabbitMQ node {self.nodename} did not start: {exc}; {tail}") from exc
+            raise NotAvailable(
+                f"RabbitMQ node {self.nodename} did not start: {exc}; {tail}"
+            ) from exc
 
     def _pid(self) -> int | None:
         with contextlib.suppress(OSError, ValueError):
@@ -192,7 +194,12 @@ def _home(workdir: Path) -> Path:
 def _stop_epmd(started: bool, home: Path) -> None:
     if started and shutil.which("epmd"):
         with contextlib.suppress(Exception):
-            subprocess.run(["epmd", "-kill"], capture_output=True, timeout=10, env={**os.environ, "HOME": str(home)})
+            subprocess.run(
+                ["epmd", "-kill"],
+                capture_output=True,
+                timeout=10,
+                env={**os.environ, "HOME": str(home)},
+            )
 
 
 def start_local(workdir: Path) -> BrokerProcess:

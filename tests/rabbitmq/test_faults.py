@@ -1,0 +1,221 @@
+"""Fault tests against real RabbitMQ nodes: crashes, restarts, leader loss, bad declarations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import workq
+from workq.testing.brokers.rabbitmq import Cluster, Node, start_cluster, start_local
+
+pytestmark = pytest.mark.rabbitmq
+
+WAIT = 60.0
+
+
+def unique() -> str:
+    return f"f{uuid.uuid4().hex[:12]}"
+
+
+def until(check: object, timeout: float = WAIT, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_conflicting_redeclaration_names_the_argument(rabbitmq_url: str) -> None:
+    q = unique()
+    with workq.connect(rabbitmq_url) as a, workq.connect(rabbitmq_url) as b:
+        a.declare(q, queue_type="classic", max_priority=5)
+        with pytest.raises(workq.ConfigurationError, match="x-queue-type"):
+            b.declare(q, queue_type="quorum", max_priority=5)
+    with workq.connect(rabbitmq_url) as c:
+        with pytest.raises(workq.ConfigurationError, match="x-max-priority"):
+            c.declare(q, queue_type="classic", max_priority=7)
+    q2 = unique()
+    with workq.connect(rabbitmq_url) as a, workq.connect(rabbitmq_url) as b:
+        a.declare(q2, max_attempts=3)
+        with pytest.raises(workq.ConfigurationError, match="max_attempts"):
+            b.declare(q2, max_attempts=4)
+        assert b.declare(q2, max_attempts=3).max_attempts == 3
+
+
+def test_unknown_option_is_a_configuration_error(rabbitmq_url: str) -> None:
+    with workq.connect(rabbitmq_url) as broker:
+        with pytest.raises(workq.ConfigurationError, match="partitions"):
+            broker.declare(unique(), partitions=3)
+
+
+def test_unreachable_broker_raises_broker_unavailable(tmp_path: Path) -> None:
+    from workq.testing.brokers import free_port
+
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/?reconnect_attempts=2&connect_timeout=1"
+    with pytest.raises(workq.BrokerUnavailable, match="cannot connect"):
+        workq.connect(url)
+
+
+HOLDER = """
+import sys, workq
+broker = workq.connect(sys.argv[1])
+c = broker.consumer(sys.argv[2], prefetch=5)
+held = [c.get(timeout=30) for _ in range(5)]
+assert all(held)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_killed_consumer_process_messages_are_redelivered(rabbitmq_url: str) -> None:
+    q = unique()
+    with workq.connect(rabbitmq_url) as broker:
+        ids = broker.producer().publish_many(q, [f"m{i}".encode() for i in range(5)])
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, rabbitmq_url, q],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "held"
+            with broker.consumer(q, prefetch=5) as c:
+                assert c.get(timeout=0.5) is None  # all five are held by the other process
+                proc.kill()
+                proc.wait(timeout=10)
+                got = []
+                deadline = time.monotonic() + WAIT
+                while len(got) < 5 and time.monotonic() < deadline:
+                    d = c.get(timeout=1.0)
+                    if d is not None:
+                        got.append(d)
+                        d.ack()
+        finally:
+            proc.kill()
+        assert sorted(d.id for d in got) == sorted(ids)
+        assert all(d.attempt == 2 and d.redelivered for d in got)
+
+
+@pytest.fixture
+def own_node(tmp_path: Path) -> Iterator[Node]:
+    proc = start_local(tmp_path)
+    node = proc.info["node"]
+    assert isinstance(node, Node)
+    try:
+        yield node
+    finally:
+        proc.stop()
+
+
+class Traffic:
+    """A producer and a consumer thread that ride out broker faults, counting what happened."""
+
+    def __init__(self, url: str, queue: str, total: int) -> None:
+        self.url, self.queue, self.total = url, queue, total
+        self.confirmed: set[str] = set()
+        self.failed = 0
+        self.consumed: set[str] = set()
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._produce, daemon=True),
+            threading.Thread(target=self._consume, daemon=True),
+        ]
+
+    def start(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _produce(self) -> None:
+        sent = 0
+        broker: workq.Broker | None = None
+        while sent < self.total and not self.stop.is_set():
+            try:
+                if broker is None:
+                    broker = workq.connect(self.url)
+                mid = f"m{sent}"
+                broker.producer().publish(self.queue, mid.encode(), message_id=mid)
+                self.confirmed.add(mid)
+                sent += 1
+            except (workq.PublishError, workq.BrokerUnavailable):
+                self.failed += 1  # raised, not lost in silence: publish it again
+            time.sleep(0.005)  # pace the stream so faults land mid-way
+        if broker is not None:
+            broker.close()
+
+    def _consume(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with (
+                    workq.connect(self.url) as broker,
+                    broker.consumer(self.queue, prefetch=10) as c,
+                ):
+                    while not self.stop.is_set():
+                        d = c.get(timeout=0.5)
+                        if d is not None:
+                            self.consumed.add(d.id)
+                            d.ack()
+            except (workq.WorkqError, ConnectionError):
+                time.sleep(0.2)  # broker down or recovering: connect again
+
+    def join(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+def test_node_restart_mid_stream_loses_no_confirmed_message(own_node: Node) -> None:
+    q = unique()
+    url = own_node.url + "?reconnect_attempts=8"
+    with workq.connect(url) as broker:
+        broker.declare(q)
+    traffic = Traffic(url, q, total=300).start()
+    try:
+        until(lambda: len(traffic.consumed) >= 50, what="traffic before the restart")
+        own_node.kill()
+        own_node.start()
+        until(lambda: len(traffic.confirmed) >= 300, what="the producer to finish")
+        until(lambda: traffic.confirmed <= traffic.consumed, what="every confirmed message")
+    finally:
+        traffic.join()
+    assert traffic.confirmed <= traffic.consumed
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = start_cluster(tmp_path, 3)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.slow
+def test_cluster_leader_killed_while_publishing_and_consuming(cluster: Cluster) -> None:
+    q = unique()
+    url = cluster.url + "?reconnect_attempts=8"
+    with workq.connect(url) as broker:
+        broker.declare(q)
+    traffic = Traffic(url, q, total=400).start()
+    try:
+        until(lambda: len(traffic.consumed) >= 50, what="traffic before the kill")
+        out = cluster.nodes[0].ctl("list_queues", "-q", "--no-table-headers", "name", "leader")
+        leaders = dict(line.split()[:2] for line in out.splitlines() if line.strip())
+        leader = next(n for n in cluster.nodes if n.nodename == leaders[q])
+        leader.kill()
+        until(lambda: len(traffic.confirmed) >= 400, what="the producer to finish")
+        until(lambda: traffic.confirmed <= traffic.consumed, what="every confirmed message")
+        survivor = next(n for n in cluster.nodes if n is not leader)
+        names = survivor.ctl("list_queues", "-q", "--no-table-headers", "name")
+        assert q in names.split()  # the queue did not vanish with its node
+    finally:
+        traffic.join()
+    assert traffic.confirmed <= traffic.consumed
