@@ -242,6 +242,13 @@ class _IO:
                 f"RabbitMQ at {self.settings.redacted_url()} refused: {exc.reply_code} "
                 f"{exc.reply_text}; retry once the broker is healthy"
             ) from exc
+        except WorkqError:
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(
+                f"lost the connection to RabbitMQ at {self.settings.redacted_url()} ({exc!r}); "
+                "it reconnects on the next call"
+            ) from exc
 
     def _run(self) -> None:
         while True:
