@@ -380,6 +380,14 @@ class _IO:
             self._pub = ch
         return self._pub
 
+    def reset_pub(self) -> None:
+        """Close the confirm channel; the next publish opens a new one."""
+        ch, self._pub = self._pub, None
+        self._fail_pending("publish channel reset")
+        if ch is not None and ch.is_open:
+            with contextlib.suppress(Exception):
+                ch.close()
+
     def _on_pub_close(self, _channel: Any, reason: Exception) -> None:
         self._pub = None
         self._fail_pending(f"publish channel closed: {reason!r}")
@@ -669,6 +677,10 @@ class RabbitMQDriver(Driver):
                 io.declared = _Declared()
             errors = dict(failed)
             left = [i for i, _ in failed]
+            if any("nacked" in err for _, err in failed):
+                # A channel's quorum-queue session can stay stuck on a lost leader: retry
+                # on a fresh channel.
+                io.call(io.reset_pub)
             if left:
                 log.warning("queue %r: %d message(s) not confirmed (%s); retrying",
                             topo.name, len(left), next(iter(errors.values())))

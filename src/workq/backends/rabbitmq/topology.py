@@ -127,12 +127,10 @@ class Topology:
         return f"{key}.p{lane.priority}" if lane.priority else key
 
     def _base_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"x-queue-type": self.kind}
-        if self.kind == "quorum":
-            # At-least-once dead-lettering needs reject-publish overflow on quorum queues.
-            args["x-dead-letter-strategy"] = "at-least-once"
-            args["x-overflow"] = "reject-publish"
-        return args
+        # No quorum "at-least-once" dead-letter strategy: on RabbitMQ 3.10 it made a queue
+        # nack every publish after its leader was killed. workq dead-letters by publishing
+        # (confirmed) to the dead-letter exchange itself, so it does not need it.
+        return {"x-queue-type": self.kind}
 
     def lane_args(self) -> dict[str, Any]:
         args = self._base_args()
