@@ -73,9 +73,7 @@ def pika_publish(url: str, queue: str, n: int) -> None:
 
     def send() -> None:
         while state["sent"] < n and state["sent"] - state["confirmed"] < WINDOW:
-            channel.basic_publish(
-                "", queue, BODY, pika.BasicProperties(delivery_mode=2)
-            )
+            channel.basic_publish("", queue, BODY, pika.BasicProperties(delivery_mode=2))
             state["sent"] += 1
 
     def on_confirm(frame: Any) -> None:
@@ -107,10 +105,8 @@ def pika_consume(url: str, queue: str, n: int) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     ch.basic_qos(prefetch_count=PREFETCH)
-    count = 0
-    for method, _props, _body in ch.consume(queue):
+    for count, (method, _props, _body) in enumerate(ch.consume(queue), 1):
         ch.basic_ack(method.delivery_tag)
-        count += 1
         if count >= n:
             break
     ch.cancel()
@@ -174,14 +170,16 @@ async def workq_aio_publish(url: str, queue: str, n: int) -> None:
 
 
 async def workq_aio_consume(url: str, queue: str, n: int) -> None:
-    async with await workq.aio.connect(url) as broker:
-        async with broker.consumer(queue, prefetch=PREFETCH) as c:
-            count = 0
-            while count < n:
-                d = await c.get(timeout=10)
-                assert d is not None, f"workq.aio consumer stalled after {count}"
-                await d.ack()
-                count += 1
+    async with (
+        await workq.aio.connect(url) as broker,
+        broker.consumer(queue, prefetch=PREFETCH) as c,
+    ):
+        count = 0
+        while count < n:
+            d = await c.get(timeout=10)
+            assert d is not None, f"workq.aio consumer stalled after {count}"
+            await d.ack()
+            count += 1
 
 
 def run(url: str, n: int) -> dict[str, float]:

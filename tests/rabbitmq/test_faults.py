@@ -38,9 +38,11 @@ def test_conflicting_redeclaration_names_the_argument(rabbitmq_url: str) -> None
         a.declare(q, queue_type="classic", max_priority=5)
         with pytest.raises(workq.ConfigurationError, match="x-queue-type"):
             b.declare(q, queue_type="quorum", max_priority=5)
-    with workq.connect(rabbitmq_url) as c:
-        with pytest.raises(workq.ConfigurationError, match="x-max-priority"):
-            c.declare(q, queue_type="classic", max_priority=7)
+    with (
+        workq.connect(rabbitmq_url) as c,
+        pytest.raises(workq.ConfigurationError, match="x-max-priority"),
+    ):
+        c.declare(q, queue_type="classic", max_priority=7)
     q2 = unique()
     with workq.connect(rabbitmq_url) as a, workq.connect(rabbitmq_url) as b:
         a.declare(q2, max_attempts=3)
@@ -50,9 +52,11 @@ def test_conflicting_redeclaration_names_the_argument(rabbitmq_url: str) -> None
 
 
 def test_unknown_option_is_a_configuration_error(rabbitmq_url: str) -> None:
-    with workq.connect(rabbitmq_url) as broker:
-        with pytest.raises(workq.ConfigurationError, match="partitions"):
-            broker.declare(unique(), partitions=3)
+    with (
+        workq.connect(rabbitmq_url) as broker,
+        pytest.raises(workq.ConfigurationError, match="partitions"),
+    ):
+        broker.declare(unique(), partitions=3)
 
 
 def test_unreachable_broker_raises_broker_unavailable(tmp_path: Path) -> None:

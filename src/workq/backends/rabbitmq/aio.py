@@ -58,6 +58,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
+GONE: tuple[type[BaseException], ...] = (BrokerUnavailable, PublishError, *CONNECTION_ERRORS)
+
+
 class _Retry(Exception):
     pass
 
@@ -119,7 +123,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(attempts),
                 wait=wait_exponential(multiplier=0.2, max=5),
-                retry=retry_if_exception_type(CONNECTION_ERRORS + (asyncio.TimeoutError,)),
+                retry=retry_if_exception_type(CONNECT_ERRORS),
                 reraise=True,
             ):
                 with attempt:
@@ -137,11 +141,11 @@ class AsyncRabbitMQDriver(AsyncDriver):
                                 timeout=s.connect_timeout,
                                 heartbeat=s.heartbeat,
                             )
-                        except (TimeoutError, *CONNECTION_ERRORS) as exc:
+                        except CONNECT_ERRORS as exc:
                             last = exc
                     assert last is not None
                     raise last
-        except (TimeoutError, *CONNECTION_ERRORS) as exc:
+        except CONNECT_ERRORS as exc:
             raise BrokerUnavailable(
                 f"cannot connect to RabbitMQ at {s.redacted_url()} after {attempts} attempts "
                 f"over {len(s.hosts)} host(s): {exc!r}. Check the broker is running and the "
@@ -569,7 +573,7 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
                         await asyncio.wait_for(
                             self._event.wait(), max(deadline - time.monotonic(), 0.0)
                         )
-                out = []
+                out: list[Received] = []
                 while self._buffer and len(out) < max_count:
                     out.append(self._buffer.popleft())
                 if out or time.monotonic() >= deadline or self._closed:
@@ -606,7 +610,10 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
 
     async def _ack_now(self, item: Received) -> None:
         gen, channel, message = item.token
-        if gen != self._driver.generation or channel is not self._channel or channel.is_closed:
+        if gen != self._driver.generation or channel is not self._channel or channel is None:
+            log.info("delivery %s came from a lost channel: the broker redelivers it", item.id)
+            return
+        if channel.is_closed:
             log.info("delivery %s came from a lost channel: the broker redelivers it", item.id)
             return
         await message.ack()
@@ -640,7 +647,7 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         self._event.set()
         try:
             await self._stop_consume()
-        except (BrokerUnavailable, PublishError, *CONNECTION_ERRORS):
+        except GONE:
             pass  # the connection is gone, so the broker has requeued everything
         finally:
             if self._channel is not None and not self._channel.is_closed:

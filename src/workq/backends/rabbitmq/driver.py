@@ -76,6 +76,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+#: Errors after which the broker already has back whatever a closing receiver held.
+GONE: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
 #: How long to wait for the confirm of a registry record.
 SYNC_TIMEOUT = 15.0
 
@@ -682,8 +684,12 @@ class RabbitMQDriver(Driver):
                 # on a fresh channel.
                 io.call(io.reset_pub)
             if left:
-                log.warning("queue %r: %d message(s) not confirmed (%s); retrying",
-                            topo.name, len(left), next(iter(errors.values())))
+                log.warning(
+                    "queue %r: %d message(s) not confirmed (%s); retrying",
+                    topo.name,
+                    len(left),
+                    next(iter(errors.values())),
+                )
                 raise _Retry()
 
         try:
@@ -751,7 +757,7 @@ class RabbitMQDriver(Driver):
     ) -> list[tuple[Any, Any, Any, bytes]]:
         """Get up to ``limit`` dead letters on a fresh channel; requeue them unless ``take``."""
         ch = self.io.channel()
-        got = []
+        got: list[tuple[Any, Any, bytes]] = []
         try:
             while len(got) < limit:
                 method, props, body = ch.basic_get(topo.dlq, auto_ack=False)
@@ -833,7 +839,7 @@ class RabbitMQDriver(Driver):
             try:
                 self.publish_to(topo, msgs)
             except BaseException:
-                self.io.call(lambda: ch.close())  # unacked: back to the dead-letter queue
+                self.io.call(ch.close)  # unacked: back to the dead-letter queue
                 raise
             last = got[-1][1].delivery_tag
 
@@ -970,7 +976,7 @@ class RabbitMQReceiver(Receiver):
                 with self._cond:
                     if not self._buffer:
                         self._cond.wait(max(deadline - time.monotonic(), 0.0))
-                    out = []
+                    out: list[Received] = []
                     while self._buffer and len(out) < max_count:
                         out.append(self._buffer.popleft())
                 if out or time.monotonic() >= deadline or self._closed:
@@ -1041,7 +1047,7 @@ class RabbitMQReceiver(Receiver):
             leftover = self._io.call(self._stop_consume)
             if leftover:
                 self.release(leftover)
-        except (BrokerUnavailable, *CONNECTION_ERRORS):
+        except GONE:
             pass  # the connection is gone, so the broker has requeued everything
         finally:
 

@@ -181,7 +181,7 @@ def delay_ms(delay: float) -> int:
     >>> delay_ms(1.234), delay_ms(0.05), delay_ms(300)
     (1300, 50, 300000)
     """
-    ms = max(int(math.ceil(delay * 1000)), 1)
+    ms = max(math.ceil(delay * 1000), 1)
     if ms < 100:
         return ms
     scale = 10 ** (len(str(ms)) - 2)

@@ -168,10 +168,8 @@ class Node:
         """Shut the node down cleanly, or kill it if that fails."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.ctl("shutdown", timeout=30)
-        except (RuntimeError, subprocess.TimeoutExpired):
-            pass
         self.kill()
 
 
