@@ -1,0 +1,158 @@
+"""The async broker: ``await workq.aio.connect()`` and what hangs off it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..backends import create_async_driver
+from ..config import BackendSettings
+from ..driver import AsyncDriver, DeadLetter, QueueStats
+from ..names import check_queue
+from ..settings import Settings, load
+from ..spec import QueueSpec
+from ..specs import SpecCache, make_spec
+from .consumer import Consumer
+from .producer import Producer
+
+if TYPE_CHECKING:
+    from .consumer import Delivery
+    from .worker import Worker
+
+__all__ = ["Broker", "connect"]
+
+
+async def connect(url: str | Settings | BackendSettings | None = None, **options: Any) -> Broker:
+    """Connect to the broker a URL or settings name; ``WORKQ_URL`` if given nothing.
+
+    >>> broker = await workq.aio.connect("memory://")   # doctest: +SKIP
+    """
+    settings = load(url, **options)
+    return Broker(await create_async_driver(settings), settings)
+
+
+class Broker:
+    """An async connection to one broker. ``async with``; ``await close()`` is idempotent."""
+
+    def __init__(self, driver: AsyncDriver, settings: BackendSettings) -> None:
+        self.driver = driver
+        self.settings = settings
+        self._specs = SpecCache()
+        self._declaring = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def backend(self) -> str:
+        return self.driver.capabilities.backend
+
+    async def declare(self, queue: str, **settings: Any) -> QueueSpec:
+        """Declare a queue (idempotent); a conflicting re-declaration raises ConfigurationError."""
+        spec = make_spec(queue, settings)
+        known = self._specs.explicit(spec)
+        if known is not None:
+            return known
+        return self._specs.put(await self.driver.declare(spec), implicit=False)
+
+    async def spec(self, queue: str) -> QueueSpec:
+        """The queue's spec, declaring it with defaults on first use."""
+        known = self._specs.get(check_queue(queue))
+        if known is not None:
+            return known
+        async with self._declaring:
+            known = self._specs.get(queue)
+            if known is not None:
+                return known
+            spec = await self.driver.declare(QueueSpec(queue), implicit=True)
+            return self._specs.put(spec, implicit=True)
+
+    def producer(self) -> Producer:
+        """A producer; ``async with broker.producer() as p: await p.publish(...)``."""
+        return Producer(self.driver, self.spec)
+
+    def consumer(
+        self, queue: str, prefetch: int = 1, tenants: Sequence[str] | None = None
+    ) -> _ConsumerContext:
+        """A consumer holding at most ``prefetch`` unsettled deliveries.
+
+        ``async with broker.consumer("q") as c: async for d in c: ...``
+        """
+        return _ConsumerContext(self, queue, prefetch, tenants)
+
+    def worker(
+        self,
+        queue: str,
+        handler: Callable[[Delivery], Awaitable[Any]],
+        concurrency: int = 4,
+        prefetch: int | None = None,
+        tenants: Sequence[str] | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> Worker:
+        """A worker running async ``handler`` on ``concurrency`` tasks: ``await worker.run()``."""
+        from .worker import Worker
+
+        return Worker(
+            self,
+            queue,
+            handler,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            tenants=tenants,
+            shutdown_timeout=shutdown_timeout,
+        )
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """What is in the queue's dead-letter queue, oldest first; reading removes nothing."""
+        return await self.driver.dead_letters(await self.spec(queue), limit)
+
+    async def redrive(self, queue: str) -> int:
+        """Move every dead letter back to the queue; return how many moved."""
+        return await self.driver.redrive(await self.spec(queue))
+
+    async def stats(self, queue: str) -> QueueStats:
+        """Ready, in-flight and dead-letter counts, per lane."""
+        return await self.driver.stats(await self.spec(queue))
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.driver.close()
+
+    async def __aenter__(self) -> Broker:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<workq.aio.Broker {self.settings.redacted_url()}>"
+
+
+class _ConsumerContext:
+    """What ``broker.consumer()`` returns: ``async with`` it to get the consumer."""
+
+    def __init__(
+        self, broker: Broker, queue: str, prefetch: int, tenants: Sequence[str] | None
+    ) -> None:
+        self._args = (broker, queue, prefetch, tenants)
+        self._consumer: Consumer | None = None
+
+    async def open(self) -> Consumer:
+        broker, queue, prefetch, tenants = self._args
+        self._consumer = Consumer(broker.driver, await broker.spec(queue), prefetch, tenants)
+        return await self._consumer.open()
+
+    def __await__(self) -> Any:
+        return self.open().__await__()
+
+    async def __aenter__(self) -> Consumer:
+        return await self.open()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._consumer is not None:
+            await self._consumer.close()
