@@ -96,7 +96,7 @@ def test_move_copies_everything_then_acks(tmp_path: Path, url: str, queue: str) 
     assert "moved 50" in result.output
     with workq.connect(url) as src:
         assert src.stats(queue).ready == 0
-    got = {}
+    got: dict[str, tuple[int, str | None, int, str]] = {}
     with workq.connect(target) as dst, dst.consumer(queue, prefetch=50) as c:
         while len(got) < 50:
             d = c.get(timeout=5)
