@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS workq_lanes (
     PRIMARY KEY (queue, tenant, priority)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workq_messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     queue TEXT NOT NULL,
     tenant TEXT NOT NULL,
     priority INTEGER NOT NULL,
@@ -139,6 +139,8 @@ class SqliteDriver(Driver):
         self._connections: list[sqlite3.Connection] = []
         self._conn_lock = threading.Lock()
         self._closed = False
+        # Lanes are never deleted, so one known to exist need not be inserted again.
+        self._known_lanes: set[tuple[str, str, int]] = set()
         self.wakeup = _wakeup(self.path)
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +194,15 @@ class SqliteDriver(Driver):
 
     def _retrying(self, fn: Callable[[], T], what: str) -> T:
         """Run ``fn``, retrying lock contention beyond busy_timeout; BrokerUnavailable after."""
+        try:
+            return fn()  # the common case, without building a retry loop
+        except sqlite3.OperationalError:
+            log.debug("sqlite %s on %r hit an error; retrying", what, self.path, exc_info=True)
+        except sqlite3.Error as exc:
+            raise BrokerUnavailable(
+                f"sqlite {what} on {self.path!r} failed: {exc}; check the file is on a local "
+                "disk, writable, and not locked by a stuck process"
+            ) from exc
         attempt = retry(
             retry=retry_if_exception_type(sqlite3.OperationalError),
             stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
@@ -278,12 +289,16 @@ class SqliteDriver(Driver):
                 )
             )
 
+        new_lanes = sorted(lanes - self._known_lanes)
+
         def write() -> None:
             with self.transaction() as tx:
-                tx.executemany(
-                    "INSERT OR IGNORE INTO workq_lanes (queue, tenant, priority) VALUES (?, ?, ?)",
-                    sorted(lanes),
-                )
+                if new_lanes:
+                    tx.executemany(
+                        "INSERT OR IGNORE INTO workq_lanes (queue, tenant, priority)"
+                        " VALUES (?, ?, ?)",
+                        new_lanes,
+                    )
                 tx.executemany(
                     "INSERT INTO workq_messages (queue, tenant, priority, id, body, headers, "
                     "enqueued_at, deliveries, visible_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -296,6 +311,7 @@ class SqliteDriver(Driver):
             raise PublishError(
                 f"{len(rows)} message(s) for queue {spec.name!r} were not published: {exc}"
             ) from exc
+        self._known_lanes.update(new_lanes)
         self.notify()
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:
