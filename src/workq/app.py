@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 from .delivery import BaseDelivery
 from .errors import ConfigurationError, Reject
 from .names import check_queue
-from .worker import STOP_SIGNALS, check_worker_args
+from .worker import STOP_SIGNALS, WorkerBase
 
 __all__ = ["App", "HandlerSpec"]
 
@@ -145,7 +145,16 @@ class App:
         A plain function runs on threads; an ``async def`` runs under ``workq.aio``.
         """
         check_queue(queue)
-        check_worker_args(concurrency, prefetch, shutdown_timeout)
+        # The workers' own argument checks, now rather than when the app runs.
+        WorkerBase(
+            None,
+            queue,
+            None,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            tenants=tenants,
+            shutdown_timeout=shutdown_timeout,
+        )
 
         def register(func: F) -> F:
             _arguments(func)  # fail at import time, not at the first message
