@@ -112,6 +112,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
                     slots.release()
 
                 future.add_done_callback(finished)
+            consumer.release_unstarted()
             _, late = wait(list(running), timeout=self.shutdown_timeout)
             if late:
                 log.warning(

@@ -56,7 +56,10 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
         self.running = True
         try:
             while not self._stop.is_set():
-                await slots.acquire()
+                try:
+                    await asyncio.wait_for(slots.acquire(), 0.1)
+                except TimeoutError:
+                    continue  # all slots busy: look at the stop flag again
                 delivery = await consumer.get(timeout=0.2) if not self._stop.is_set() else None
                 if delivery is None:
                     slots.release()
@@ -69,6 +72,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
                     slots.release()
 
                 task.add_done_callback(finished)
+            await consumer.release_unstarted()
             if tasks:
                 _, late = await asyncio.wait(set(tasks), timeout=self.shutdown_timeout)
                 for task in late:
