@@ -72,9 +72,7 @@ def build(cls: type[S], values: Mapping[str, Any], source: str = "") -> S:
             shown = "***" if any(s in field for s in ("password", "secret", "key")) else value
             problems.append(f"{field}={shown!r}: {err['msg']}")
         where = f" in {source}" if source else ""
-        raise ConfigurationError(
-            f"invalid {cls.__name__}{where}: " + "; ".join(problems)
-        ) from None
+        raise ConfigurationError(f"invalid {cls.__name__}{where}: " + "; ".join(problems)) from None
 
 
 def parse_hosts(netloc: str, default_port: int) -> tuple[str | None, str | None, list[str]]:

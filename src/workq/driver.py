@@ -10,8 +10,9 @@ Rules every driver follows:
 - ``publish`` returns only once the broker has durably accepted every message, else it
   raises ``PublishError`` (after bounded retries). It never drops a message in silence.
 - ``Received.attempt`` counts deliveries of the message, 1 on the first.
-- Receiver methods may be called from any thread; a driver whose client is not
-  thread-safe serialises calls itself.
+- Driver and Receiver methods may be called from any thread (several consumers of one
+  broker run on their own threads); a driver whose client is not thread-safe
+  serialises calls itself.
 - Anything a receiver still holds when it closes goes back to the queue at once.
 """
 

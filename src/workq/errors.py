@@ -51,7 +51,7 @@ class Unsupported(WorkqError, NotImplementedError):
         self.feature = feature
 
 
-class Retry(Exception):  # noqa: N818 - reads as an instruction: raise Retry(delay=5)
+class Retry(Exception):
     """Raise from a handler to put the message back, not before ``delay`` seconds.
 
     >>> def handle(d):
@@ -64,7 +64,7 @@ class Retry(Exception):  # noqa: N818 - reads as an instruction: raise Retry(del
         self.reason = reason
 
 
-class Reject(Exception):  # noqa: N818 - reads as an instruction: raise Reject("bad input")
+class Reject(Exception):
     """Raise from a handler to send the message straight to the dead-letter queue.
 
     >>> def handle(d):

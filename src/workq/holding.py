@@ -68,7 +68,8 @@ class Holding:
         self.lanes = [
             lane
             for lane in lanes
-            if lane.queue == self.spec.name and (self.tenants is None or lane.tenant in self.tenants)
+            if lane.queue == self.spec.name
+            and (self.tenants is None or lane.tenant in self.tenants)
         ]
 
     def fetch_plan(self) -> tuple[list[Lane], int]:
@@ -125,7 +126,9 @@ class Holding:
 
     def _dead(self, reason: str) -> Settle:
         if not self.spec.dead_letter:
-            log.warning("queue %r has dead_letter=False: dropping a message (%s)", self.spec.name, reason)
+            log.warning(
+                "queue %r has dead_letter=False: dropping a message (%s)", self.spec.name, reason
+            )
             return Settle("ack", reason=reason)
         return Settle("dead_letter", reason=reason)
 

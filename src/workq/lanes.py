@@ -47,9 +47,7 @@ def order_lanes(lanes: Iterable[Lane], last_served: dict[int, str | None]) -> li
         group = sorted(by_priority[priority], key=lambda lane: _tenant_key(lane.tenant))
         if priority in last_served:
             last = _tenant_key(last_served[priority])
-            start = next(
-                (i for i, lane in enumerate(group) if _tenant_key(lane.tenant) > last), 0
-            )
+            start = next((i for i, lane in enumerate(group) if _tenant_key(lane.tenant) > last), 0)
             group = group[start:] + group[:start]
         ordered.extend(group)
     return ordered

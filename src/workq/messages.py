@@ -97,7 +97,9 @@ def encode_body(body: Any) -> tuple[bytes, str]:
         try:
             return json.dumps(body, separators=(",", ":")).encode(), JSON
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"message body is a {type(body).__name__} that is not JSON-able: {exc}") from exc
+            raise TypeError(
+                f"message body is a {type(body).__name__} that is not JSON-able: {exc}"
+            ) from exc
     raise TypeError(
         f"cannot publish a body of type {type(body).__name__}: use bytes, str, "
         "a JSON-able dict or list, or a pydantic model"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from .errors import Reject, Retry
 from .spec import QueueSpec

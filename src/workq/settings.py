@@ -98,7 +98,9 @@ class Settings(BaseSettings):
     __str__ = __repr__
 
 
-def load(target: str | Settings | BackendSettings | None = None, **overrides: Any) -> BackendSettings:
+def load(
+    target: str | Settings | BackendSettings | None = None, **overrides: Any
+) -> BackendSettings:
     """Whatever ``connect()`` was given, as backend settings."""
     if target is None:
         settings = Settings().resolve()
@@ -110,7 +112,8 @@ def load(target: str | Settings | BackendSettings | None = None, **overrides: An
         settings = target
     else:
         raise ConfigurationError(
-            f"connect() takes a URL, workq.Settings or backend settings, not {type(target).__name__}"
+            "connect() takes a URL, workq.Settings or backend settings, "
+            f"not {type(target).__name__}"
         )
     if overrides:
         from .config import build

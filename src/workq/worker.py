@@ -100,7 +100,12 @@ class Worker:
                     continue
                 future = pool.submit(self._handle, delivery)
                 running.add(future)
-                future.add_done_callback(lambda f: (running.discard(f), slots.release()))
+
+                def finished(f: Future[None]) -> None:
+                    running.discard(f)
+                    slots.release()
+
+                future.add_done_callback(finished)
             _, late = wait(list(running), timeout=self.shutdown_timeout)
             if late:
                 log.warning(

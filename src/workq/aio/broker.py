@@ -48,7 +48,7 @@ class Broker:
         return self.driver.capabilities.backend
 
     async def declare(self, queue: str, **settings: Any) -> QueueSpec:
-        """Declare a queue (idempotent). Conflicting re-declaration raises ``ConfigurationError``."""
+        """Declare a queue (idempotent); a conflicting re-declaration raises ConfigurationError."""
         spec = make_spec(queue, settings)
         known = self._specs.explicit(spec)
         if known is not None:
@@ -89,7 +89,7 @@ class Broker:
         tenants: Sequence[str] | None = None,
         shutdown_timeout: float = 30.0,
     ) -> Worker:
-        """A worker running the async ``handler`` on ``concurrency`` tasks; ``await worker.run()``."""
+        """A worker running async ``handler`` on ``concurrency`` tasks: ``await worker.run()``."""
         from .worker import Worker
 
         return Worker(

@@ -20,9 +20,7 @@ class Producer:
     ...     await p.publish("reports", {"day": "2026-11-21"}, tenant="acme")
     """
 
-    def __init__(
-        self, driver: AsyncDriver, spec_of: Callable[[str], Awaitable[QueueSpec]]
-    ) -> None:
+    def __init__(self, driver: AsyncDriver, spec_of: Callable[[str], Awaitable[QueueSpec]]) -> None:
         self._driver = driver
         self._spec_of = spec_of
 

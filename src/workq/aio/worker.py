@@ -81,7 +81,12 @@ class Worker:
                     continue
                 task = asyncio.create_task(self._handle(delivery))
                 tasks.add(task)
-                task.add_done_callback(lambda t: (tasks.discard(t), slots.release()))
+
+                def finished(t: asyncio.Task[None]) -> None:
+                    tasks.discard(t)
+                    slots.release()
+
+                task.add_done_callback(finished)
             if tasks:
                 _, late = await asyncio.wait(set(tasks), timeout=self.shutdown_timeout)
                 for task in late:

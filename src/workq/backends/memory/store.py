@@ -59,7 +59,9 @@ class Store:
     def queue(self, name: str) -> QueueState:
         return self.queues[name]
 
-    def put(self, state: QueueState, record: Record, delay: float | None, front: bool = False) -> None:
+    def put(
+        self, state: QueueState, record: Record, delay: float | None, front: bool = False
+    ) -> None:
         if delay:
             heapq.heappush(state.delayed, (time.monotonic() + delay, next(_tokens), record))
         elif front:
@@ -149,7 +151,10 @@ class Store:
                 lanes.setdefault(record.lane, [0, 0, 0])[2] += 1
             return QueueStats(
                 queue=state.spec.name,
-                lanes=[LaneStats(lane, *counts) for lane, counts in sorted(lanes.items(), key=_lane_key)],
+                lanes=[
+                    LaneStats(lane, *counts)
+                    for lane, counts in sorted(lanes.items(), key=_lane_key)
+                ],
                 dead_letters=len(state.dead),
             )
 

@@ -11,7 +11,7 @@ from ...config import BackendSettings, parse_hosts
 
 
 class RabbitMQSettings(BackendSettings):
-    """``amqp://user:pass@h1:5672,h2:5672/vhost`` (a host list means failover); ``amqps://`` for TLS."""
+    """``amqp://user:pass@h1:5672,h2:5672/vhost``: a host list means failover; amqps for TLS."""
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps")
     backend: Literal["rabbitmq"] = "rabbitmq"

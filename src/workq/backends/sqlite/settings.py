@@ -28,4 +28,4 @@ class SqliteSettings(BackendSettings):
         return {"path": path}
 
     def redacted_url(self) -> str:
-        return f"sqlite://{self.path}" if not self.path.startswith("/") else f"sqlite://{self.path}"
+        return f"sqlite://{self.path}"
