@@ -54,9 +54,7 @@ def stop_proc(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(30)
 
 
-def test_handler_longer_than_visibility_keeps_its_message(
-    broker: workq.Broker, queue: str
-) -> None:
+def test_handler_longer_than_visibility_keeps_its_message(broker: workq.Broker, queue: str) -> None:
     """A handler running 3x the visibility timeout is not redelivered and is deleted after."""
     lease = 2.0
     broker.declare(queue, lease=lease)
@@ -127,7 +125,7 @@ def test_sigterm_releases_prefetched_messages_at_once(
         until(lambda: broker.stats(queue).in_flight == 4, what="all 4 to be prefetched")
         proc.send_signal(signal.SIGTERM)
         with broker.consumer(queue, prefetch=4) as c:
-            back = []
+            back: list[str] = []
             deadline = time.monotonic() + WAIT
             while len(back) < 3 and time.monotonic() < deadline:
                 d = c.get(timeout=1.0)

@@ -100,7 +100,7 @@ def test_publish_receive_and_ack_go_in_batches_of_ten(broker: workq.Broker, queu
     broker.producer().publish_many(queue, [f"m{i}" for i in range(30)])
     assert counts["SendMessageBatch"] == 3 and counts["SendMessage"] == 0
     with broker.consumer(queue, prefetch=30) as c:
-        got = []
+        got: list[workq.Delivery] = []
         while len(got) < 30:
             d = c.get(timeout=WAIT)
             assert d is not None
@@ -151,7 +151,7 @@ def test_oversized_body_raises_before_sending(broker: workq.Broker, queue: str) 
 
 
 def test_binary_and_empty_bodies_round_trip(broker: workq.Broker, queue: str) -> None:
-    bodies = [b"", bytes(range(256)), "\x00 control \x1b".encode(), b"x" * 150_000]
+    bodies = [b"", bytes(range(256)), b"\x00 control \x1b", b"x" * 150_000]
     broker.producer().publish_many(queue, bodies)
     with broker.consumer(queue, prefetch=4) as c:
         got = [c.get(timeout=WAIT) for _ in bodies]
@@ -208,7 +208,7 @@ def test_dead_letters_reading_removes_nothing(broker: workq.Broker, queue: str) 
 def test_unreachable_endpoint_raises_broker_unavailable() -> None:
     url = f"sqs://us-east-1?endpoint_url=http://127.0.0.1:{free_port()}"
     url = with_query(url, "publish_retries=1&publish_timeout=2&connect_timeout=1")
-    with pytest.raises(workq.BrokerUnavailable, match="127.0.0.1"):
+    with pytest.raises(workq.BrokerUnavailable, match=r"127\.0\.0\.1"):
         workq.connect(url)
 
 
@@ -220,10 +220,11 @@ def test_bad_options_raise_configuration_error(sqs_url: str, queue: str) -> None
 
 
 def _client_error(code: str, status: int) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "SendMessageBatch",
-    )
+    response: Any = {
+        "Error": {"Code": code, "Message": "x"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "SendMessageBatch")
 
 
 def test_throttling_and_server_errors_are_retryable() -> None:
