@@ -242,3 +242,18 @@ def test_other_errors_name_the_queue(broker: workq.Broker, queue: str, sqs_url: 
     boto3.client("sqs", endpoint_url=driver.settings.endpoint_url).delete_queue(QueueUrl=str(url))
     with pytest.raises(workq.PublishError, match=queue):
         broker.producer().publish(queue, "lost?")
+
+
+def test_nack_beyond_twelve_hours_re_sends_the_message(broker: workq.Broker, queue: str) -> None:
+    broker.producer().publish(queue, "tomorrow")
+    with broker.consumer(queue) as c:
+        d = c.get(timeout=WAIT)
+        assert d is not None
+        d.nack(delay=2 * 86400)
+        assert c.get(timeout=QUIET) is None
+
+    def parked() -> bool:
+        lane = broker.stats(queue).lanes[0]
+        return (lane.ready, lane.in_flight, lane.delayed) == (0, 0, 1)
+
+    until(parked, what="the message to wait in the delayed state")

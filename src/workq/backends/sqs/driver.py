@@ -780,9 +780,9 @@ class SQSReceiver(Receiver):
                 )
                 return
             except SQSError as exc:
-                if exc.code not in _GONE_CODES or seconds == 0:
-                    if exc.code in _GONE_CODES:
-                        return  # its visibility lapsed already: it is back anyway
+                if exc.code in ("ReceiptHandleIsInvalid", "MessageNotInflight"):
+                    return  # its visibility lapsed already: it is back in the queue anyway
+                if exc.code != "InvalidParameterValue" or seconds == 0:
                     raise
         # Longer than SQS keeps a message invisible (12 h from its first receive):
         # send it on with a not-before time and drop this copy.
