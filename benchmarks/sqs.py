@@ -1,6 +1,6 @@
 """workq on SQS against raw batched boto3, on the same server in one run.
 
-    python benchmarks/sqs.py [--n N] [--url sqs://REGION?endpoint_url=...]
+    python benchmarks/sqs.py [--n N | --quick] [--url sqs://REGION?endpoint_url=...]
 
 The URL comes from --url, else WORKQ_BENCH_SQS_URL or WORKQ_TEST_SQS_URL, else a moto
 server is started for the run. For publish, and for consume + ack, of N messages it
@@ -150,8 +150,11 @@ def report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=300, help="messages per phase (default 300)")
+    parser.add_argument("--quick", action="store_true", help="a small run (N=50), for CI")
     parser.add_argument("--url", default=None, help="sqs:// URL; default: env, else a moto server")
     args = parser.parse_args()
+    if args.quick:
+        args.n = 50
     url = args.url or os.environ.get("WORKQ_BENCH_SQS_URL") or os.environ.get("WORKQ_TEST_SQS_URL")
     proc = None
     if url is None:
