@@ -79,9 +79,10 @@ def start_local(workdir: Path) -> BrokerProcess:
 
     def stop() -> None:
         if proc.poll() is None:
+            # Memory storage: nothing to flush, so a short grace period is enough.
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(10)
+                proc.wait(1)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
