@@ -13,9 +13,11 @@ import workq
 
 def main() -> None:
     url, queue, outfile = sys.argv[1:4]
-    with workq.connect(url) as broker, broker.consumer(queue, prefetch=10) as c, open(
-        outfile, "a", buffering=1
-    ) as out:
+    with (
+        workq.connect(url) as broker,
+        broker.consumer(queue, prefetch=10) as c,
+        open(outfile, "a", buffering=1) as out,
+    ):
         for d in c:
             time.sleep(0.02)  # simulated work, so the test can kill it mid-stream
             d.ack()

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
@@ -107,7 +108,9 @@ class KafkaDriver(Driver):
             known = self._specs.get(spec.name)
         return known[0] if known else spec
 
-    def _ensure(self, topics: Sequence[str], spec: QueueSpec, partitions: int | None = None) -> None:
+    def _ensure(
+        self, topics: Sequence[str], spec: QueueSpec, partitions: int | None = None
+    ) -> None:
         """Create the topics that do not exist yet (idempotent across processes)."""
         missing = [t for t in topics if t not in self._topics]
         if not missing:
@@ -123,7 +126,10 @@ class KafkaDriver(Driver):
                 future.result()
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
-                if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                if not (
+                    isinstance(error, KafkaError)
+                    and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+                ):
                     raise BrokerUnavailable(
                         f"cannot create Kafka topic {topic!r} at {self.settings.redacted_url()}: "
                         f"{exc}; check the broker and the client's permissions"
@@ -209,7 +215,9 @@ class KafkaDriver(Driver):
         consumer.assign([TopicPartition(topic, 0, start)])
         return consumer
 
-    def _read_dlq(self, consumer: Consumer, spec: QueueSpec, limit: int) -> list[tuple[int, Received, str]]:
+    def _read_dlq(
+        self, consumer: Consumer, spec: QueueSpec, limit: int
+    ) -> list[tuple[int, Received, str]]:
         lane = Lane(spec.name)
         out: list[tuple[int, Received, str]] = []
         deadline = time.monotonic() + self.settings.connect_timeout
@@ -225,7 +233,9 @@ class KafkaDriver(Driver):
             item, _ = decode(message, lane, None)
             raw = headers_of(message)
             tenant = raw.get(META_PREFIX + "tenant")
-            item.lane = Lane(spec.name, tenant or None, _priority(raw.get(META_PREFIX + "priority")))
+            item.lane = Lane(
+                spec.name, tenant or None, _priority(raw.get(META_PREFIX + "priority"))
+            )
             reason = raw.get(REASON, "")
             out.append((message.offset() or 0, item, reason))
         return out
@@ -305,7 +315,8 @@ class KafkaDriver(Driver):
                 ready = 0
                 for tp in committed:
                     low, high = consumer.get_watermark_offsets(
-                        TopicPartition(tp.topic, tp.partition), timeout=self.settings.connect_timeout
+                        TopicPartition(tp.topic, tp.partition),
+                        timeout=self.settings.connect_timeout,
                     )
                     ready += max(high - (tp.offset if tp.offset >= 0 else low), 0)
                 lanes.append(LaneStats(lane, ready=ready, in_flight=0))

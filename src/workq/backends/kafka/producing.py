@@ -9,14 +9,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from ...errors import PublishError
 from .settings import KafkaSettings
 
 log = logging.getLogger("workq.kafka")
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 @dataclass(slots=True)
@@ -128,7 +134,9 @@ class Publisher:
         deadline: float | None = None,
     ) -> None:
         """Queue one record; ``on_delivery`` runs on the report thread."""
-        end = deadline if deadline is not None else time.monotonic() + self._settings.publish_timeout
+        end = (
+            deadline if deadline is not None else time.monotonic() + self._settings.publish_timeout
+        )
         while True:
             try:
                 self._producer.produce(

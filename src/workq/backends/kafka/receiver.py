@@ -9,6 +9,7 @@ partition, the highest offset below which every message is done.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 import logging
@@ -168,9 +169,7 @@ class KafkaReceiver(Receiver):
         by_lane: dict[Lane, list[Part]] = {}
         for part in self._parts.values():
             by_lane.setdefault(part.lane, []).append(part)
-        available = {
-            lane: sum(self._eligible(p) for p in by_lane.get(lane, [])) for lane in lanes
-        }
+        available = {lane: sum(self._eligible(p) for p in by_lane.get(lane, [])) for lane in lanes}
         ready = [lane for lane in lanes if available[lane] > 0]
         if not ready:
             return []
@@ -354,7 +353,7 @@ class KafkaReceiver(Receiver):
             else:
                 # Still not due: send it round again so this partition's commits move on.
                 record = to_record(self._naming.lane_topic(part.lane), item, item.attempt, due)
-                self._bounce(record, lambda ok, item=item: self._bounced(item, ok))
+                self._bounce(record, functools.partial(self._bounced, item))
 
     def _bounced(self, item: Received, ok: bool) -> None:
         with self._cond:
@@ -413,7 +412,10 @@ class KafkaReceiver(Receiver):
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             log.warning("committing offsets of queue %r failed: %s", self._spec.name, exc)
 
@@ -469,4 +471,3 @@ class KafkaReceiver(Receiver):
             self._closed = True
             self._parts.clear()
             self._cond.notify_all()
-

@@ -58,8 +58,13 @@ def to_record(topic: str, item: Received, attempt: int, not_before: float | None
 
 def headers_of(message: KafkaMessage) -> dict[str, str]:
     out: dict[str, str] = {}
-    for name, value in message.headers() or []:
-        out[name] = value.decode(errors="replace") if value is not None else ""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    for name, value in pairs:
+        if isinstance(value, bytes):
+            out[name] = value.decode(errors="replace")
+        else:
+            out[name] = value or ""
     return out
 
 

@@ -105,7 +105,7 @@ def start_local(workdir: Path) -> BrokerProcess:
 def start_container() -> BrokerProcess:
     """A Kafka container through testcontainers (needs a Docker engine)."""
     try:
-        from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
+        from testcontainers.kafka import KafkaContainer
     except ImportError as exc:
         raise NotAvailable(f"testcontainers[kafka] is not installed ({exc})") from None
     container = KafkaContainer()
