@@ -15,7 +15,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +59,7 @@ class Part:
     generation: int
     buffer: list[Received] = field(default_factory=list)  # fetched, not handed out; by offset
     out: set[int] = field(default_factory=set)  # handed out, not settled
-    pending: list[int] = field(default_factory=list)  # fetched, not done; ascending
+    pending: deque[int] = field(default_factory=deque)  # fetched, not done; ascending
     done: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the last fetched
     committed: int | None = None
@@ -70,7 +70,7 @@ class Part:
     def commit_point(self) -> int | None:
         """The offset below which every fetched message is done."""
         while self.pending and self.pending[0] in self.done:
-            self.done.discard(self.pending.pop(0))
+            self.done.discard(self.pending.popleft())
         if self.pending:
             return self.pending[0]
         return self.next_offset
@@ -174,13 +174,14 @@ class KafkaReceiver(Receiver):
         if not ready:
             return []
         if not final:
-            # Strict priority and fair turns need to see every lane at the best level:
-            # wait while a lane at that level or above has not reported its end yet.
+            # Strict priority and fair turns need to see the lanes that may come first:
+            # wait while a higher lane, or an empty lane at the best level, has not
+            # reported its end yet (its messages may be on their way).
             best = max(lane.priority for lane in ready)
             if any(
                 part.unknown
                 for lane in lanes
-                if lane.priority >= best
+                if lane.priority > best or (lane.priority == best and not available[lane])
                 for part in by_lane.get(lane, [])
             ):
                 return []

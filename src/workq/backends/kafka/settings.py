@@ -30,7 +30,7 @@ class KafkaSettings(BackendSettings):
     group_prefix: str = Field("workq", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     #: Messages a consumer reads ahead of what it has handed out (beyond ``prefetch``),
     #: so it can pick by priority and tenant; partitions pause past this, resume at half.
-    buffer: int = Field(100, ge=1)
+    buffer: int = Field(10000, ge=1)
     #: Seconds a revoked partition's handed-out deliveries get to finish before the
     #: partition is given up (the new owner then gets them again).
     revoke_timeout: float = Field(5.0, ge=0)
