@@ -117,7 +117,9 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
 
 
-def workq_head_of_line(broker: workq.Broker, queue: str, fast: int, slow: float) -> float:
+def workq_head_of_line(
+    broker: workq.Broker, queue: str, fast: int, slow: float, join_wait: float
+) -> float:
     """p99 seconds from publish to handled, for fast messages behind one slow one."""
     broker.declare(queue, partitions=1)
     latencies: list[float] = []
@@ -135,7 +137,7 @@ def workq_head_of_line(broker: workq.Broker, queue: str, fast: int, slow: float)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     worker.wait_running()
-    time.sleep(4)  # let the group join first, so latency is not join time
+    time.sleep(join_wait)  # let the group join first, so latency is not join time
     broker.producer().publish_many(queue, ["slow", *(["fast"] * fast)])
     finished.wait(slow + 60)
     worker.stop()
@@ -143,7 +145,7 @@ def workq_head_of_line(broker: workq.Broker, queue: str, fast: int, slow: float)
     return p99(latencies)
 
 
-def raw_head_of_line(url: str, fast: int, slow: float) -> float:
+def raw_head_of_line(url: str, fast: int, slow: float, join_wait: float) -> float:
     """The same with a plain sequential consumer: each message handled in turn."""
     topic = raw_topic(url, 1)
     consumer = Consumer(
@@ -156,7 +158,7 @@ def raw_head_of_line(url: str, fast: int, slow: float) -> float:
         }
     )
     consumer.subscribe([topic])
-    joined = time.monotonic() + 4
+    joined = time.monotonic() + join_wait
     while time.monotonic() < joined:
         consumer.poll(0.1)
     producer = Producer({"bootstrap.servers": bootstrap(url), "acks": "all"})
@@ -199,6 +201,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="messages per publish call")
     parser.add_argument("--fast", type=int, default=200, help="fast messages behind the slow one")
     parser.add_argument("--slow", type=float, default=3.0, help="seconds the slow message takes")
+    parser.add_argument(
+        "--join-wait", type=float, default=4.0, help="seconds allowed for a group join"
+    )
     args = parser.parse_args()
 
     def run(url: str) -> None:
@@ -219,8 +224,10 @@ def main() -> None:
                 f"consume   raw {args.n / raw_c:10.0f} msg/s   workq {args.n / wq_c:10.0f} msg/s"
                 f"   ratio {raw_c / wq_c:.2f}x"
             )
-            raw_h = raw_head_of_line(url, args.fast, args.slow)
-            wq_h = workq_head_of_line(broker, f"hol{uuid.uuid4().hex[:12]}", args.fast, args.slow)
+            raw_h = raw_head_of_line(url, args.fast, args.slow, args.join_wait)
+            wq_h = workq_head_of_line(
+                broker, f"hol{uuid.uuid4().hex[:12]}", args.fast, args.slow, args.join_wait
+            )
             print(
                 f"head-of-line p99 (slow={args.slow}s, {args.fast} fast)   sequential {raw_h:.3f} s"
                 f"   workq {wq_h:.3f} s   ratio {raw_h / wq_h:.1f}x"

@@ -27,6 +27,8 @@ def test_benchmark_prints_ratios(kafka_url: str) -> None:
             "20",
             "--slow",
             "1",
+            "--join-wait",
+            "0",
         ],
         env={**os.environ, "WORKQ_BENCH_KAFKA_URL": kafka_url},
         capture_output=True,
