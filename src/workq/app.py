@@ -18,12 +18,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import signal
 import threading
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -31,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from .delivery import BaseDelivery
 from .errors import ConfigurationError, Reject
 from .names import check_queue
-from .worker import STOP_SIGNALS, WorkerBase
+from .worker import WorkerBase, install_stop_signals
 
 __all__ = ["App", "HandlerSpec"]
 
@@ -328,19 +326,4 @@ class App:
         return run
 
     def _install_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("workq app: signal %s, stopping gracefully", signum)
-            self.stop()
-
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
+        return install_stop_signals(self.stop, "workq app")

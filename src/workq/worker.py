@@ -25,6 +25,30 @@ log = logging.getLogger("workq")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def install_stop_signals(stop: Callable[[], None], who: str) -> Callable[[], None]:
+    """Make SIGTERM and SIGINT call ``stop``; return a function that puts back the old ones.
+
+    Signal handlers can only be set on the main thread; elsewhere this does nothing, so
+    a worker can run beside a web server on a thread of its own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: signal %s, stopping gracefully", who, signum)
+        stop()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 B = TypeVar("B")
 H = TypeVar("H")
 
@@ -149,22 +173,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
         self.processed += 1
 
     def _install_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("worker on %r: signal %s, stopping gracefully", self.queue, signum)
-            self.stop()
-
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
+        return install_stop_signals(self.stop, f"worker on {self.queue!r}")
 
     def wait_running(self, timeout: float = 10.0) -> bool:
         """Block until ``run()`` has started consuming (for tests and hosting code)."""
