@@ -96,3 +96,13 @@ def test_typed_settings_and_overrides() -> None:
         load(42)  # type: ignore[arg-type]
     with pytest.raises(workq.ConfigurationError, match="scheme"):
         MemorySettings.from_url("amqp://h")
+
+
+def test_missing_client_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    for name in [m for m in sys.modules if m == "boto3" or m.startswith("workq.backends.sqs.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as if the sqs extra were not installed
+    with pytest.raises(workq.ConfigurationError, match=r"pip install 'workq\[sqs\]'"):
+        workq.connect("sqs://us-east-1?endpoint_url=http://127.0.0.1:1")

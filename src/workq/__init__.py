@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from . import aio
+from .app import App
 from .broker import Broker, connect
 from .consumer import Consumer
 from .delivery import Delivery
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadySettled",
+    "App",
     "Broker",
     "BrokerUnavailable",
     "ConfigurationError",

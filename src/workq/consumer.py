@@ -143,6 +143,18 @@ class Consumer:
                 except Exception:  # keep trying: a missed extension is retried next round
                     log.exception("extending leases on queue %r failed", self.queue)
 
+    def release_unstarted(self) -> int:
+        """Give back at once what this consumer has received but not handed out.
+
+        A stopping worker calls this before waiting for its in-flight handlers, so
+        prefetched messages are not held up behind a long job.
+        """
+        with self._get_lock, self._cond:
+            items = self._state.unstarted()
+        if items:
+            self._receiver.release(items)
+        return len(items)
+
     def close(self) -> None:
         """Stop consuming; unsettled deliveries go back to the queue at once. Idempotent."""
         with self._cond:

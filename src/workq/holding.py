@@ -105,6 +105,10 @@ class Holding:
     def done(self, item: Received) -> None:
         self.out.pop(id(item), None)
 
+    def unstarted(self) -> list[Received]:
+        """Remove and return what is buffered but not handed out."""
+        return self.buffers.drain()
+
     def all_held(self) -> list[Received]:
         return self.buffers.drain() + [self.out.pop(k) for k in list(self.out)]
 

@@ -9,36 +9,84 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .delivery import Delivery
 from .errors import AlreadySettled
 from .policy import log_handler_error, outcome
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from .broker import Broker  # noqa: F401 - named in the base class's string
 
-__all__ = ["Worker", "check_worker_args"]
+__all__ = ["Worker", "WorkerBase"]
 
 log = logging.getLogger("workq")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def check_worker_args(concurrency: int, prefetch: int | None, shutdown_timeout: float) -> int:
-    """Validate worker arguments; return the prefetch to use (default: ``concurrency``)."""
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency={concurrency!r} must be an int >= 1")
-    if prefetch is not None and (not isinstance(prefetch, int) or prefetch < concurrency):
-        raise ValueError(
-            f"prefetch={prefetch!r} must be an int >= concurrency ({concurrency}), or None"
-        )
-    if shutdown_timeout < 0:
-        raise ValueError(f"shutdown_timeout={shutdown_timeout!r} must be >= 0")
-    return prefetch or concurrency
+def install_stop_signals(stop: Callable[[], None], who: str) -> Callable[[], None]:
+    """Make SIGTERM and SIGINT call ``stop``; return a function that puts back the old ones.
+
+    Signal handlers can only be set on the main thread; elsewhere this does nothing, so
+    a worker can run beside a web server on a thread of its own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: signal %s, stopping gracefully", who, signum)
+        stop()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
-class Worker:
+B = TypeVar("B")
+H = TypeVar("H")
+
+
+class WorkerBase(Generic[B, H]):
+    """What the sync and async workers share: their arguments, checked once."""
+
+    def __init__(
+        self,
+        broker: B,
+        queue: str,
+        handler: H,
+        *,
+        concurrency: int = 4,
+        prefetch: int | None = None,
+        tenants: Sequence[str] | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency={concurrency!r} must be an int >= 1")
+        if prefetch is not None and (not isinstance(prefetch, int) or prefetch < concurrency):
+            raise ValueError(
+                f"prefetch={prefetch!r} must be an int >= concurrency ({concurrency}), or None"
+            )
+        if shutdown_timeout < 0:
+            raise ValueError(f"shutdown_timeout={shutdown_timeout!r} must be >= 0")
+        self.broker = broker
+        self.queue = queue
+        self.handler = handler
+        self.concurrency = concurrency
+        self.prefetch = prefetch or concurrency
+        self.tenants = tenants
+        self.shutdown_timeout = shutdown_timeout
+        self._stop = threading.Event()  # settable from any thread or a signal handler
+        self.processed = 0
+
+
+class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
     """Runs ``handler`` for each delivery of a queue.
 
     Return → ack; ``raise Retry(delay)`` → nack; ``raise Reject(reason)`` → dead letter;
@@ -48,27 +96,9 @@ class Worker:
     >>> worker.run()                                               # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        broker: Broker,
-        queue: str,
-        handler: Callable[[Delivery], Any],
-        *,
-        concurrency: int = 4,
-        prefetch: int | None = None,
-        tenants: Sequence[str] | None = None,
-        shutdown_timeout: float = 30.0,
-    ) -> None:
-        self.prefetch = check_worker_args(concurrency, prefetch, shutdown_timeout)
-        self.broker = broker
-        self.queue = queue
-        self.handler = handler
-        self.concurrency = concurrency
-        self.tenants = tenants
-        self.shutdown_timeout = shutdown_timeout
-        self._stop = threading.Event()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._running = threading.Event()
-        self.processed = 0
 
     @property
     def running(self) -> bool:
@@ -106,6 +136,7 @@ class Worker:
                     slots.release()
 
                 future.add_done_callback(finished)
+            consumer.release_unstarted()
             _, late = wait(list(running), timeout=self.shutdown_timeout)
             if late:
                 log.warning(
@@ -142,22 +173,7 @@ class Worker:
         self.processed += 1
 
     def _install_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("worker on %r: signal %s, stopping gracefully", self.queue, signum)
-            self.stop()
-
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
+        return install_stop_signals(self.stop, f"worker on {self.queue!r}")
 
     def wait_running(self, timeout: float = 10.0) -> bool:
         """Block until ``run()`` has started consuming (for tests and hosting code)."""

@@ -167,6 +167,14 @@ class Consumer:
                 except Exception:  # a missed extension is retried next round
                     log.exception("extending leases on queue %r failed", self.queue)
 
+    async def release_unstarted(self) -> int:
+        """Give back at once what this consumer has received but not handed out."""
+        async with self._get_lock:
+            items = self._state.unstarted()
+        if items and self._receiver is not None:
+            await self._receiver.release(items)
+        return len(items)
+
     async def close(self) -> None:
         """Stop consuming; unsettled deliveries go back to the queue at once. Idempotent."""
         if self._state.closed:

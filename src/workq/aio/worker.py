@@ -6,52 +6,34 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadySettled
 from ..policy import log_handler_error, outcome
-from ..worker import STOP_SIGNALS, check_worker_args
+from ..worker import STOP_SIGNALS, WorkerBase
 from .consumer import Consumer, Delivery
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from .broker import Broker  # noqa: F401 - named in the base class's string
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("workq")
 
 
-class Worker:
+class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
     """Runs an async ``handler`` for each delivery of a queue; ``await worker.run()``.
 
     Return → ack; ``raise Retry(delay)`` → nack; ``raise Reject(reason)`` → dead letter;
     any other exception → nack with exponential backoff (dead letter after max_attempts).
     """
 
-    def __init__(
-        self,
-        broker: Broker,
-        queue: str,
-        handler: Callable[[Delivery], Awaitable[Any]],
-        *,
-        concurrency: int = 4,
-        prefetch: int | None = None,
-        tenants: Sequence[str] | None = None,
-        shutdown_timeout: float = 30.0,
-    ) -> None:
-        self.prefetch = check_worker_args(concurrency, prefetch, shutdown_timeout)
-        self.broker = broker
-        self.queue = queue
-        self.handler = handler
-        self.concurrency = concurrency
-        self.tenants = tenants
-        self.shutdown_timeout = shutdown_timeout
-        self._stop = threading.Event()  # settable from any thread or a signal handler
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.running = False
-        self.processed = 0
 
     def stop(self) -> None:
         """Ask ``run()`` to stop gracefully; safe from any thread."""
@@ -74,7 +56,10 @@ class Worker:
         self.running = True
         try:
             while not self._stop.is_set():
-                await slots.acquire()
+                try:
+                    await asyncio.wait_for(slots.acquire(), 0.1)
+                except TimeoutError:
+                    continue  # all slots busy: look at the stop flag again
                 delivery = await consumer.get(timeout=0.2) if not self._stop.is_set() else None
                 if delivery is None:
                     slots.release()
@@ -87,6 +72,7 @@ class Worker:
                     slots.release()
 
                 task.add_done_callback(finished)
+            await consumer.release_unstarted()
             if tasks:
                 _, late = await asyncio.wait(set(tasks), timeout=self.shutdown_timeout)
                 for task in late:

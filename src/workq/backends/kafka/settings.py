@@ -27,7 +27,20 @@ class KafkaSettings(BackendSettings):
     replication_factor: int = Field(1, ge=1)
     session_timeout_ms: int = Field(6000, ge=6000)
     max_poll_interval_ms: int = Field(300000, ge=1000)
-    group_prefix: str = "workq"
+    group_prefix: str = Field("workq", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: Messages a consumer reads ahead of what it has handed out (beyond ``prefetch``),
+    #: so it can pick by priority and tenant; partitions pause past this, resume at half.
+    buffer: int = Field(10000, ge=1)
+    #: Seconds a revoked partition's handed-out deliveries get to finish before the
+    #: partition is given up (the new owner then gets them again).
+    revoke_timeout: float = Field(5.0, ge=0)
+    #: Longest a consumer holds a not-yet-due message aside; one due later is re-published
+    #: (same not-before) so the partition's committed offset keeps moving.
+    delay_hold: float = Field(5.0, gt=0)
+    #: Seconds between asynchronous offset commits of done messages.
+    commit_interval: float = Field(0.2, gt=0)
+    #: Most messages taken from the client per poll.
+    poll_batch: int = Field(500, ge=1)
 
     @classmethod
     def url_fields(cls, url: SplitResult) -> dict[str, Any]:
@@ -40,6 +53,26 @@ class KafkaSettings(BackendSettings):
         if password is not None:
             values["sasl_password"] = password
         return values
+
+    def client_config(self) -> dict[str, str | int]:
+        """librdkafka settings shared by producers, consumers and the admin client."""
+        conf: dict[str, str | int] = {
+            "bootstrap.servers": ",".join(self.bootstrap_servers),
+            "security.protocol": self.security_protocol,
+            "socket.connection.setup.timeout.ms": int(self.connect_timeout * 1000),
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        if self.sasl_username and "sasl.mechanism" not in conf:
+            conf["sasl.mechanism"] = "PLAIN"
+        return conf
 
     def redacted_url(self) -> str:
         return f"kafka://{','.join(self.bootstrap_servers)}"

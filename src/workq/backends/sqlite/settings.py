@@ -5,18 +5,28 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult
 
+from pydantic import Field
+
 from ...config import BackendSettings
 from ...errors import ConfigurationError
 
 
 class SqliteSettings(BackendSettings):
-    """``sqlite:///abs/path.db`` (absolute) or ``sqlite://relative/path.db``."""
+    """``sqlite:///abs/path.db`` (absolute) or ``sqlite://relative/path.db``.
+
+    ``poll_interval``: seconds between checks for new messages written by other
+    processes (a publish in the same process wakes its consumers at once).
+    ``busy_timeout``: seconds a call waits for another process's write lock.
+    ``synchronous``: ``FULL`` (default) fsyncs the write-ahead log on every commit, so a
+    published message survives power loss; ``NORMAL`` survives a process crash only.
+    """
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
     backend: Literal["sqlite"] = "sqlite"
     path: str
-    poll_interval: float = 0.05
-    busy_timeout: float = 30.0
+    poll_interval: float = Field(0.05, gt=0)
+    busy_timeout: float = Field(30.0, gt=0)
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
     @classmethod
     def url_fields(cls, url: SplitResult) -> dict[str, Any]:

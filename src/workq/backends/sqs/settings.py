@@ -11,7 +11,13 @@ from ...config import BackendSettings
 
 
 class SQSSettings(BackendSettings):
-    """``sqs://REGION?endpoint_url=http://127.0.0.1:4566``; credentials from the AWS chain."""
+    """``sqs://REGION?endpoint_url=http://127.0.0.1:4566``; credentials from the AWS chain.
+
+    ``wait_time_seconds`` caps a long poll; ``queue_prefix`` starts every SQS queue name
+    (at most 20 of ``[A-Za-z0-9_-]``); ``lane_refresh`` is how often (s) a consumer of
+    every tenant lists lanes; ``ack_linger`` is how long (s) an ack waits to share a
+    ``DeleteMessageBatch`` with others.
+    """
 
     schemes: ClassVar[tuple[str, ...]] = ("sqs",)
     backend: Literal["sqs"] = "sqs"
@@ -19,6 +25,8 @@ class SQSSettings(BackendSettings):
     endpoint_url: str | None = None
     wait_time_seconds: int = Field(20, ge=0, le=20)
     queue_prefix: str = ""
+    lane_refresh: float = Field(1.0, gt=0)
+    ack_linger: float = Field(0.02, ge=0, le=1.0)
 
     @classmethod
     def url_fields(cls, url: SplitResult) -> dict[str, Any]:

@@ -1,0 +1,240 @@
+"""Kafka benchmark: workq against the raw confluent-kafka client, same broker, one run.
+
+    python benchmarks/kafka.py [--n N] [--slow SECONDS]
+
+Uses the broker in ``WORKQ_BENCH_KAFKA_URL`` (or ``WORKQ_TEST_KAFKA_URL``) if set, else
+starts a Tansu broker with the test launcher. Prints msg/s and workq/raw ratios for
+produce and consume+ack, and the p99 latency of fast messages queued behind one slow
+message, workq's worker against a plain sequential consumer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+import workq
+from workq.backends.kafka.settings import KafkaSettings
+
+BODY = b"x" * 100
+
+
+def bootstrap(url: str) -> str:
+    return ",".join(KafkaSettings.from_url(url).bootstrap_servers)
+
+
+def raw_topic(url: str, partitions: int) -> str:
+    topic = f"raw-{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap(url)})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result()
+    return topic
+
+
+def raw_produce(url: str, topic: str, n: int, batch: int) -> float:
+    """Seconds for a raw idempotent acks=all producer to get n delivery reports."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap(url),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+        }
+    )
+    start = time.perf_counter()
+    for first in range(0, n, batch):
+        for _ in range(min(batch, n - first)):
+            producer.produce(topic, BODY)
+        producer.flush()
+    return time.perf_counter() - start
+
+
+def workq_produce(broker: workq.Broker, queue: str, n: int, batch: int) -> float:
+    with broker.producer() as p:
+        start = time.perf_counter()
+        for first in range(0, n, batch):
+            p.publish_many(queue, [BODY] * min(batch, n - first))
+        return time.perf_counter() - start
+
+
+def raw_consume(url: str, topic: str, n: int) -> float:
+    """Seconds from the first message to n consumed, committing offsets manually."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap(url),
+            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    got = 0
+    start = None
+    while got < n:
+        messages = consumer.consume(500, 1.0)
+        if not messages:
+            continue
+        start = start or time.perf_counter()
+        last: dict[int, TopicPartition] = {}
+        for m in messages:
+            if m.error() is None:
+                got += 1
+                last[m.partition() or 0] = TopicPartition(
+                    topic, m.partition() or 0, (m.offset() or 0) + 1
+                )
+        consumer.commit(offsets=list(last.values()), asynchronous=True)
+    elapsed = time.perf_counter() - (start or time.perf_counter())
+    consumer.close()
+    return elapsed
+
+
+def workq_consume(broker: workq.Broker, queue: str, n: int) -> float:
+    with broker.consumer(queue, prefetch=500) as c:
+        got = 0
+        start = None
+        while got < n:
+            d = c.get(timeout=1.0)
+            if d is None:
+                continue
+            start = start or time.perf_counter()
+            d.ack()
+            got += 1
+        return time.perf_counter() - (start or time.perf_counter())
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
+
+
+def workq_head_of_line(
+    broker: workq.Broker, queue: str, fast: int, slow: float, join_wait: float
+) -> float:
+    """p99 seconds from publish to handled, for fast messages behind one slow one."""
+    broker.declare(queue, partitions=1)
+    latencies: list[float] = []
+    finished = threading.Event()
+
+    def handle(d: workq.Delivery) -> None:
+        if d.text() == "slow":
+            finished.wait(slow)
+            return
+        latencies.append(time.time() - d.enqueued_at.timestamp())
+        if len(latencies) == fast:
+            finished.set()
+
+    worker = broker.worker(queue, handle, concurrency=4, prefetch=100)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    worker.wait_running()
+    time.sleep(join_wait)  # let the group join first, so latency is not join time
+    broker.producer().publish_many(queue, ["slow", *(["fast"] * fast)])
+    finished.wait(slow + 60)
+    worker.stop()
+    thread.join(60)
+    return p99(latencies)
+
+
+def raw_head_of_line(url: str, fast: int, slow: float, join_wait: float) -> float:
+    """The same with a plain sequential consumer: each message handled in turn."""
+    topic = raw_topic(url, 1)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap(url),
+            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    joined = time.monotonic() + join_wait
+    while time.monotonic() < joined:
+        consumer.poll(0.1)
+    producer = Producer({"bootstrap.servers": bootstrap(url), "acks": "all"})
+    sent = time.time()
+    producer.produce(topic, b"slow")
+    for _ in range(fast):
+        producer.produce(topic, b"fast")
+    producer.flush()
+    latencies: list[float] = []
+    while len(latencies) < fast:
+        m = consumer.poll(1.0)
+        if m is None or (m.error() and m.error().code() == KafkaError._PARTITION_EOF):  # type: ignore[union-attr]
+            continue
+        if m.value() == b"slow":
+            time.sleep(slow)
+        else:
+            latencies.append(time.time() - sent)
+        consumer.commit(message=m, asynchronous=True)
+    consumer.close()
+    return p99(latencies)
+
+
+def with_broker(run: Callable[[str], None]) -> None:
+    url = os.environ.get("WORKQ_BENCH_KAFKA_URL") or os.environ.get("WORKQ_TEST_KAFKA_URL")
+    if url:
+        run(url)
+        return
+    from workq.testing.brokers.kafka import start_local
+
+    proc = start_local(Path(tempfile.mkdtemp(prefix="workq-bench-kafka-")))
+    try:
+        run(proc.url)
+    finally:
+        proc.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000, help="messages per throughput run")
+    parser.add_argument("--batch", type=int, default=500, help="messages per publish call")
+    parser.add_argument("--fast", type=int, default=200, help="fast messages behind the slow one")
+    parser.add_argument("--slow", type=float, default=3.0, help="seconds the slow message takes")
+    parser.add_argument(
+        "--join-wait", type=float, default=4.0, help="seconds allowed for a group join"
+    )
+    args = parser.parse_args()
+
+    def run(url: str) -> None:
+        print(f"broker: {url}  n={args.n}  batch={args.batch}")
+        with workq.connect(url) as broker:
+            queue = f"bench{uuid.uuid4().hex[:12]}"
+            broker.declare(queue, partitions=3, max_priority=0)
+            topic = raw_topic(url, 3)
+            raw_p = raw_produce(url, topic, args.n, args.batch)
+            wq_p = workq_produce(broker, queue, args.n, args.batch)
+            print(
+                f"produce   raw {args.n / raw_p:10.0f} msg/s   workq {args.n / wq_p:10.0f} msg/s"
+                f"   ratio {raw_p / wq_p:.2f}x"
+            )
+            raw_c = raw_consume(url, topic, args.n)
+            wq_c = workq_consume(broker, queue, args.n)
+            print(
+                f"consume   raw {args.n / raw_c:10.0f} msg/s   workq {args.n / wq_c:10.0f} msg/s"
+                f"   ratio {raw_c / wq_c:.2f}x"
+            )
+            raw_h = raw_head_of_line(url, args.fast, args.slow, args.join_wait)
+            wq_h = workq_head_of_line(
+                broker, f"hol{uuid.uuid4().hex[:12]}", args.fast, args.slow, args.join_wait
+            )
+            print(
+                f"head-of-line p99 (slow={args.slow}s, {args.fast} fast)   sequential {raw_h:.3f} s"
+                f"   workq {wq_h:.3f} s   ratio {raw_h / wq_h:.1f}x"
+            )
+
+    with_broker(run)
+
+
+if __name__ == "__main__":
+    main()

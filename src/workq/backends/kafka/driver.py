@@ -1,0 +1,339 @@
+"""``kafka://``: the workq driver on confluent-kafka.
+
+Lanes are topics (see :mod:`.topics`); a queue's consumers form one consumer group.
+Each consumer has a poll thread that owns the client consumer (:mod:`.receiver`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
+from ...errors import BrokerUnavailable, ConfigurationError
+from ...lanes import Lane
+from ...messages import META_PREFIX, Outgoing, Received
+from ...spec import QueueSpec
+from .producing import Publisher, Record, _Failed
+from .receiver import KafkaReceiver
+from .settings import KafkaSettings
+from .topics import Naming
+from .wire import REASON, decode, encode, headers_of, to_record
+
+__all__ = ["KafkaDriver", "create_driver"]
+
+#: Options a queue declaration may carry on Kafka, with their checks.
+OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "partitions": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+    "replication_factor": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+    "ordering": (lambda v: v in ("none", "key"), "'none' or 'key'"),
+    "key_header": (lambda v: isinstance(v, str) and bool(v), "a header name"),
+}
+
+
+def create_driver(settings: KafkaSettings) -> KafkaDriver:
+    """Connect to the Kafka cluster named by ``settings``."""
+    return KafkaDriver(settings)
+
+
+class KafkaDriver(Driver):
+    """A connection to one Kafka cluster: an admin client and a shared producer."""
+
+    capabilities = Capabilities(
+        backend="kafka",
+        lease_model="session",
+        lane_refresh=1.0,
+        receive_batch=500,
+        # A partition's messages go to its one owner in the group (no share groups).
+        shared_dispatch=False,
+    )
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self.naming = Naming(settings.group_prefix)
+        self._admin = AdminClient(dict(settings.client_config()))
+        self._check_reachable()
+        self._publisher = Publisher(settings)
+        self._specs: dict[str, tuple[QueueSpec, bool]] = {}
+        self._topics: set[str] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _check_reachable(self) -> None:
+        try:
+            self._admin.list_topics(timeout=self.settings.connect_timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"cannot reach Kafka at {self.settings.redacted_url()} within "
+                f"{self.settings.connect_timeout}s ({exc}); check the URL and that the "
+                "brokers are up"
+            ) from None
+
+    # -- queues and topics ---------------------------------------------------------
+
+    def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        for name, value in spec.options.items():
+            if name not in OPTIONS:
+                raise ConfigurationError(
+                    f"queue {spec.name!r}: unknown Kafka option {name!r}; "
+                    f"allowed: {', '.join(sorted(OPTIONS))}"
+                )
+            check, allowed = OPTIONS[name]
+            if not check(value):
+                raise ConfigurationError(
+                    f"queue {spec.name!r}: option {name}={value!r} must be {allowed}"
+                )
+        with self._lock:
+            known = self._specs.get(spec.name)
+            if known is None or (known[1] and not implicit):
+                self._specs[spec.name] = (spec, implicit)
+            elif implicit:
+                return known[0]
+            else:
+                known[0].check_same(spec)
+                return known[0]
+        self._ensure([self.naming.lane_topic(Lane(spec.name))], spec)
+        return spec
+
+    def _spec(self, spec: QueueSpec) -> QueueSpec:
+        with self._lock:
+            known = self._specs.get(spec.name)
+        return known[0] if known else spec
+
+    def _ensure(
+        self, topics: Sequence[str], spec: QueueSpec, partitions: int | None = None
+    ) -> None:
+        """Create the topics that do not exist yet (idempotent across processes)."""
+        missing = [t for t in topics if t not in self._topics]
+        if not missing:
+            return
+        count = partitions or int(spec.options.get("partitions", self.settings.partitions))
+        replicas = int(spec.options.get("replication_factor", self.settings.replication_factor))
+        futures = self._admin.create_topics(
+            [NewTopic(t, count, replicas) for t in missing],
+            request_timeout=self.settings.connect_timeout,
+        )
+        for topic, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not (
+                    isinstance(error, KafkaError)
+                    and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+                ):
+                    raise BrokerUnavailable(
+                        f"cannot create Kafka topic {topic!r} at {self.settings.redacted_url()}: "
+                        f"{exc}; check the broker and the client's permissions"
+                    ) from None
+        with self._lock:
+            self._topics.update(missing)
+
+    def _all_topics(self) -> set[str]:
+        try:
+            metadata = self._admin.list_topics(timeout=self.settings.connect_timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"cannot list topics at {self.settings.redacted_url()}: {exc}"
+            ) from None
+        return set(metadata.topics)
+
+    def _partitions(self, topic: str) -> list[int]:
+        metadata = self._admin.list_topics(topic=topic, timeout=self.settings.connect_timeout)
+        found = metadata.topics.get(topic)
+        return sorted(found.partitions) if found is not None and found.error is None else []
+
+    def lanes(self, spec: QueueSpec) -> list[Lane]:
+        lanes = []
+        for topic in self._all_topics():
+            lane = self.naming.lane_of(topic, spec.name)
+            if lane is not None:
+                lanes.append(lane)
+        return sorted(lanes, key=lambda lane: (lane.priority, lane.tenant or ""))
+
+    # -- produce -------------------------------------------------------------------
+
+    def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
+        spec = self._spec(spec)
+        key_header = spec.options.get("key_header", "key")
+        records = [encode(self.naming.lane_topic(m.lane), m, key_header) for m in messages]
+        self._ensure(sorted({r.topic for r in records}), spec)
+        self._publisher.send(records)
+
+    def _republish(self, spec: QueueSpec) -> Callable[[Sequence[Record]], None]:
+        def send(records: Sequence[Record]) -> None:
+            dlq = self.naming.dlq_topic(spec.name)
+            for topic in {r.topic for r in records}:
+                self._ensure([topic], spec, partitions=1 if topic == dlq else None)
+            self._publisher.send(records)
+
+        return send
+
+    def _bounce(self, record: Record, done: Callable[[bool], None]) -> None:
+        try:
+            self._publisher.produce(record, lambda err, msg: done(err is None))
+        except _Failed:
+            done(False)
+
+    # -- consume -------------------------------------------------------------------
+
+    def open(self, spec: QueueSpec, prefetch: int) -> Receiver:
+        spec = self._spec(spec)
+        return KafkaReceiver(
+            self.settings, self.naming, spec, prefetch, self._republish(spec), self._bounce
+        )
+
+    # -- dead letters ----------------------------------------------------------------
+
+    def _reader(self, spec: QueueSpec) -> Consumer | None:
+        """A consumer of the DLQ at the redrive group's committed offset; None if no DLQ."""
+        topic = self.naming.dlq_topic(spec.name)
+        if topic not in self._all_topics():
+            return None
+        conf: dict[str, Any] = dict(self.settings.client_config())
+        conf.update(
+            {
+                "group.id": self.naming.redrive_group(spec.name),
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+                "client.id": f"workq-dlq-{uuid.uuid4().hex[:8]}",
+            }
+        )
+        consumer = Consumer(conf)
+        tp = TopicPartition(topic, 0)
+        (committed,) = consumer.committed([tp], timeout=self.settings.connect_timeout)
+        start = committed.offset if committed.offset >= 0 else 0
+        consumer.assign([TopicPartition(topic, 0, start)])
+        return consumer
+
+    def _read_dlq(
+        self, consumer: Consumer, spec: QueueSpec, limit: int
+    ) -> list[tuple[int, Received, str]]:
+        lane = Lane(spec.name)
+        out: list[tuple[int, Received, str]] = []
+        deadline = time.monotonic() + self.settings.connect_timeout
+        while len(out) < limit and time.monotonic() < deadline:
+            message = consumer.poll(0.1)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    break
+                raise BrokerUnavailable(f"reading dead letters of {spec.name!r}: {error}")
+            item, _ = decode(message, lane, None)
+            raw = headers_of(message)
+            tenant = raw.get(META_PREFIX + "tenant")
+            item.lane = Lane(
+                spec.name, tenant or None, _priority(raw.get(META_PREFIX + "priority"))
+            )
+            reason = raw.get(REASON, "")
+            out.append((message.offset() or 0, item, reason))
+        return out
+
+    def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
+        consumer = self._reader(spec)
+        if consumer is None:
+            return []
+        try:
+            found = self._read_dlq(consumer, spec, limit)
+        finally:
+            consumer.close()
+        return [
+            DeadLetter(
+                id=item.id,
+                queue=spec.name,
+                tenant=item.lane.tenant,
+                priority=item.lane.priority,
+                body=item.body,
+                headers=item.headers,
+                reason=reason,
+                attempt=item.attempt,
+                enqueued_at=item.enqueued_at,
+            )
+            for _, item, reason in found
+        ]
+
+    def redrive(self, spec: QueueSpec) -> int:
+        spec = self._spec(spec)
+        consumer = self._reader(spec)
+        if consumer is None:
+            return 0
+        moved = 0
+        try:
+            while True:
+                found = self._read_dlq(consumer, spec, 500)
+                if not found:
+                    return moved
+                records = [
+                    to_record(self.naming.lane_topic(item.lane), item, 1, None)
+                    for _, item, _ in found
+                ]
+                self._ensure(sorted({r.topic for r in records}), spec)
+                self._publisher.send(records)
+                # Recording how far redrive got is what hides these from dead_letters().
+                last = TopicPartition(self.naming.dlq_topic(spec.name), 0, found[-1][0] + 1)
+                for attempt in Retrying(
+                    stop=stop_after_delay(self.settings.publish_timeout),
+                    wait=wait_exponential(multiplier=0.1, max=2.0),
+                    retry=retry_if_exception_type(KafkaException),
+                    reraise=True,
+                ):
+                    with attempt:
+                        consumer.commit(offsets=[last], asynchronous=False)
+                moved += len(found)
+                if len(found) < 500:
+                    return moved
+        finally:
+            consumer.close()
+
+    # -- stats -----------------------------------------------------------------------
+
+    def stats(self, spec: QueueSpec) -> QueueStats:
+        """Approximate depth from end offsets minus the group's committed offsets.
+
+        Tansu reports end offsets per produced batch, so on it these are rough.
+        """
+        conf: dict[str, Any] = dict(self.settings.client_config())
+        conf.update({"group.id": self.naming.group(spec.name), "enable.auto.commit": False})
+        consumer = Consumer(conf)
+        try:
+            lanes = []
+            for lane in self.lanes(spec):
+                topic = self.naming.lane_topic(lane)
+                tps = [TopicPartition(topic, p) for p in self._partitions(topic)]
+                committed = consumer.committed(tps, timeout=self.settings.connect_timeout)
+                ready = 0
+                for tp in committed:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(tp.topic, tp.partition),
+                        timeout=self.settings.connect_timeout,
+                    )
+                    ready += max(high - (tp.offset if tp.offset >= 0 else low), 0)
+                lanes.append(LaneStats(lane, ready=ready, in_flight=0))
+            dead = len(self.dead_letters(spec, 10_000))
+        finally:
+            consumer.close()
+        return QueueStats(spec.name, lanes=lanes, dead_letters=dead)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._publisher.close()
+
+
+def _priority(value: str | None) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0

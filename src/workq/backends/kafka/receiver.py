@@ -1,0 +1,474 @@
+"""The Kafka receiver: a poll thread owns the consumer; handlers never block it.
+
+The poll thread subscribes, polls, buffers, pauses and resumes partitions, and commits.
+``receive`` hands out from its buffers; ``ack``/``nack``/``dead_letter``/``release`` mark
+offsets done (or give them back) under a lock, and the poll thread commits, per
+partition, the highest offset below which every message is done.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+
+from ...driver import Receiver
+from ...lanes import Lane, spread
+from ...messages import Received
+from ...spec import QueueSpec
+from .producing import Record
+from .settings import KafkaSettings
+from .topics import Naming
+from .wire import decode, to_record
+
+__all__ = ["KafkaReceiver", "Token"]
+
+log = logging.getLogger("workq.kafka")
+
+PartKey = tuple[str, int]
+_seq = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """Where a delivery came from: partition, offset, and which assignment of it."""
+
+    part: PartKey
+    offset: int
+    generation: int
+    key: bytes | None
+
+
+@dataclass(slots=True)
+class Part:
+    """One assigned partition's bookkeeping."""
+
+    key: PartKey
+    lane: Lane
+    generation: int
+    buffer: list[Received] = field(default_factory=list)  # fetched, not handed out; by offset
+    out: set[int] = field(default_factory=set)  # handed out, not settled
+    pending: deque[int] = field(default_factory=deque)  # fetched, not done; ascending
+    done: set[int] = field(default_factory=set)
+    next_offset: int | None = None  # one past the last fetched
+    committed: int | None = None
+    eof: bool = False
+    paused: bool = False
+    busy_keys: Counter[bytes] = field(default_factory=Counter)
+
+    def commit_point(self) -> int | None:
+        """The offset below which every fetched message is done."""
+        while self.pending and self.pending[0] in self.done:
+            self.done.discard(self.pending.popleft())
+        if self.pending:
+            return self.pending[0]
+        return self.next_offset
+
+    @property
+    def unknown(self) -> bool:
+        """Might have messages we have not fetched yet (no end-of-partition seen)."""
+        return not self.buffer and not self.eof and not self.paused
+
+
+class KafkaReceiver(Receiver):
+    """One consumer of one queue, in the queue's consumer group."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        naming: Naming,
+        spec: QueueSpec,
+        prefetch: int,
+        republish: Callable[[Sequence[Record]], None],
+        bounce: Callable[[Record, Callable[[bool], None]], None],
+    ) -> None:
+        self._settings = settings
+        self._naming = naming
+        self._spec = spec
+        self._bound = prefetch + settings.buffer
+        self._ordered = spec.options.get("ordering", "none") == "key"
+        self._republish = republish
+        self._bounce = bounce
+        self._cond = threading.Condition()
+        self._parts: dict[PartKey, Part] = {}
+        self._generations = itertools.count(1)
+        self._delayed: list[tuple[float, int, Received, float]] = []  # (wake, seq, item, due)
+        self._topics: frozenset[str] = frozenset()
+        self._subscribed: frozenset[str] | None = None
+        self._commit_due = False
+        self._closing = False
+        self._closed = False
+        self._error: str | None = None
+        conf: dict[str, Any] = dict(settings.client_config())
+        conf.update(
+            {
+                "group.id": naming.group(spec.name),
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # A work queue starts at the oldest unprocessed message, never the end.
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "max.poll.interval.ms": settings.max_poll_interval_ms,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 100,
+                "queued.max.messages.kbytes": 16384,
+                "topic.metadata.refresh.interval.ms": 5000,
+            }
+        )
+        self._consumer = Consumer(conf, logger=log)
+        self._thread = threading.Thread(
+            target=self._run, name=f"workq-kafka-poll-{spec.name}", daemon=True
+        )
+        self._thread.start()
+
+    # -- the handler side --------------------------------------------------------
+
+    def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
+        topics = frozenset(self._naming.lane_topic(lane) for lane in lanes)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if topics != self._topics:
+                self._topics = topics
+                self._cond.notify_all()
+            while True:
+                if self._closed:
+                    return []
+                final = time.monotonic() >= deadline
+                items = self._pick(lanes, max_count, final)
+                if items or final:
+                    return items
+                self._cond.wait(min(deadline - time.monotonic(), 0.1))
+
+    def _eligible(self, part: Part) -> int:
+        if not self._ordered:
+            return len(part.buffer)
+        keys = set()
+        count = 0
+        for item in part.buffer:
+            key = item.token.key
+            if key is None:
+                count += 1
+            elif part.busy_keys[key] == 0 and key not in keys:
+                keys.add(key)
+                count += 1
+        return count
+
+    def _pick(self, lanes: Sequence[Lane], max_count: int, final: bool) -> list[Received]:
+        by_lane: dict[Lane, list[Part]] = {}
+        for part in self._parts.values():
+            by_lane.setdefault(part.lane, []).append(part)
+        available = {lane: sum(self._eligible(p) for p in by_lane.get(lane, [])) for lane in lanes}
+        ready = [lane for lane in lanes if available[lane] > 0]
+        if not ready:
+            return []
+        if not final:
+            # Strict priority and fair turns need to see the lanes that may come first:
+            # wait while a higher lane, or an empty lane at the best level, has not
+            # reported its end yet (its messages may be on their way).
+            best = max(lane.priority for lane in ready)
+            if any(
+                part.unknown
+                for lane in lanes
+                if lane.priority > best or (lane.priority == best and not available[lane])
+                for part in by_lane.get(lane, [])
+            ):
+                return []
+        plan = spread(lanes, max_count, available)
+        items: list[Received] = []
+        for lane in lanes:
+            wanted = plan.get(lane, 0)
+            parts = sorted(by_lane.get(lane, []), key=lambda p: p.key)
+            while wanted > 0:
+                took = False
+                for part in parts:
+                    if wanted == 0:
+                        break
+                    item = self._take(part)
+                    if item is not None:
+                        items.append(item)
+                        wanted -= 1
+                        took = True
+                if not took:
+                    break
+        return items
+
+    def _take(self, part: Part) -> Received | None:
+        for index, item in enumerate(part.buffer):
+            key = item.token.key
+            if not self._ordered or key is None or part.busy_keys[key] == 0:
+                del part.buffer[index]
+                part.out.add(item.token.offset)
+                if self._ordered and key is not None:
+                    part.busy_keys[key] += 1
+                return item
+        return None
+
+    def _settled(self, item: Received, done: bool) -> Part | None:
+        """Forget a handed-out delivery; mark its offset done if ``done``. Under the lock."""
+        token: Token = item.token
+        part = self._parts.get(token.part)
+        if part is None or part.generation != token.generation:
+            log.info(
+                "delivery %s: partition %s was reassigned; its new owner gets it again",
+                item.id,
+                token.part,
+            )
+            return None
+        part.out.discard(token.offset)
+        if self._ordered and token.key is not None:
+            part.busy_keys[token.key] -= 1
+        if done:
+            part.done.add(token.offset)
+            self._commit_due = True
+        self._cond.notify_all()
+        return part
+
+    def ack(self, item: Received) -> None:
+        with self._cond:
+            self._settled(item, done=True)
+
+    def nack(self, item: Received, delay: float | None) -> None:
+        # The retry goes to the end of the lane, so the partition is never held up by it.
+        not_before = time.time() + delay if delay else None
+        self._republish(
+            [to_record(self._naming.lane_topic(item.lane), item, item.attempt + 1, not_before)]
+        )
+        self.ack(item)
+
+    def dead_letter(self, item: Received, reason: str) -> None:
+        record = to_record(self._naming.dlq_topic(self._spec.name), item, item.attempt, None)
+        record.headers.append(("x-workq-reason", reason.encode()))
+        self._republish([record])
+        self.ack(item)
+
+    def extend(self, items: Sequence[Received], seconds: float) -> None:
+        """Nothing to do: the poll thread keeps the group session alive."""
+
+    def release(self, items: Sequence[Received]) -> None:
+        with self._cond:
+            for item in items:
+                part = self._settled(item, done=False)
+                if part is not None:
+                    offsets = [i.token.offset for i in part.buffer]
+                    part.buffer.insert(bisect.bisect(offsets, item.token.offset), item)
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(self._settings.revoke_timeout + 30)
+
+    # -- the poll thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if self._closing:
+                        break
+                    topics = self._topics
+                if topics != self._subscribed:
+                    self._subscribe(topics)
+                messages = self._consumer.consume(self._settings.poll_batch, 0.05)
+                with self._cond:
+                    for message in messages:
+                        self._on_message(message)
+                    self._wake_delayed()
+                    flow = self._flow()
+                    offsets = self._offsets() if self._commit_due else []
+                    if messages:
+                        self._cond.notify_all()
+                self._apply_flow(*flow)
+                self._commit(offsets, asynchronous=True)
+        except Exception:
+            log.exception("Kafka consumer of queue %r failed", self._spec.name)
+        finally:
+            self._shutdown()
+
+    def _subscribe(self, topics: frozenset[str]) -> None:
+        if topics:
+            self._consumer.subscribe(
+                sorted(topics),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        else:
+            self._consumer.unsubscribe()
+        self._subscribed = topics
+
+    def _on_message(self, message: KafkaMessage) -> None:
+        error = message.error()
+        key = (message.topic() or "", message.partition() or 0)
+        part = self._parts.get(key)
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                if part is not None:
+                    part.eof = True
+            else:
+                log.warning("Kafka consumer of queue %r: %s", self._spec.name, error)
+            return
+        offset = message.offset()
+        if part is None or offset is None:
+            return
+        if part.next_offset is not None and offset < part.next_offset:
+            return  # already fetched in this assignment (a seek back after pause)
+        part.eof = False
+        part.next_offset = offset + 1
+        part.pending.append(offset)
+        token = Token(key, offset, part.generation, message.key())
+        item, not_before = decode(message, part.lane, token)
+        now = time.time()
+        if not_before is not None and not_before > now:
+            wake = min(not_before, now + self._settings.delay_hold)
+            heapq.heappush(self._delayed, (wake, next(_seq), item, not_before))
+        else:
+            part.buffer.append(item)
+
+    def _wake_delayed(self) -> None:
+        now = time.time()
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, item, due = heapq.heappop(self._delayed)
+            token: Token = item.token
+            part = self._parts.get(token.part)
+            if part is None or part.generation != token.generation:
+                continue
+            if due <= now:
+                offsets = [i.token.offset for i in part.buffer]
+                part.buffer.insert(bisect.bisect(offsets, token.offset), item)
+            else:
+                # Still not due: send it round again so this partition's commits move on.
+                record = to_record(self._naming.lane_topic(part.lane), item, item.attempt, due)
+                self._bounce(record, functools.partial(self._bounced, item))
+
+    def _bounced(self, item: Received, ok: bool) -> None:
+        with self._cond:
+            token: Token = item.token
+            part = self._parts.get(token.part)
+            if part is None or part.generation != token.generation:
+                return
+            if ok:
+                part.done.add(token.offset)
+                self._commit_due = True
+            else:
+                wake = time.time() + 1.0
+                due = wake
+                heapq.heappush(self._delayed, (wake, next(_seq), item, due))
+
+    def _flow(self) -> tuple[list[TopicPartition], list[TopicPartition]]:
+        held = sum(len(p.buffer) + len(p.out) for p in self._parts.values())
+        pause: list[TopicPartition] = []
+        resume: list[TopicPartition] = []
+        if held >= self._bound:
+            for part in self._parts.values():
+                if not part.paused:
+                    part.paused = True
+                    pause.append(TopicPartition(*part.key))
+        elif held <= self._bound // 2:
+            for part in self._parts.values():
+                if part.paused:
+                    part.paused = False
+                    resume.append(TopicPartition(*part.key))
+        return pause, resume
+
+    def _apply_flow(self, pause: list[TopicPartition], resume: list[TopicPartition]) -> None:
+        try:
+            if pause:
+                self._consumer.pause(pause)
+            if resume:
+                self._consumer.resume(resume)
+        except KafkaException as exc:
+            log.warning("pause/resume on queue %r failed: %s", self._spec.name, exc)
+
+    def _offsets(self, keys: Sequence[PartKey] | None = None) -> list[TopicPartition]:
+        """Offsets to commit (under the lock): each partition's contiguous done point."""
+        self._commit_due = False
+        offsets = []
+        for key in keys if keys is not None else list(self._parts):
+            part = self._parts.get(key)
+            if part is None:
+                continue
+            point = part.commit_point()
+            if point is not None and point != part.committed:
+                part.committed = point
+                offsets.append(TopicPartition(key[0], key[1], point))
+        return offsets
+
+    def _commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        if not offsets:
+            return
+        try:
+            if asynchronous:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("committing offsets of queue %r failed: %s", self._spec.name, exc)
+
+    # -- rebalance callbacks (on the poll thread, inside consume) -------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._cond:
+            for tp in partitions:
+                lane = self._naming.lane_of(tp.topic, self._spec.name)
+                if lane is None:
+                    continue
+                key = (tp.topic, tp.partition)
+                self._parts[key] = Part(key, lane, next(self._generations))
+            self._cond.notify_all()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        deadline = time.monotonic() + self._settings.revoke_timeout
+        with self._cond:
+            # Let handed-out work of these partitions finish, within a bound.
+            while any(self._parts[k].out for k in keys if k in self._parts):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning(
+                        "queue %r: partitions revoked with deliveries still being handled; "
+                        "the new owner gets them again",
+                        self._spec.name,
+                    )
+                    break
+                self._cond.wait(min(remaining, 0.05))
+            offsets = self._offsets(keys)
+        self._commit(offsets, asynchronous=False)
+        self._drop(keys)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drop([(tp.topic, tp.partition) for tp in partitions])
+
+    def _drop(self, keys: Sequence[PartKey]) -> None:
+        with self._cond:
+            for key in keys:
+                self._parts.pop(key, None)
+            self._cond.notify_all()
+
+    def _shutdown(self) -> None:
+        with self._cond:
+            offsets = self._offsets()
+        try:
+            self._commit(offsets, asynchronous=False)
+            self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the Kafka consumer of queue %r: %s", self._spec.name, exc)
+        with self._cond:
+            self._closed = True
+            self._parts.clear()
+            self._cond.notify_all()

@@ -1,0 +1,100 @@
+"""How workq messages look on the wire in Kafka: body as value, metadata in headers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import Message as KafkaMessage
+
+from ...lanes import Lane
+from ...messages import META_PREFIX, Outgoing, Received, meta_headers, split_meta
+from .producing import Headers, Record
+
+__all__ = ["NOT_BEFORE", "REASON", "decode", "encode", "to_record"]
+
+#: Unix time before which the message must not be handed out (delay, nack delay).
+NOT_BEFORE = META_PREFIX + "not-before"
+#: Why a message is in the dead-letter topic.
+REASON = META_PREFIX + "reason"
+
+
+def _key(headers: dict[str, str], key_header: str | None) -> bytes | None:
+    if key_header is None:
+        return None
+    value = headers.get(key_header)
+    return value.encode() if value is not None else None
+
+
+def encode(topic: str, msg: Outgoing, key_header: str | None) -> Record:
+    """A record for a freshly published message."""
+    meta = meta_headers(msg)
+    if msg.delay:
+        meta[NOT_BEFORE] = repr(time.time() + msg.delay)
+    return Record(
+        topic=topic,
+        value=msg.body,
+        headers=[(k, v.encode()) for k, v in meta.items()],
+        key=_key(msg.headers, key_header),
+    )
+
+
+def to_record(topic: str, item: Received, attempt: int, not_before: float | None) -> Record:
+    """A record re-publishing a delivery (retry, delay bounce, dead letter)."""
+    headers: Headers = [(k, v.encode()) for k, v in item.headers.items()]
+    headers += [
+        (META_PREFIX + "id", item.id.encode()),
+        (META_PREFIX + "attempt", str(attempt).encode()),
+        (META_PREFIX + "enqueued-at", repr(item.enqueued_at).encode()),
+        (META_PREFIX + "priority", str(item.lane.priority).encode()),
+    ]
+    if item.lane.tenant is not None:
+        headers.append((META_PREFIX + "tenant", item.lane.tenant.encode()))
+    if not_before is not None:
+        headers.append((NOT_BEFORE, repr(not_before).encode()))
+    key = getattr(item.token, "key", None)
+    return Record(topic=topic, value=item.body, headers=headers, key=key)
+
+
+def headers_of(message: KafkaMessage) -> dict[str, str]:
+    out: dict[str, str] = {}
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    for name, value in pairs:
+        if isinstance(value, bytes):
+            out[name] = value.decode(errors="replace")
+        else:
+            out[name] = value or ""
+    return out
+
+
+def decode(message: KafkaMessage, lane: Lane, token: Any) -> tuple[Received, float | None]:
+    """A delivery from a Kafka message, and its not-before time if it has one."""
+    user, meta = split_meta(headers_of(message))
+    _, timestamp = message.timestamp()
+    offset = message.offset()
+    item = Received(
+        lane=lane,
+        id=meta.get("id") or f"{message.topic()}-{message.partition()}-{offset}",
+        body=message.value() or b"",
+        headers=user,
+        attempt=_int(meta.get("attempt"), 1),
+        enqueued_at=_float(meta.get("enqueued-at"), timestamp / 1000 if timestamp else time.time()),
+        token=token,
+    )
+    not_before = meta.get("not-before")
+    return item, _float(not_before, 0.0) if not_before else None
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _float(value: str | None, default: float) -> float:
+    try:
+        return float(value) if value is not None else default
+    except ValueError:
+        return default

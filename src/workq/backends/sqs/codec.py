@@ -1,0 +1,156 @@
+"""How a workq message is laid out in an SQS message (no client library imported here).
+
+SQS bodies are text limited to the XML character set, and a message may carry at most
+10 attributes, so:
+
+- the body goes as text when it is UTF-8 of allowed characters, else base64;
+- all workq metadata (id, tenant, priority, enqueued-at, user headers, content type,
+  attempt base, not-before, dead-letter reason) is one JSON string attribute ``workq``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ...lanes import Lane
+from ...messages import Outgoing, Received
+
+ATTRIBUTE = "workq"
+#: SQS's limit on one message, body and attributes together.
+MAX_MESSAGE = 262144
+MAX_DELAY = 900
+MAX_VISIBILITY = 43200
+
+_INVALID = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def whole_seconds(seconds: float | None, cap: int) -> int:
+    """Seconds rounded up (never early), within ``0..cap``."""
+    if not seconds or seconds <= 0:
+        return 0
+    return min(math.ceil(seconds - 1e-9), cap)
+
+
+def encode_body(body: bytes) -> tuple[str, str]:
+    """(SQS body text, encoding tag): ``t`` text, ``b`` base64, ``e`` empty."""
+    if not body:
+        return "-", "e"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode("ascii"), "b"
+    if _INVALID.search(text):
+        return base64.b64encode(body).decode("ascii"), "b"
+    return text, "t"
+
+
+def decode_body(text: str, encoding: str) -> bytes:
+    if encoding == "e":
+        return b""
+    if encoding == "b":
+        return base64.b64decode(text)
+    return text.encode("utf-8")
+
+
+@dataclass(slots=True)
+class Meta:
+    """workq's metadata of one SQS message."""
+
+    id: str
+    tenant: str | None
+    priority: int
+    headers: dict[str, str]
+    enqueued_at: float
+    encoding: str = "t"
+    attempt_base: int = 0
+    not_before: float | None = None
+    reason: str | None = None
+    dead_attempt: int | None = None
+    dead_at: float | None = None
+
+    def dump(self) -> str:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "p": self.priority,
+            "h": self.headers,
+            "ea": self.enqueued_at,
+            "enc": self.encoding,
+        }
+        if self.tenant is not None:
+            data["t"] = self.tenant
+        if self.attempt_base:
+            data["ab"] = self.attempt_base
+        if self.not_before is not None:
+            data["nb"] = self.not_before
+        if self.reason is not None:
+            data["reason"] = self.reason
+            data["da"] = self.dead_attempt
+            data["dt"] = self.dead_at
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def load(cls, message: Any) -> Meta:
+        """The metadata of a received SQS message (a foreign one gets defaults)."""
+        raw = (message.get("MessageAttributes") or {}).get(ATTRIBUTE, {}).get("StringValue")
+        attrs = message.get("Attributes") or {}
+        if raw is None:
+            sent = float(attrs.get("SentTimestamp", 0)) / 1000 or time.time()
+            return cls(message["MessageId"], None, 0, {}, sent)
+        data = json.loads(raw)
+        return cls(
+            id=str(data["id"]),
+            tenant=data.get("t"),
+            priority=int(data.get("p", 0)),
+            headers={str(k): str(v) for k, v in (data.get("h") or {}).items()},
+            enqueued_at=float(data.get("ea", 0.0)),
+            encoding=str(data.get("enc", "t")),
+            attempt_base=int(data.get("ab", 0)),
+            not_before=data.get("nb"),
+            reason=data.get("reason"),
+            dead_attempt=data.get("da"),
+            dead_at=data.get("dt"),
+        )
+
+    def lane(self, queue: str) -> Lane:
+        return Lane(queue, self.tenant, self.priority)
+
+
+def message_size(body: str, meta: str) -> int:
+    """Bytes SQS counts against its limit: body plus attribute name, type and value."""
+    return len(body.encode()) + len(ATTRIBUTE) + len("String") + len(meta.encode())
+
+
+def attributes(meta: Meta) -> dict[str, Any]:
+    return {ATTRIBUTE: {"DataType": "String", "StringValue": meta.dump()}}
+
+
+def outgoing_meta(msg: Outgoing, encoding: str, now: float) -> Meta:
+    return Meta(
+        id=msg.id,
+        tenant=msg.lane.tenant,
+        priority=msg.lane.priority,
+        headers=dict(msg.headers),
+        enqueued_at=msg.enqueued_at,
+        encoding=encoding,
+        attempt_base=max(msg.attempt - 1, 0),
+        not_before=now + msg.delay if msg.delay and msg.delay > MAX_DELAY else None,
+    )
+
+
+def received(lane: Lane, message: Any, meta: Meta, token: Any, released: int = 0) -> Received:
+    count = int((message.get("Attributes") or {}).get("ApproximateReceiveCount", 1))
+    return Received(
+        lane=lane,
+        id=meta.id,
+        body=decode_body(message["Body"], meta.encoding),
+        headers=dict(meta.headers),
+        attempt=max(meta.attempt_base + count - released, 1),
+        enqueued_at=meta.enqueued_at,
+        token=token,
+    )

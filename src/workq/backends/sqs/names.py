@@ -1,0 +1,122 @@
+"""SQS queue names for lanes and dead-letter queues (no client library imported here).
+
+SQS names allow only ``[A-Za-z0-9_-]`` and 80 characters, the same alphabet as workq's
+queue and tenant names, so the parts are joined with an escape rather than a reserved
+character: every ``_`` inside a name is doubled, and a single ``_`` followed by a
+letter separates parts:
+
+====================================  ===========================================
+lane / queue                          SQS name
+====================================  ===========================================
+queue ``reports``, priority 0         ``reports_p0``
+queue ``reports``, priority 5, acme   ``reports_p5_tacme``
+queue ``my_q``, tenant ``a_b``        ``my__q_p0_ta__b``
+dead letters of ``reports``           ``reports_dlq``
+too long                              ``<start of name>_x<hash>`` / ``..._y<hash>``
+====================================  ===========================================
+
+The encoding is injective, and ``base + "_p"`` is a ``QueueNamePrefix`` that lists
+exactly one queue's lanes. A queue part too long for the budget is shortened and
+suffixed ``_x`` + 12 hex digits of its SHA-256; a tenant part likewise with ``_y``, the
+tenant then being read back from the lane queue's ``workq-tenant`` tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from ...errors import ConfigurationError
+from ...lanes import Lane
+
+MAX_NAME = 80
+#: Longest prefix + queue part, leaving room for ``_p255`` and a hashed tenant part.
+BASE_BUDGET = 60
+MAX_PREFIX = 20
+HASH_LEN = 12
+
+_PREFIX_RE = re.compile(rf"[A-Za-z0-9_-]{{0,{MAX_PREFIX}}}")
+_LANE_RE = re.compile(rf"_p(\d{{1,3}})(?:_t(.+)|_y([0-9a-f]{{{HASH_LEN}}}))?")
+
+
+def check_prefix(prefix: str) -> str:
+    """Validate the ``queue_prefix`` setting."""
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigurationError(
+            f"queue_prefix={prefix!r}: must match [A-Za-z0-9_-]{{0,{MAX_PREFIX}}} "
+            "(SQS queue names allow only those characters)"
+        )
+    return prefix
+
+
+def _esc(name: str) -> str:
+    return name.replace("_", "__")
+
+
+def _unesc(text: str) -> str | None:
+    """Undo ``_esc``; None when ``text`` has a lone ``_`` (so it is not an escaped name)."""
+    if re.search(r"(?<!_)(?:__)*_(?!_)", text):
+        return None
+    return text.replace("__", "_")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
+
+
+def base_name(prefix: str, queue: str) -> str:
+    """The part every SQS name of ``queue`` starts with."""
+    budget = BASE_BUDGET - len(prefix)
+    if len(_esc(queue)) <= budget:
+        return prefix + _esc(queue)
+    head = ""
+    for ch in queue:
+        if len(head) + len(_esc(ch)) > budget - HASH_LEN - 2:
+            break
+        head += _esc(ch)
+    return f"{prefix}{head}_x{_digest(queue)}"
+
+
+def lane_prefix(prefix: str, queue: str) -> str:
+    """The ``QueueNamePrefix`` listing exactly ``queue``'s lanes."""
+    return base_name(prefix, queue) + "_p"
+
+
+def lane_name(prefix: str, lane: Lane) -> str:
+    """The SQS queue name of a lane."""
+    name = f"{base_name(prefix, lane.queue)}_p{lane.priority}"
+    if lane.tenant is None:
+        return name
+    readable = f"{name}_t{_esc(lane.tenant)}"
+    if len(readable) <= MAX_NAME:
+        return readable
+    return f"{name}_y{_digest(lane.tenant)}"
+
+
+def dlq_name(prefix: str, queue: str) -> str:
+    """The SQS queue name of ``queue``'s dead-letter queue (it also carries the spec tags)."""
+    return base_name(prefix, queue) + "_dlq"
+
+
+def parse_lane(prefix: str, queue: str, name: str) -> tuple[int, str | None, bool] | None:
+    """(priority, tenant, hashed) of a lane's SQS name, or None if it is not a lane of
+    ``queue``. ``hashed`` means the tenant is only in the queue's tag (tenant is None)."""
+    base = base_name(prefix, queue)
+    if not name.startswith(base):
+        return None
+    match = _LANE_RE.fullmatch(name[len(base) :])
+    if match is None:
+        return None
+    priority = int(match.group(1))
+    if str(priority) != match.group(1):
+        return None
+    if match.group(3) is not None:
+        return priority, None, True
+    if match.group(2) is None:
+        return priority, None, False
+    tenant = _unesc(match.group(2))
+    if tenant is None:
+        return None
+    if lane_name(prefix, Lane(queue, tenant, priority)) != name:
+        return None
+    return priority, tenant, False

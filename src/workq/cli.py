@@ -1,0 +1,313 @@
+"""The ``workq`` command: run an app, publish, inspect queues and dead letters, move backlogs.
+
+Every command takes ``--url`` (default: the ``WORKQ_URL`` environment variable).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .app import App
+from .broker import Broker, connect
+from .config import redact_url
+from .errors import WorkqError
+from .messages import CONTENT_TYPE
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+cli = typer.Typer(
+    name="workq",
+    help="Run workq apps and look after queues on any broker workq supports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="WORKQ_URL",
+        help="Broker URL, e.g. sqlite:///var/lib/app/jobs.db (default: $WORKQ_URL).",
+        show_envvar=True,
+    ),
+]
+
+
+def _friendly(fn: F) -> F:
+    """Turn workq's and the user's input errors into one clear line and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (WorkqError, ValueError, TypeError, ImportError, ValidationError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _connect(url: str | None) -> Broker:
+    return connect(url)
+
+
+def load_app(target: str) -> App:
+    """The ``App`` named by ``module:attribute`` (``module`` alone means ``module:app``)."""
+    module_name, _, attr = target.partition(":")
+    attr = attr or "app"
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules beside you are found
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise ImportError(
+                f"cannot import {module_name!r} for {target!r}: run from the directory that "
+                "holds it, or make it importable (pip install -e .)"
+            ) from exc
+        raise
+    found = getattr(module, attr, None)
+    if not isinstance(found, App):
+        raise ImportError(
+            f"{target!r}: {module_name} has no workq.App named {attr!r} "
+            f"(found {type(found).__name__}); use MODULE:APP"
+        )
+    return found
+
+
+@cli.command()
+@_friendly
+def run(
+    target: Annotated[str, typer.Argument(help="The app to run, as module:attribute.")],
+    url: UrlOption = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Handler threads/tasks per queue (overrides).")
+    ] = None,
+    prefetch: Annotated[
+        int | None, typer.Option(min=1, help="Unsettled deliveries held per queue (overrides).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Run every handler of an app until SIGTERM or Ctrl-C, then stop gracefully."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
+    )
+    app = load_app(target)
+    where = redact_url(url) if url else (app.url or "$WORKQ_URL")
+    queues = ", ".join(h.queue for h in app.handlers)
+    err.print(f"workq: running {target} ({queues}) on {where}; SIGTERM or Ctrl-C stops it")
+    app.run(url, concurrency=concurrency, prefetch=prefetch)
+    err.print("workq: stopped")
+
+
+def _header(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--header {value!r}: write it as name=value")
+    return key, val
+
+
+@cli.command()
+@_friendly
+def publish(
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    body: Annotated[str, typer.Argument(help="Message body ('-' reads standard input).")],
+    url: UrlOption = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant lane.")] = None,
+    priority: Annotated[int, typer.Option(help="Priority (higher first).")] = 0,
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="A header, name=value; repeatable.")
+    ] = None,
+    delay: Annotated[float | None, typer.Option(help="Seconds before it may be delivered.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Parse BODY as JSON.")] = False,
+    message_id: Annotated[str | None, typer.Option("--id", help="Message id to use.")] = None,
+) -> None:
+    """Publish one message and print its id once the broker has durably accepted it."""
+    text = sys.stdin.read() if body == "-" else body
+    payload: Any = text
+    if as_json:
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--json given but BODY is not JSON: {exc}") from None
+    headers = dict(_header(h) for h in header or [])
+    with _connect(url) as broker:
+        mid = broker.producer().publish(
+            queue,
+            payload,
+            tenant=tenant,
+            priority=priority,
+            headers=headers,
+            delay=delay,
+            message_id=message_id,
+        )
+    out.print(mid, highlight=False)
+
+
+@cli.command()
+@_friendly
+def stats(
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    url: UrlOption = None,
+) -> None:
+    """Per lane: ready, in flight and delayed messages; and the dead letters."""
+    with _connect(url) as broker:
+        s = broker.stats(queue)
+    table = Table(title=f"queue {queue}", caption=f"dead letters: {s.dead_letters}")
+    table.add_column("tenant")
+    table.add_column("priority", justify="right")
+    table.add_column("ready", justify="right")
+    table.add_column("in flight", justify="right")
+    table.add_column("delayed", justify="right")
+    for lane in s.lanes:
+        table.add_row(
+            lane.lane.tenant or "(default)",
+            str(lane.lane.priority),
+            str(lane.ready),
+            str(lane.in_flight),
+            str(lane.delayed),
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        str(s.ready),
+        str(s.in_flight),
+        str(sum(lane.delayed for lane in s.lanes)),
+    )
+    out.print(table)
+
+
+def _preview(body: bytes, width: int = 60) -> str:
+    text = body.decode(errors="replace")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command()
+@_friendly
+def dlq(
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    url: UrlOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 20,
+    redrive: Annotated[
+        bool, typer.Option("--redrive", help="Move every dead letter back to the queue.")
+    ] = False,
+) -> None:
+    """Show a queue's dead letters with their reasons, or move them back (--redrive)."""
+    with _connect(url) as broker:
+        if redrive:
+            moved = broker.redrive(queue)
+            out.print(f"moved {moved} dead letter(s) back to {queue}")
+            return
+        dead = broker.dead_letters(queue, limit=limit)
+        total = broker.stats(queue).dead_letters
+    table = Table(title=f"dead letters of {queue}", caption=f"showing {len(dead)} of {total}")
+    for name in ("id", "tenant", "priority", "attempt", "reason", "body"):
+        table.add_column(name, overflow="fold")
+    for d in dead:
+        table.add_row(
+            d.id,
+            d.tenant or "",
+            str(d.priority),
+            str(d.attempt),
+            d.reason,
+            _preview(d.body),
+        )
+    out.print(table)
+
+
+@cli.command()
+@_friendly
+def move(
+    queue: Annotated[str, typer.Argument(help="Queue name (the same on both brokers).")],
+    source: Annotated[str, typer.Option("--from", help="URL of the broker to drain.")],
+    target: Annotated[str, typer.Option("--to", help="URL of the broker to move to.")],
+    prefetch: Annotated[int, typer.Option(min=1, help="Messages held at once.")] = 100,
+    idle: Annotated[
+        float, typer.Option(min=0.1, help="Stop after this many seconds with nothing to move.")
+    ] = 2.0,
+) -> None:
+    """Move a queue's backlog to another broker, at least once.
+
+    Each message is published to the target, which confirms it, before it is acked at
+    the source; a crash in between leaves a duplicate, never a loss.
+    """
+    moved = _move(queue, source, target, prefetch=prefetch, idle=idle, show=True)
+    out.print(f"moved {moved} message(s) of {queue} to {redact_url(target)}")
+
+
+def _move(queue: str, source: str, target: str, *, prefetch: int, idle: float, show: bool) -> int:
+    moved = 0
+    with connect(source) as src, connect(target) as dst:
+        total = src.stats(queue).ready
+        progress = Progress(
+            TextColumn(f"moving {queue}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not show,
+        )
+        with progress, src.consumer(queue, prefetch=prefetch) as consumer:
+            task = progress.add_task("move", total=total or None)
+            producer = dst.producer()
+            last = time.monotonic()
+            while time.monotonic() - last < idle:
+                d = consumer.get(timeout=min(idle, 0.5))
+                if d is None:
+                    continue
+                headers = dict(d.headers)
+                headers.setdefault(CONTENT_TYPE, "application/octet-stream")
+                producer.publish(
+                    queue,
+                    d.body,
+                    tenant=d.tenant,
+                    priority=d.priority,
+                    headers=headers,
+                    message_id=d.id,
+                )
+                d.ack()  # only now: the target has confirmed the copy
+                moved += 1
+                last = time.monotonic()
+                if moved > total:
+                    progress.update(task, total=moved)
+                progress.update(task, completed=moved)
+        left = src.stats(queue)
+    delayed = sum(lane.delayed for lane in left.lanes)
+    if left.in_flight or delayed:
+        err.print(
+            f"note: {left.in_flight} in flight and {delayed} delayed message(s) remain at the "
+            "source; run move again once they are ready"
+        )
+    return moved
+
+
+def main() -> None:
+    """Entry point of the ``workq`` command."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

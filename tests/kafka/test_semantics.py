@@ -1,0 +1,206 @@
+"""Kafka-specific semantics and faults, against a real broker (Tansu)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import workq
+from workq.testing.conformance import QUIET, WAIT, until, with_query
+
+pytestmark = pytest.mark.kafka
+
+CHILD = Path(__file__).with_name("consumer_child.py")
+
+
+@pytest.fixture
+def broker(kafka_url: str) -> Iterator[workq.Broker]:
+    with workq.connect(kafka_url) as broker:
+        yield broker
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"k{uuid.uuid4().hex[:16]}"
+
+
+def consume_into(
+    broker: workq.Broker, queue: str, acked: list[str], stop: threading.Event, prefetch: int = 10
+) -> threading.Thread:
+    """A consumer thread acking everything into ``acked`` until ``stop``."""
+
+    def run() -> None:
+        with broker.consumer(queue, prefetch=prefetch) as c:
+            while not stop.is_set():
+                d = c.get(timeout=0.2)
+                if d is not None:
+                    stop.wait(0.01)  # a little work, so the stream is still going
+                    d.ack()
+                    acked.append(d.id)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_slow_message_does_not_delay_the_200_behind_it(broker: workq.Broker, queue: str) -> None:
+    broker.declare(queue, partitions=1)
+    ids = broker.producer().publish_many(queue, ["slow", *(f"fast{i}" for i in range(200))])
+    slow_done = threading.Event()
+    fast: list[str] = []
+    fast_done_while_slow_ran = threading.Event()
+
+    def handle(d: workq.Delivery) -> None:
+        if d.text() == "slow":
+            slow_done.wait(10.0)  # the slow message's work: 10 s unless the test ends it
+            slow_done.set()
+            return
+        fast.append(d.id)
+        if len(fast) == 200 and not slow_done.is_set():
+            fast_done_while_slow_ran.set()
+
+    worker = broker.worker(queue, handle, concurrency=4, prefetch=50)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        until(lambda: len(fast) == 200 or slow_done.is_set(), what="the fast messages")
+        assert fast_done_while_slow_ran.is_set(), f"{len(fast)} fast done when the slow one ended"
+        assert set(fast) == set(ids[1:])
+    finally:
+        slow_done.set()
+        worker.stop()
+        thread.join(WAIT)
+    # Everything was acked, the slow one last: the commit covers the whole partition.
+    with broker.consumer(queue) as c:
+        assert c.get(timeout=QUIET) is None
+
+
+@pytest.mark.slow
+def test_sigkilled_consumer_loses_nothing(
+    broker: workq.Broker, queue: str, kafka_url: str, tmp_path: Path
+) -> None:
+    broker.declare(queue, partitions=3)
+    ids = set(broker.producer().publish_many(queue, [str(i) for i in range(300)]))
+    child_file = tmp_path / "child-acked.txt"
+    child_file.touch()
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), kafka_url, queue, str(child_file)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    survivor: list[str] = []
+    stop = threading.Event()
+    thread: threading.Thread | None = None
+    try:
+        until(lambda: len(child_file.read_text().split()) >= 20, what="the child to consume")
+        thread = consume_into(broker, queue, survivor, stop)
+        until(lambda: len(child_file.read_text().split()) >= 60, what="the child mid-stream")
+        child.send_signal(signal.SIGKILL)
+        child.wait(WAIT)
+        killed_at = set(child_file.read_text().split())
+        assert len(killed_at) < len(ids), "the child finished before it was killed"
+        until(
+            lambda: ids <= killed_at | set(survivor),
+            timeout=60,
+            what="every message acked by the child or the survivor",
+        )
+    finally:
+        stop.set()
+        if child.poll() is None:
+            child.kill()
+        if thread is not None:
+            thread.join(WAIT)
+    assert ids - set(survivor) <= killed_at
+
+
+@pytest.mark.slow
+def test_second_consumer_joining_loses_nothing_and_duplicates_only_in_flight(
+    broker: workq.Broker, queue: str
+) -> None:
+    broker.declare(queue, partitions=4)
+    ids = broker.producer().publish_many(queue, [str(i) for i in range(400)])
+    first: list[str] = []
+    second: list[str] = []
+    stop = threading.Event()
+    threads = [consume_into(broker, queue, first, stop, prefetch=10)]
+    try:
+        until(lambda: len(first) >= 50, what="the first consumer mid-stream")
+        threads.append(consume_into(broker, queue, second, stop, prefetch=10))
+        until(lambda: set(ids) <= set(first) | set(second), timeout=60, what="all acked")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(WAIT)
+    counts = Counter(first + second)
+    duplicates = [i for i, n in counts.items() if n > 1]
+    # Only what the first consumer held unsettled at the hand-over can come twice:
+    # at most its prefetch (its in-flight bound).
+    assert len(duplicates) <= 10, duplicates
+    assert set(counts) == set(ids)
+
+
+@pytest.mark.slow
+def test_handler_longer_than_max_poll_interval_keeps_its_partitions(kafka_url: str) -> None:
+    queue = f"k{uuid.uuid4().hex[:16]}"
+    with workq.connect(with_query(kafka_url, "max_poll_interval_ms=7000")) as broker:
+        broker.declare(queue, partitions=1)
+        broker.producer().publish_many(queue, ["long", "next"])
+        with broker.consumer(queue, prefetch=2) as c:
+            d = c.get(timeout=WAIT)
+            assert d is not None and d.text() == "long"
+            receiver = c._receiver
+            part = receiver._parts[d._item.token.part]  # type: ignore[attr-defined]
+            # The handler's work outlasts max.poll.interval.ms (7 s): wait 10 s.
+            threading.Event().wait(10.0)
+            assert receiver._parts.get(part.key) is part, "the partition was taken away"  # type: ignore[attr-defined]
+            d.ack()
+            nxt = c.get(timeout=WAIT)
+            assert nxt is not None and nxt.text() == "next"
+            nxt.ack()
+        # Its commits were accepted: a new consumer finds nothing left.
+        with broker.consumer(queue) as c:
+            assert c.get(timeout=QUIET) is None
+
+
+def test_ordering_key_keeps_per_key_order(broker: workq.Broker, queue: str) -> None:
+    broker.declare(queue, partitions=1, ordering="key")
+    with broker.producer() as p:
+        p.publish(queue, "k1-first", headers={"key": "k1"})
+        p.publish(queue, "k1-second", headers={"key": "k1"})
+        p.publish(queue, "k2-first", headers={"key": "k2"})
+    with broker.consumer(queue, prefetch=3) as c:
+        a = c.get(timeout=WAIT)
+        b = c.get(timeout=WAIT)
+        assert a is not None and b is not None
+        assert {a.text(), b.text()} == {"k1-first", "k2-first"}
+        assert c.get(timeout=QUIET) is None, "k1-second must wait for k1-first"
+        (a if a.text() == "k1-first" else b).ack()
+        third = c.get(timeout=WAIT)
+        assert third is not None and third.text() == "k1-second"
+        for d in (a if a.text() == "k2-first" else b, third):
+            d.ack()
+
+
+def test_unknown_and_bad_queue_options_are_named(broker: workq.Broker, queue: str) -> None:
+    with pytest.raises(workq.ConfigurationError, match="colour"):
+        broker.declare(queue, colour="blue")
+    with pytest.raises(workq.ConfigurationError, match="ordering"):
+        broker.declare(queue, ordering="total")
+    with pytest.raises(workq.ConfigurationError, match="partitions"):
+        broker.declare(queue, partitions=0)
+
+
+def test_unreachable_broker_raises_broker_unavailable() -> None:
+    from workq.testing.brokers import free_port
+
+    with pytest.raises(workq.BrokerUnavailable, match="cannot reach Kafka"):
+        workq.connect(f"kafka://127.0.0.1:{free_port()}?connect_timeout=1")

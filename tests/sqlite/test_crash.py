@@ -1,0 +1,91 @@
+"""Several processes on one file; a worker SIGKILLed mid-job loses nothing."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import workq
+
+pytestmark = [pytest.mark.sqlite, pytest.mark.slow]
+
+HERE = Path(__file__).parent
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def lines(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_sigkilled_worker_loses_nothing(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'shared.db'}"
+    queue = f"crash-{uuid.uuid4().hex[:8]}"
+    n = 120
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    # Worker 0 hangs on its 3rd job; the others work normally.
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "crash_worker.py"), url, queue, str(log)]
+            + (["3"] if i == 0 else [])
+        )
+        for i, log in enumerate(logs)
+    ]
+    try:
+        wait_for(lambda: all(["ready"] in lines(log) for log in logs), 30, "workers to start")
+        ids_file = tmp_path / "ids.txt"
+        producer = subprocess.run(
+            [sys.executable, str(HERE / "crash_producer.py"), url, queue, str(ids_file), str(n)],
+            timeout=60,
+        )
+        assert producer.returncode == 0
+        published = set(ids_file.read_text().split())
+        assert len(published) == n
+
+        wait_for(lambda: any(e[0] == "stuck" for e in lines(logs[0])), 30, "a stuck job")
+        stuck = next(e[1] for e in lines(logs[0]) if e[0] == "stuck")
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(timeout=10)
+
+        def done() -> dict[str, list[int]]:
+            seen: dict[str, list[int]] = {}
+            for log in logs:
+                for entry in lines(log):
+                    if entry[0] == "done":
+                        seen.setdefault(entry[1], []).append(int(entry[2]))
+            return seen
+
+        wait_for(lambda: published <= set(done()), 60, "every message to be processed")
+        seen = done()
+        # The job the killed worker was in the middle of came back to a live worker.
+        assert stuck in seen
+        assert max(seen[stuck]) >= 2
+        assert set(seen) == published
+
+        for proc in workers[1:]:
+            proc.send_signal(signal.SIGTERM)
+        for proc in workers[1:]:
+            assert proc.wait(timeout=30) == 0
+        with workq.connect(url) as broker:
+            stats = broker.stats(queue)
+            assert (stats.ready, stats.in_flight, stats.dead_letters) == (0, 0, 0)
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
