@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,9 @@ def unique() -> str:
     return f"f{uuid.uuid4().hex[:12]}"
 
 
-def until(check: object, timeout: float = WAIT, what: str = "condition") -> None:
+def until(check: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
@@ -225,3 +226,28 @@ def test_cluster_leader_killed_while_publishing_and_consuming(cluster: Cluster) 
     finally:
         traffic.join()
     assert traffic.confirmed <= traffic.consumed
+
+
+def test_aio_driver_reconnects_after_a_node_restart(own_node: Node) -> None:
+    q = unique()
+    url = own_node.url + "?reconnect_attempts=8"
+
+    async def scenario() -> set[str]:
+        async with await workq.aio.connect(url) as broker:
+            p = broker.producer()
+            first = await p.publish_many(q, [f"a{i}".encode() for i in range(50)])
+            own_node.stop()
+            own_node.start()
+            second = await p.publish_many(q, [f"b{i}".encode() for i in range(50)])
+            want = set(first) | set(second)
+            got: set[str] = set()
+            async with broker.consumer(q, prefetch=20) as c:
+                deadline = time.monotonic() + WAIT
+                while got != want and time.monotonic() < deadline:
+                    d = await c.get(timeout=1.0)
+                    if d is not None:
+                        got.add(d.id)
+                        await d.ack()
+            return want - got
+
+    assert asyncio.run(scenario()) == set()

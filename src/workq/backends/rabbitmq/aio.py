@@ -59,6 +59,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
+CHANNEL_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *CONNECTION_ERRORS)
 GONE: tuple[type[BaseException], ...] = (BrokerUnavailable, PublishError, *CONNECTION_ERRORS)
 
 
@@ -155,7 +156,21 @@ class AsyncRabbitMQDriver(AsyncDriver):
 
     async def channel(self, confirms: bool = False) -> AbstractChannel:
         conn = await self.connection()
-        return await conn.channel(publisher_confirms=confirms, on_return_raises=confirms)
+        try:
+            return await conn.channel(publisher_confirms=confirms, on_return_raises=confirms)
+        except CHANNEL_ERRORS:
+            # aio-pika may not have noticed yet that the connection is gone: start afresh.
+            await self.reset()
+            conn = await self.connection()
+            return await conn.channel(publisher_confirms=confirms, on_return_raises=confirms)
+
+    async def reset(self) -> None:
+        """Drop the connection; the next call reconnects (across the host list)."""
+        conn, self.conn = self.conn, None
+        self._admin = self._pub = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)
 
     async def admin(self) -> AbstractChannel:
         if self._admin is None or self._admin.is_closed:
@@ -354,6 +369,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 raise
             except Exception as exc:
                 errors = [exc]
+                await self.reset()
                 raise _Retry() from exc
             results = await asyncio.wait_for(
                 asyncio.gather(*(one(ch, m) for m in left), return_exceptions=True),
@@ -365,6 +381,9 @@ class AsyncRabbitMQDriver(AsyncDriver):
             if failed:
                 if any(isinstance(r, aio_pika.exceptions.DeliveryError) for _, r in failed):
                     self._declared.clear()  # unroutable: a lane queue is missing, re-declare
+                    self._pub = None  # a nack can mean a session stuck on a lost leader
+                else:
+                    await self.reset()  # the connection or channel failed under us
                 left = [m for m, _ in failed]
                 errors = [r for _, r in failed]
                 raise _Retry()

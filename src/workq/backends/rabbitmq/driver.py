@@ -403,7 +403,15 @@ class _IO:
         method = frame.method
         ok = isinstance(method, pika.spec.Basic.Ack)
         last = method.delivery_tag
-        tags = [t for t in self._pending if t <= last] if method.multiple else [last]
+        if method.multiple:
+            # Tags are pending in increasing order: stop at the first one not covered.
+            tags = []
+            for t in self._pending:
+                if t > last:
+                    break
+                tags.append(t)
+        else:
+            tags = [last]
         for tag in tags:
             entry = self._pending.pop(tag, None)
             if entry is None:
@@ -970,9 +978,17 @@ class RabbitMQReceiver(Receiver):
         if len(seen) == 1:
             queue = next(iter(seen))
             while True:
-                released = self._io.call(lambda: self._switch(queue))
-                if released:
-                    self.release(released)
+                ch = self._channel
+                # Already pushed to from this queue: no need to ask the I/O thread.
+                if not (
+                    self._consuming == queue
+                    and self._gen == self._io.generation
+                    and ch is not None
+                    and ch.is_open
+                ):
+                    released = self._io.call(lambda: self._switch(queue))
+                    if released:
+                        self.release(released)
                 with self._cond:
                     if not self._buffer:
                         self._cond.wait(max(deadline - time.monotonic(), 0.0))

@@ -163,15 +163,6 @@ class Topology:
     def meta_args(self) -> dict[str, Any]:
         return {"x-queue-type": self.kind}
 
-    def lane_of_queue(self, queue: str) -> Lane | None:
-        """The lane a lane-queue name stands for, or None if it is not one."""
-        match = re.fullmatch(
-            re.escape(self.name) + r"(?:\.t\.([A-Za-z0-9_-]+))?(?:\.p(\d+))?", queue
-        )
-        if match is None:
-            return None
-        return Lane(self.name, match.group(1), int(match.group(2) or 0))
-
 
 def delay_ms(delay: float) -> int:
     """The delay bucket for ``delay`` seconds: rounded up to two significant digits of ms.

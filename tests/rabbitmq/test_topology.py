@@ -1,0 +1,58 @@
+"""The RabbitMQ mapping's pure parts: names, arguments, delay buckets, the registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from workq.backends.rabbitmq.topology import (
+    DELAY,
+    Registry,
+    Topology,
+    delay_ms,
+    lane_record,
+    spec_record,
+)
+from workq.errors import ConfigurationError
+from workq.lanes import Lane
+from workq.spec import QueueSpec
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def test_quorum_lanes_split_by_priority_classic_lanes_do_not() -> None:
+    quorum = Topology.of(QueueSpec("q"), "quorum")
+    classic = Topology.of(QueueSpec("q", options={"queue_type": "classic"}), "quorum")
+    assert quorum.lane_queue(Lane("q", "acme", 5)) == "q.t.acme.p5"
+    assert quorum.routing_key(Lane("q", "acme", 5)) == "acme.p5"
+    assert classic.lane_queue(Lane("q", "acme", 5)) == "q.t.acme"
+    assert classic.routing_key(Lane("q", None, 5)) == ""
+    assert classic.lane_args()["x-max-priority"] == 9
+    assert "x-max-priority" not in quorum.lane_args()
+
+
+def test_delay_buckets_round_up() -> None:
+    assert [delay_ms(d) for d in (0.0001, 0.05, 0.1234, 1.234, 59.99)] == [1, 50, 130, 1300, 60000]
+    assert all(delay_ms(d) >= d * 1000 for d in (0.333, 2.5, 17.77))
+
+
+def test_delay_binding_does_not_use_an_x_header() -> None:
+    # A headers exchange ignores x- arguments, which would make every binding match.
+    assert not DELAY.startswith("x-")
+    assert Topology.delay_binding(200) == {"x-match": "all", DELAY: "200"}
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(ConfigurationError, match="partitions"):
+        Topology.of(QueueSpec("q", options={"partitions": 3}), "quorum")
+
+
+def test_registry_is_the_union_of_its_records() -> None:
+    first = Registry("q")
+    first.add(spec_record(QueueSpec("q", max_attempts=3), "quorum", implicit=False))
+    first.add(lane_record(Lane("q", "a")))
+    merged = Registry("q")
+    merged.add(first.dump())
+    merged.add(lane_record(Lane("q", "b", 2)))
+    merged.add(b"not json")  # someone else's message: ignored
+    assert merged.lanes == {Lane("q", "a"), Lane("q", "b", 2)}
+    assert merged.explicit is not None and merged.explicit.max_attempts == 3
