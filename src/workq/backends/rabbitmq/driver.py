@@ -176,6 +176,10 @@ def _noop() -> None:
     pass
 
 
+#: Marks a command nobody waits for (see ``_IO.post``).
+_POSTED: Future[Any] = Future()
+
+
 @dataclass
 class _Declared:
     names: dict[str, float] = field(default_factory=dict)
@@ -236,6 +240,22 @@ class _IO:
                 conn.add_callback_threadsafe(_noop)
         return fut
 
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the I/O thread without waiting for it (errors are logged)."""
+        if threading.current_thread() is self._thread:
+            fn()
+            return
+        with self._cond:
+            if self._closed:
+                return
+            self._cmds.append((fn, _POSTED))
+            conn, wake = self.conn, not self._woken
+            self._woken = True
+            self._cond.notify()
+        if conn is not None and wake:
+            with contextlib.suppress(Exception):
+                conn.add_callback_threadsafe(_noop)
+
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         try:
             return self.submit(fn).result(timeout)
@@ -267,10 +287,18 @@ class _IO:
                     self._connect()
                 except BrokerUnavailable as exc:
                     for _, fut in batch:
-                        if fut.set_running_or_notify_cancel():
+                        if fut is not _POSTED and fut.set_running_or_notify_cancel():
                             fut.set_exception(exc)
                     continue
             for fn, fut in batch:
+                if fut is _POSTED:
+                    try:
+                        fn()
+                    except BaseException as exc:
+                        log.warning("rabbitmq I/O: %r", exc)
+                        if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, WorkqError):
+                            self._lost(exc)
+                    continue
                 if not fut.set_running_or_notify_cancel():
                     continue
                 try:
@@ -913,7 +941,8 @@ class RabbitMQReceiver(Receiver):
         item = self._item(method, props, body)
         with self._cond:
             self._buffer.append(item)
-            self._cond.notify_all()
+            if len(self._buffer) == 1:  # only an empty buffer has waiters
+                self._cond.notify_all()
 
     def _consume(self, queue: str) -> None:
         ch = self._chan()
@@ -1027,7 +1056,7 @@ class RabbitMQReceiver(Receiver):
 
     def ack(self, item: Received) -> None:
         # Fire and forget: a lost ack means a redelivery, which at-least-once allows.
-        self._io.submit(lambda: self._ack_now(item))
+        self._io.post(lambda: self._ack_now(item))
 
     def nack(self, item: Received, delay: float | None) -> None:
         self._driver.publish_to(self._topo, [copy_of(item, item.attempt + 1, delay)])
