@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ class Broker:
         self.driver = driver
         self.settings = settings
         self._specs = SpecCache()
+        self._declaring = threading.Lock()
         self._closed = False
 
     @property
@@ -63,7 +65,12 @@ class Broker:
         known = self._specs.get(check_queue(queue))
         if known is not None:
             return known
-        return self._specs.put(self.driver.declare(QueueSpec(queue), implicit=True), implicit=True)
+        with self._declaring:
+            known = self._specs.get(queue)
+            if known is not None:
+                return known
+            spec = self.driver.declare(QueueSpec(queue), implicit=True)
+            return self._specs.put(spec, implicit=True)
 
     def producer(self) -> Producer:
         """A producer; ``with broker.producer() as p: p.publish(...)``."""

@@ -63,7 +63,7 @@ class BaseDelivery:
 
     @property
     def redelivered(self) -> bool:
-        return self._item.attempt > 1
+        return self._item.redelivered
 
     @property
     def enqueued_at(self) -> datetime:

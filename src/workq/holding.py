@@ -114,7 +114,7 @@ class Holding:
 
     def held_items(self) -> list[Received]:
         """Everything held, left in place (for lease extension)."""
-        return [*self.out.values(), *(i for b in self.buffers._buffers.values() for i in b)]
+        return [*self.out.values(), *self.buffers.items()]
 
     def settlement(
         self, item: Received, action: str, delay: float | None, reason: str | None

@@ -85,9 +85,13 @@ class LaneBuffers(Generic[T]):
         self._count -= 1
         return self._buffers[lane].popleft()
 
+    def items(self) -> list[T]:
+        """Everything buffered, left in place."""
+        return [item for buffer in self._buffers.values() for item in buffer]
+
     def drain(self) -> list[T]:
         """Remove and return everything buffered."""
-        items = [item for buffer in self._buffers.values() for item in buffer]
+        items = self.items()
         self._buffers.clear()
         self._count = 0
         return items

@@ -28,8 +28,6 @@ BYTES = "application/octet-stream"
 #: in headers (Kafka, SQS attributes). Users' headers must not use it.
 META_PREFIX = "x-workq-"
 
-Body = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any] | BaseModel
-
 
 @dataclass(slots=True)
 class Message:

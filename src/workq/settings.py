@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
@@ -67,8 +67,6 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(env_prefix="WORKQ_", extra="forbid", frozen=True)
-    env_hint: ClassVar[str] = "WORKQ_URL"
-
     url: SecretStr | None = None
     backend: AnyBackendSettings | None = None
 

@@ -83,6 +83,7 @@ class WorkerBase(Generic[B, H]):
         self.tenants = tenants
         self.shutdown_timeout = shutdown_timeout
         self._stop = threading.Event()  # settable from any thread or a signal handler
+        #: Deliveries whose handler has finished (returned or raised).
         self.processed = 0
 
 
@@ -99,6 +100,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._running = threading.Event()
+        self._count_lock = threading.Lock()
 
     @property
     def running(self) -> bool:
@@ -119,6 +121,11 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"workq-{self.queue}")
         slots = threading.Semaphore(self.concurrency)
         running: set[Future[None]] = set()
+
+        def finished(f: Future[None]) -> None:
+            running.discard(f)
+            slots.release()
+
         self._running.set()
         try:
             while not self._stop.is_set():
@@ -130,11 +137,6 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
                     continue
                 future = pool.submit(self._handle, delivery)
                 running.add(future)
-
-                def finished(f: Future[None]) -> None:
-                    running.discard(f)
-                    slots.release()
-
                 future.add_done_callback(finished)
             consumer.release_unstarted()
             _, late = wait(list(running), timeout=self.shutdown_timeout)
@@ -159,18 +161,16 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
         except Exception as exc:
             error = exc
             log_handler_error(self.queue, delivery, exc)
-        self.settle(delivery, error)
-
-    def settle(self, delivery: Delivery, error: BaseException | None) -> None:
+        with self._count_lock:
+            self.processed += 1
         if delivery.settled:
-            return
+            return  # the handler settled it itself
         try:
             delivery._apply(outcome(delivery._spec, delivery.attempt, error))
         except AlreadySettled:
             pass
         except Exception:
             log.exception("settling %s on queue %r failed", delivery.id, self.queue)
-        self.processed += 1
 
     def _install_signals(self) -> Callable[[], None]:
         return install_stop_signals(self.stop, f"worker on {self.queue!r}")

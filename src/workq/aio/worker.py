@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -31,21 +30,16 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.running = False
 
     def stop(self) -> None:
-        """Ask ``run()`` to stop gracefully; safe from any thread."""
+        """Ask ``run()`` to stop gracefully; safe from any thread (the loop polls the flag)."""
         self._stop.set()
-        if self._loop is not None and self._wake is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
         """Consume until stopped by ``stop()``, SIGTERM or SIGINT; then stop gracefully."""
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         restore = self._install_signals()
         consumer = Consumer(
             self.broker.driver, await self.broker.spec(self.queue), self.prefetch, self.tenants
@@ -99,6 +93,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
         except Exception as exc:
             error = exc
             log_handler_error(self.queue, delivery, exc)
+        self.processed += 1
         if delivery.settled:
             return
         try:
@@ -107,7 +102,6 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
             pass
         except Exception:
             log.exception("settling %s on queue %r failed", delivery.id, self.queue)
-        self.processed += 1
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread() or self._loop is None:
