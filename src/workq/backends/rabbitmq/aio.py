@@ -212,9 +212,9 @@ class AsyncRabbitMQDriver(AsyncDriver):
             await ch.declare_exchange(
                 topo.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
             )
-            dlq = await ch.declare_queue(topo.dlq, durable=True, arguments=topo.dlq_args())
+            dlq = await ch.declare_queue(topo.dlq, durable=True, arguments=topo.queue_args())
             await dlq.bind(dlx, "")
-            await ch.declare_queue(topo.meta, durable=True, arguments=topo.meta_args())
+            await ch.declare_queue(topo.meta, durable=True, arguments=topo.queue_args())
             default = Lane(topo.name)
             q = await ch.declare_queue(
                 topo.lane_queue(default), durable=True, arguments=topo.lane_args()

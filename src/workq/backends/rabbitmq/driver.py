@@ -522,7 +522,7 @@ class RabbitMQDriver(Driver):
             ch.exchange_declare(topo.exchange, "direct", durable=True)
             ch.exchange_declare(topo.dlx, "fanout", durable=True)
             ch.exchange_declare(topo.delay_exchange, "headers", durable=True)
-            ch.queue_declare(topo.dlq, durable=True, arguments=topo.dlq_args())
+            ch.queue_declare(topo.dlq, durable=True, arguments=topo.queue_args())
             ch.queue_bind(topo.dlq, topo.dlx)
             default = Lane(topo.name)
             ch.queue_declare(topo.lane_queue(default), durable=True, arguments=topo.lane_args())
@@ -532,7 +532,7 @@ class RabbitMQDriver(Driver):
         _declare(
             io.admin,
             topo.name,
-            lambda ch: ch.queue_declare(topo.meta, durable=True, arguments=topo.meta_args()),
+            lambda ch: ch.queue_declare(topo.meta, durable=True, arguments=topo.queue_args()),
         )
         io.declared.mark(topo.exchange)
         io.declared.mark(topo.lane_queue(Lane(topo.name)))
