@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 import pika
 import pika.exceptions
 from tenacity import (
-    RetryError,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
@@ -137,6 +136,22 @@ def tls_context(settings: RabbitMQSettings) -> ssl.SSLContext:
     return context
 
 
+def _received(
+    topo: Topology, props: Any, body: bytes, redelivered: bool = False, token: Any = None
+) -> Received:
+    """A :class:`Received` from a pika delivery's properties."""
+    return received(
+        topo,
+        body=body,
+        headers=props.headers,
+        message_id=props.message_id,
+        priority=props.priority,
+        redelivered=redelivered,
+        timestamp=props.timestamp,
+        token=token,
+    )
+
+
 @dataclass
 class _Entry:
     exchange: str
@@ -162,10 +177,6 @@ class _Batch:
         self.left -= 1
         if self.left <= 0:
             self.done.set()
-
-    def fail_all(self, error: str, indexes: Sequence[int]) -> None:
-        for i in indexes:
-            self.settle(i, error)
 
 
 class _Retry(Exception):
@@ -226,11 +237,22 @@ class _IO:
             except BaseException as exc:
                 fut.set_exception(exc)
             return fut
+        if not self._enqueue(fn, fut):
+            raise BrokerUnavailable(f"the connection to {self.settings.redacted_url()} is closed")
+        return fut
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the I/O thread without waiting for it (errors are logged)."""
+        if threading.current_thread() is self._thread:
+            fn()
+        else:
+            self._enqueue(fn, _POSTED)
+
+    def _enqueue(self, fn: Callable[[], Any], fut: Future[Any]) -> bool:
+        """Queue a command and wake the I/O thread; False once closed."""
         with self._cond:
             if self._closed:
-                raise BrokerUnavailable(
-                    f"the connection to {self.settings.redacted_url()} is closed"
-                )
+                return False
             self._cmds.append((fn, fut))
             conn, wake = self.conn, not self._woken
             self._woken = True
@@ -238,23 +260,7 @@ class _IO:
         if conn is not None and wake:
             with contextlib.suppress(Exception):
                 conn.add_callback_threadsafe(_noop)
-        return fut
-
-    def post(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the I/O thread without waiting for it (errors are logged)."""
-        if threading.current_thread() is self._thread:
-            fn()
-            return
-        with self._cond:
-            if self._closed:
-                return
-            self._cmds.append((fn, _POSTED))
-            conn, wake = self.conn, not self._woken
-            self._woken = True
-            self._cond.notify()
-        if conn is not None and wake:
-            with contextlib.suppress(Exception):
-                conn.add_callback_threadsafe(_noop)
+        return True
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         try:
@@ -745,8 +751,6 @@ class RabbitMQDriver(Driver):
                 f"{self.settings.publish_retries} attempts ({sample}); they may or may not "
                 "be enqueued: publish them again"
             ) from exc.__cause__
-        except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
-            raise PublishError(str(exc)) from exc
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:
         topo = self.topology(spec)
@@ -819,16 +823,7 @@ class RabbitMQDriver(Driver):
             self._ensure_base(topo)
             out = []
             for _ch, _m, props, body in self._read_dlq(topo, limit, take=False):
-                item = received(
-                    topo,
-                    body=body,
-                    headers=props.headers,
-                    message_id=props.message_id,
-                    priority=props.priority,
-                    redelivered=False,
-                    timestamp=props.timestamp,
-                    token=None,
-                )
+                item = _received(topo, props, body)
                 out.append(
                     DeadLetter(
                         id=item.id,
@@ -859,19 +854,7 @@ class RabbitMQDriver(Driver):
             if not got:
                 return moved
             ch = got[0][0]
-            msgs = []
-            for _ch, _m, props, body in got:
-                item = received(
-                    topo,
-                    body=body,
-                    headers=props.headers,
-                    message_id=props.message_id,
-                    priority=props.priority,
-                    redelivered=False,
-                    timestamp=props.timestamp,
-                    token=None,
-                )
-                msgs.append(copy_of(item, attempt=1))
+            msgs = [copy_of(_received(topo, p, b), attempt=1) for _ch, _m, p, b in got]
             try:
                 self.publish_to(topo, msgs)
             except BaseException:
@@ -926,16 +909,8 @@ class RabbitMQReceiver(Receiver):
         return self._channel
 
     def _item(self, method: Any, props: Any, body: bytes) -> Received:
-        return received(
-            self._topo,
-            body=body,
-            headers=props.headers,
-            message_id=props.message_id,
-            priority=props.priority,
-            redelivered=bool(method.redelivered),
-            timestamp=props.timestamp,
-            token=(self._gen, self._channel, method.delivery_tag),
-        )
+        token = (self._gen, self._channel, method.delivery_tag)
+        return _received(self._topo, props, body, bool(method.redelivered), token)
 
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
         item = self._item(method, props, body)
