@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pika
@@ -39,6 +39,7 @@ from .topology import (
     DELAY,
     DELAY_REDECLARE,
     REASON,
+    Declared,
     Registry,
     Topology,
     check_declared,
@@ -191,18 +192,6 @@ def _noop() -> None:
 _POSTED: Future[Any] = Future()
 
 
-@dataclass
-class _Declared:
-    names: dict[str, float] = field(default_factory=dict)
-
-    def fresh(self, name: str, max_age: float = float("inf")) -> bool:
-        at = self.names.get(name)
-        return at is not None and time.monotonic() - at < max_age
-
-    def mark(self, name: str) -> None:
-        self.names[name] = time.monotonic()
-
-
 class _IO:
     """The one thread that touches pika: a command queue served between event pumps."""
 
@@ -221,7 +210,7 @@ class _IO:
         self._pending: dict[int, tuple[_Batch, int]] = {}
         self._by_mid: dict[str, int] = {}
         self._returned: set[int] = set()
-        self.declared = _Declared()
+        self.declared = Declared()
         self.regs: dict[str, Registry] = {}
         self.on_lost: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="workq-rabbitmq-io", daemon=True)
@@ -357,7 +346,7 @@ class _IO:
             if conn is not None and conn.is_open:
                 conn.close()
         self._fail_pending(f"connection lost: {exc!r}")
-        self.declared = _Declared()
+        self.declared = Declared()
         for cb in list(self.on_lost):
             with contextlib.suppress(Exception):
                 cb()
@@ -580,7 +569,7 @@ class RabbitMQDriver(Driver):
             except BrokerUnavailable as exc:
                 # Messages still flow to the lane; record it again on the next publish.
                 log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
-                io.declared = _Declared()
+                io.declared = Declared()
 
     def _registry(self, topo: Topology, write: Sequence[bytes] = ()) -> Registry:
         """Read the queue's registry (and add ``write`` to it); I/O thread only.
@@ -718,7 +707,7 @@ class RabbitMQDriver(Driver):
                 raise _Retry()
             failed = [(left[i], err) for i, err in batch.errors.items()]
             if any("unroutable" in err for _, err in failed):
-                io.declared = _Declared()
+                io.declared = Declared()
             errors = dict(failed)
             left = [i for i, _ in failed]
             if any("nacked" in err for _, err in failed):
@@ -755,13 +744,7 @@ class RabbitMQDriver(Driver):
     def lanes(self, spec: QueueSpec) -> list[Lane]:
         topo = self.topology(spec)
 
-        def op() -> list[Lane]:
-            registry = self._registry(topo)
-            found = {topo.physical(lane) for lane in registry.lanes}
-            found.add(Lane(topo.name))
-            return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
-
-        return self.io.call(op)
+        return self.io.call(lambda: topo.known_lanes(self._registry(topo)))
 
     def open(self, spec: QueueSpec, prefetch: int) -> Receiver:
         return RabbitMQReceiver(self, self.topology(spec), prefetch)
@@ -771,10 +754,9 @@ class RabbitMQDriver(Driver):
 
         def op() -> QueueStats:
             registry = self._registry(topo)
-            lanes = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
             ch = self.io.admin()
             out = []
-            for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", -ln.priority)):
+            for lane in topo.known_lanes(registry):
                 ok = ch.queue_declare(topo.lane_queue(lane), passive=True)
                 out.append(LaneStats(lane, ok.method.message_count, 0))
             delayed = 0
@@ -968,19 +950,12 @@ class RabbitMQReceiver(Receiver):
     # -- Receiver API (any thread) ------------------------------------------------------
 
     def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
-        topo = self._topo
-        levels: dict[int, list[str]] = {}
-        seen: set[str] = set()
-        for lane in lanes:
-            q = topo.lane_queue(lane)
-            if q not in seen:
-                seen.add(q)
-                levels.setdefault(topo.physical(lane).priority, []).append(q)
-        if not seen:
+        ordered = self._topo.levels(lanes)
+        if not ordered:
             return []
         deadline = time.monotonic() + max(timeout, 0.0)
-        if len(seen) == 1:
-            queue = next(iter(seen))
+        if len(ordered) == 1 and len(ordered[0]) == 1:
+            queue = ordered[0][0]
             while True:
                 ch = self._channel
                 # Already pushed to from this queue: no need to ask the I/O thread.
@@ -1001,13 +976,14 @@ class RabbitMQReceiver(Receiver):
                         out.append(self._buffer.popleft())
                 if out or time.monotonic() >= deadline or self._closed:
                     return out
-        ordered = [levels[p] for p in sorted(levels, reverse=True)]
         pause = 0.01
         while True:
-            released = self._io.call(self._stop_consume)
+            # One round trip to the I/O thread per poll: stop any push consumer, then get.
+            released, got = self._io.call(
+                lambda: (self._stop_consume(), self._get(ordered, max_count))
+            )
             if released:
                 self.release(released)
-            got = self._io.call(lambda: self._get(ordered, max_count))
             remaining = deadline - time.monotonic()
             if got or remaining <= 0 or self._closed:
                 return got

@@ -19,8 +19,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from ...errors import ConfigurationError
@@ -153,9 +153,40 @@ class Topology:
             args["x-max-priority"] = self.max_priority
         return args
 
+    def known_lanes(self, registry: Registry) -> list[Lane]:
+        """The lanes ``registry`` lists and the default lane, as stored, in a stable order."""
+        found = {self.physical(lane) for lane in registry.lanes} | {Lane(self.name)}
+        return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
+
+    def levels(self, lanes: Sequence[Lane]) -> list[list[str]]:
+        """The lane queues behind ``lanes``, grouped by priority (highest first); within a
+        level in the order given. Empty if ``lanes`` is."""
+        levels: dict[int, list[str]] = {}
+        seen: set[str] = set()
+        for lane in lanes:
+            q = self.lane_queue(lane)
+            if q not in seen:
+                seen.add(q)
+                levels.setdefault(self.physical(lane).priority, []).append(q)
+        return [levels[p] for p in sorted(levels, reverse=True)]
+
     @staticmethod
     def delay_binding(ms: int) -> dict[str, Any]:
         return {"x-match": "all", DELAY: str(ms)}
+
+
+@dataclass
+class Declared:
+    """Names this connection has declared, and when (a reconnect starts a new one)."""
+
+    names: dict[str, float] = field(default_factory=dict)
+
+    def fresh(self, name: str, max_age: float = float("inf")) -> bool:
+        at = self.names.get(name)
+        return at is not None and time.monotonic() - at < max_age
+
+    def mark(self, name: str) -> None:
+        self.names[name] = time.monotonic()
 
 
 def delay_ms(delay: float) -> int:
