@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,22 +14,11 @@ import pytest
 
 import workq
 from workq.testing.brokers.rabbitmq import Cluster, Node, start_cluster, start_local
+from workq.testing.conformance import unique, until
 
 pytestmark = pytest.mark.rabbitmq
 
 WAIT = 60.0
-
-
-def unique() -> str:
-    return f"f{uuid.uuid4().hex[:12]}"
-
-
-def until(check: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_conflicting_redeclaration_names_the_argument(rabbitmq_url: str) -> None:
@@ -96,7 +84,7 @@ def test_killed_consumer_process_messages_are_redelivered(rabbitmq_url: str) -> 
                 assert c.get(timeout=0.5) is None  # all five are held by the other process
                 proc.kill()
                 proc.wait(timeout=10)
-                got = []
+                got: list[workq.Delivery] = []
                 deadline = time.monotonic() + WAIT
                 while len(got) < 5 and time.monotonic() < deadline:
                     d = c.get(timeout=1.0)
@@ -177,23 +165,32 @@ class Traffic:
             t.join(timeout=30)
 
 
-def test_node_restart_mid_stream_loses_no_confirmed_message(own_node: Node) -> None:
+def ride_out(url: str, total: int, fault: Callable[[str], None]) -> str:
+    """Stream ``total`` messages through a new queue, calling ``fault(queue)`` mid-way;
+    every confirmed message must be consumed. Returns the queue's name."""
     q = unique()
-    url = own_node.url + "?reconnect_attempts=8"
     with workq.connect(url) as broker:
         broker.declare(q)
-    traffic = Traffic(url, q, total=300).start()
+    traffic = Traffic(url, q, total=total).start()
     try:
-        until(lambda: len(traffic.consumed) >= 50, what="traffic before the restart")
+        until(lambda: len(traffic.consumed) >= 50, WAIT, "traffic before the fault")
+        fault(q)
+        until(lambda: len(traffic.confirmed) >= total, WAIT, "the producer to finish")
+        until(lambda: traffic.confirmed <= traffic.consumed, WAIT, "every confirmed message")
+    finally:
+        traffic.join()
+    assert traffic.confirmed <= traffic.consumed
+    return q
+
+
+def test_node_restart_mid_stream_loses_no_confirmed_message(own_node: Node) -> None:
+    def restart(_queue: str) -> None:
         # A clean restart: on RabbitMQ 3.10 a single node killed hard can leave quorum
         # queues unable to serve basic.get (the cluster test covers hard kills).
         own_node.stop()
         own_node.start()
-        until(lambda: len(traffic.confirmed) >= 300, what="the producer to finish")
-        until(lambda: traffic.confirmed <= traffic.consumed, what="every confirmed message")
-    finally:
-        traffic.join()
-    assert traffic.confirmed <= traffic.consumed
+
+    ride_out(own_node.url + "?reconnect_attempts=8", 300, restart)
 
 
 @pytest.fixture
@@ -207,25 +204,19 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 @pytest.mark.slow
 def test_cluster_leader_killed_while_publishing_and_consuming(cluster: Cluster) -> None:
-    q = unique()
-    url = cluster.url + "?reconnect_attempts=8"
-    with workq.connect(url) as broker:
-        broker.declare(q)
-    traffic = Traffic(url, q, total=400).start()
-    try:
-        until(lambda: len(traffic.consumed) >= 50, what="traffic before the kill")
+    killed: list[Node] = []
+
+    def kill_leader(queue: str) -> None:
         out = cluster.nodes[0].ctl("list_queues", "-q", "--no-table-headers", "name", "leader")
         leaders = dict(line.split()[:2] for line in out.splitlines() if line.strip())
-        leader = next(n for n in cluster.nodes if n.nodename == leaders[q])
+        leader = next(n for n in cluster.nodes if n.nodename == leaders[queue])
         leader.kill()
-        until(lambda: len(traffic.confirmed) >= 400, what="the producer to finish")
-        until(lambda: traffic.confirmed <= traffic.consumed, what="every confirmed message")
-        survivor = next(n for n in cluster.nodes if n is not leader)
-        names = survivor.ctl("list_queues", "-q", "--no-table-headers", "name")
-        assert q in names.split()  # the queue did not vanish with its node
-    finally:
-        traffic.join()
-    assert traffic.confirmed <= traffic.consumed
+        killed.append(leader)
+
+    q = ride_out(cluster.url + "?reconnect_attempts=8", 400, kill_leader)
+    survivor = next(n for n in cluster.nodes if n not in killed)
+    names = survivor.ctl("list_queues", "-q", "--no-table-headers", "name")
+    assert q in names.split()  # the queue did not vanish with its node
 
 
 def test_aio_driver_reconnects_after_a_node_restart(own_node: Node) -> None:

@@ -9,6 +9,7 @@ from workq.backends.rabbitmq.topology import (
     Registry,
     Topology,
     delay_ms,
+    delay_record,
     lane_record,
     spec_record,
 )
@@ -50,9 +51,13 @@ def test_registry_is_the_union_of_its_records() -> None:
     first = Registry("q")
     first.add(spec_record(QueueSpec("q", max_attempts=3), "quorum", implicit=False))
     first.add(lane_record(Lane("q", "a")))
+    first.add(delay_record(1300))
     merged = Registry("q")
     merged.add(first.dump())
     merged.add(lane_record(Lane("q", "b", 2)))
     merged.add(b"not json")  # someone else's message: ignored
     assert merged.lanes == {Lane("q", "a"), Lane("q", "b", 2)}
     assert merged.explicit is not None and merged.explicit.max_attempts == 3
+    assert merged.explicit.options == {"queue_type": "quorum"}
+    assert merged.delays == {1300}
+    assert merged.implicit is None

@@ -31,6 +31,7 @@ from .topology import (
     ATTEMPT,
     DELAY_REDECLARE,
     REASON,
+    Declared,
     Registry,
     Topology,
     check_declared,
@@ -90,7 +91,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
         self._lock = asyncio.Lock()
         self._admin: AbstractChannel | None = None
         self._pub: AbstractChannel | None = None
-        self._declared: dict[str, float] = {}
+        self._declared = Declared()
         self._regs: dict[str, Registry] = {}
         self._topos: dict[str, Topology] = {}
         self._closed = False
@@ -113,7 +114,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
             self.conn = await self._connect()
             self.generation += 1
             self._admin = self._pub = None
-            self._declared.clear()
+            self._declared = Declared()
             return self.conn  # type: ignore[no-any-return]
 
     async def _connect(self) -> Any:
@@ -195,12 +196,8 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 "retry once the node or its replicas are back"
             ) from exc
 
-    def _fresh(self, name: str, max_age: float = float("inf")) -> bool:
-        at = self._declared.get(name)
-        return at is not None and time.monotonic() - at < max_age
-
     async def _ensure_base(self, topo: Topology) -> None:
-        if self._fresh(topo.exchange):
+        if self._declared.fresh(topo.exchange):
             return
 
         async def run() -> None:
@@ -212,9 +209,9 @@ class AsyncRabbitMQDriver(AsyncDriver):
             await ch.declare_exchange(
                 topo.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
             )
-            dlq = await ch.declare_queue(topo.dlq, durable=True, arguments=topo.dlq_args())
+            dlq = await ch.declare_queue(topo.dlq, durable=True, arguments=topo.queue_args())
             await dlq.bind(dlx, "")
-            await ch.declare_queue(topo.meta, durable=True, arguments=topo.meta_args())
+            await ch.declare_queue(topo.meta, durable=True, arguments=topo.queue_args())
             default = Lane(topo.name)
             q = await ch.declare_queue(
                 topo.lane_queue(default), durable=True, arguments=topo.lane_args()
@@ -222,14 +219,14 @@ class AsyncRabbitMQDriver(AsyncDriver):
             await q.bind(ex, topo.routing_key(default))
 
         await self._declare(topo, run())
-        self._declared[topo.exchange] = time.monotonic()
-        self._declared[topo.lane_queue(Lane(topo.name))] = time.monotonic()
+        self._declared.mark(topo.exchange)
+        self._declared.mark(topo.lane_queue(Lane(topo.name)))
 
     async def _ensure_lanes(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> None:
         out: list[bytes] = []
         for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
             qname = topo.lane_queue(lane)
-            if self._fresh(qname):
+            if self._declared.fresh(qname):
                 continue
             phys = topo.physical(lane)
 
@@ -239,11 +236,11 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 await q.bind(topo.exchange, topo.routing_key(phys))
 
             await self._declare(topo, run_lane())
-            self._declared[qname] = time.monotonic()
+            self._declared.mark(qname)
             out.append(lane_record(phys))
         for ms in sorted(delays):
             qname = topo.delay_queue(ms)
-            if self._fresh(qname, DELAY_REDECLARE):
+            if self._declared.fresh(qname, DELAY_REDECLARE):
                 continue
 
             async def run_delay(qname: str = qname, ms: int = ms) -> None:
@@ -252,8 +249,8 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 await q.bind(topo.delay_exchange, "", arguments=topo.delay_binding(ms))
 
             await self._declare(topo, run_delay())
-            fresh = qname not in self._declared
-            self._declared[qname] = time.monotonic()
+            fresh = qname not in self._declared.names
+            self._declared.mark(qname)
             if fresh:
                 out.append(delay_record(ms))
         if out:
@@ -261,7 +258,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 await self._registry(topo, write=out)
             except BrokerUnavailable as exc:
                 log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
-                self._declared.clear()
+                self._declared = Declared()
 
     async def _registry(self, topo: Topology, write: Sequence[bytes] = ()) -> Registry:
         """Read the queue's registry (and add ``write``): see the sync driver's twin."""
@@ -380,7 +377,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
             ]
             if failed:
                 if any(isinstance(r, aio_pika.exceptions.DeliveryError) for _, r in failed):
-                    self._declared.clear()  # unroutable: a lane queue is missing, re-declare
+                    self._declared = Declared()  # unroutable: a lane queue is missing, re-declare
                     self._pub = None  # a nack can mean a session stuck on a lost leader
                 else:
                     await self.reset()  # the connection or channel failed under us
@@ -408,9 +405,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
 
     async def lanes(self, spec: QueueSpec) -> list[Lane]:
         topo = self.topology(spec)
-        registry = await self._registry(topo)
-        found = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
-        return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
+        return topo.known_lanes(await self._registry(topo))
 
     async def open(self, spec: QueueSpec, prefetch: int) -> AsyncReceiver:
         return AsyncRabbitMQReceiver(self, self.topology(spec), prefetch)
@@ -418,11 +413,10 @@ class AsyncRabbitMQDriver(AsyncDriver):
     async def stats(self, spec: QueueSpec) -> QueueStats:
         topo = self.topology(spec)
         registry = await self._registry(topo)
-        lanes = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
         ch = await self.channel()
         try:
             out = []
-            for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", -ln.priority)):
+            for lane in topo.known_lanes(registry):
                 q = await ch.declare_queue(topo.lane_queue(lane), passive=True)
                 out.append(LaneStats(lane, q.declaration_result.message_count or 0, 0))
             delayed = 0
@@ -566,18 +560,12 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         self, lanes: Sequence[Lane], max_count: int, timeout: float
     ) -> list[Received]:
         topo = self._topo
-        levels: dict[int, list[str]] = {}
-        seen: set[str] = set()
-        for lane in lanes:
-            q = topo.lane_queue(lane)
-            if q not in seen:
-                seen.add(q)
-                levels.setdefault(topo.physical(lane).priority, []).append(q)
-        if not seen:
+        ordered = topo.levels(lanes)
+        if not ordered:
             return []
         deadline = time.monotonic() + max(timeout, 0.0)
-        if len(seen) == 1:
-            queue = next(iter(seen))
+        if len(ordered) == 1 and len(ordered[0]) == 1:
+            queue = ordered[0][0]
             while True:
                 ch = await self._chan()
                 if self._consuming != queue:
@@ -597,7 +585,6 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
                     out.append(self._buffer.popleft())
                 if out or time.monotonic() >= deadline or self._closed:
                     return out
-        ordered = [levels[p] for p in sorted(levels, reverse=True)]
         pause = 0.01
         while True:
             await self._stop_consume()
@@ -629,10 +616,12 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
 
     async def _ack_now(self, item: Received) -> None:
         gen, channel, message = item.token
-        if gen != self._driver.generation or channel is not self._channel or channel is None:
-            log.info("delivery %s came from a lost channel: the broker redelivers it", item.id)
-            return
-        if channel.is_closed:
+        if (
+            gen != self._driver.generation
+            or channel is not self._channel
+            or channel is None
+            or channel.is_closed
+        ):
             log.info("delivery %s came from a lost channel: the broker redelivers it", item.id)
             return
         await message.ack()

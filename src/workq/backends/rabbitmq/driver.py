@@ -16,13 +16,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
 from tenacity import (
-    RetryError,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
@@ -40,6 +39,7 @@ from .topology import (
     DELAY,
     DELAY_REDECLARE,
     REASON,
+    Declared,
     Registry,
     Topology,
     check_declared,
@@ -137,6 +137,22 @@ def tls_context(settings: RabbitMQSettings) -> ssl.SSLContext:
     return context
 
 
+def _received(
+    topo: Topology, props: Any, body: bytes, redelivered: bool = False, token: Any = None
+) -> Received:
+    """A :class:`Received` from a pika delivery's properties."""
+    return received(
+        topo,
+        body=body,
+        headers=props.headers,
+        message_id=props.message_id,
+        priority=props.priority,
+        redelivered=redelivered,
+        timestamp=props.timestamp,
+        token=token,
+    )
+
+
 @dataclass
 class _Entry:
     exchange: str
@@ -163,10 +179,6 @@ class _Batch:
         if self.left <= 0:
             self.done.set()
 
-    def fail_all(self, error: str, indexes: Sequence[int]) -> None:
-        for i in indexes:
-            self.settle(i, error)
-
 
 class _Retry(Exception):
     """A publish attempt left some messages unconfirmed; try those again."""
@@ -178,18 +190,6 @@ def _noop() -> None:
 
 #: Marks a command nobody waits for (see ``_IO.post``).
 _POSTED: Future[Any] = Future()
-
-
-@dataclass
-class _Declared:
-    names: dict[str, float] = field(default_factory=dict)
-
-    def fresh(self, name: str, max_age: float = float("inf")) -> bool:
-        at = self.names.get(name)
-        return at is not None and time.monotonic() - at < max_age
-
-    def mark(self, name: str) -> None:
-        self.names[name] = time.monotonic()
 
 
 class _IO:
@@ -210,7 +210,7 @@ class _IO:
         self._pending: dict[int, tuple[_Batch, int]] = {}
         self._by_mid: dict[str, int] = {}
         self._returned: set[int] = set()
-        self.declared = _Declared()
+        self.declared = Declared()
         self.regs: dict[str, Registry] = {}
         self.on_lost: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="workq-rabbitmq-io", daemon=True)
@@ -226,11 +226,22 @@ class _IO:
             except BaseException as exc:
                 fut.set_exception(exc)
             return fut
+        if not self._enqueue(fn, fut):
+            raise BrokerUnavailable(f"the connection to {self.settings.redacted_url()} is closed")
+        return fut
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the I/O thread without waiting for it (errors are logged)."""
+        if threading.current_thread() is self._thread:
+            fn()
+        else:
+            self._enqueue(fn, _POSTED)
+
+    def _enqueue(self, fn: Callable[[], Any], fut: Future[Any]) -> bool:
+        """Queue a command and wake the I/O thread; False once closed."""
         with self._cond:
             if self._closed:
-                raise BrokerUnavailable(
-                    f"the connection to {self.settings.redacted_url()} is closed"
-                )
+                return False
             self._cmds.append((fn, fut))
             conn, wake = self.conn, not self._woken
             self._woken = True
@@ -238,23 +249,7 @@ class _IO:
         if conn is not None and wake:
             with contextlib.suppress(Exception):
                 conn.add_callback_threadsafe(_noop)
-        return fut
-
-    def post(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the I/O thread without waiting for it (errors are logged)."""
-        if threading.current_thread() is self._thread:
-            fn()
-            return
-        with self._cond:
-            if self._closed:
-                return
-            self._cmds.append((fn, _POSTED))
-            conn, wake = self.conn, not self._woken
-            self._woken = True
-            self._cond.notify()
-        if conn is not None and wake:
-            with contextlib.suppress(Exception):
-                conn.add_callback_threadsafe(_noop)
+        return True
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         try:
@@ -351,7 +346,7 @@ class _IO:
             if conn is not None and conn.is_open:
                 conn.close()
         self._fail_pending(f"connection lost: {exc!r}")
-        self.declared = _Declared()
+        self.declared = Declared()
         for cb in list(self.on_lost):
             with contextlib.suppress(Exception):
                 cb()
@@ -522,7 +517,7 @@ class RabbitMQDriver(Driver):
             ch.exchange_declare(topo.exchange, "direct", durable=True)
             ch.exchange_declare(topo.dlx, "fanout", durable=True)
             ch.exchange_declare(topo.delay_exchange, "headers", durable=True)
-            ch.queue_declare(topo.dlq, durable=True, arguments=topo.dlq_args())
+            ch.queue_declare(topo.dlq, durable=True, arguments=topo.queue_args())
             ch.queue_bind(topo.dlq, topo.dlx)
             default = Lane(topo.name)
             ch.queue_declare(topo.lane_queue(default), durable=True, arguments=topo.lane_args())
@@ -532,7 +527,7 @@ class RabbitMQDriver(Driver):
         _declare(
             io.admin,
             topo.name,
-            lambda ch: ch.queue_declare(topo.meta, durable=True, arguments=topo.meta_args()),
+            lambda ch: ch.queue_declare(topo.meta, durable=True, arguments=topo.queue_args()),
         )
         io.declared.mark(topo.exchange)
         io.declared.mark(topo.lane_queue(Lane(topo.name)))
@@ -574,7 +569,7 @@ class RabbitMQDriver(Driver):
             except BrokerUnavailable as exc:
                 # Messages still flow to the lane; record it again on the next publish.
                 log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
-                io.declared = _Declared()
+                io.declared = Declared()
 
     def _registry(self, topo: Topology, write: Sequence[bytes] = ()) -> Registry:
         """Read the queue's registry (and add ``write`` to it); I/O thread only.
@@ -712,7 +707,7 @@ class RabbitMQDriver(Driver):
                 raise _Retry()
             failed = [(left[i], err) for i, err in batch.errors.items()]
             if any("unroutable" in err for _, err in failed):
-                io.declared = _Declared()
+                io.declared = Declared()
             errors = dict(failed)
             left = [i for i, _ in failed]
             if any("nacked" in err for _, err in failed):
@@ -745,19 +740,11 @@ class RabbitMQDriver(Driver):
                 f"{self.settings.publish_retries} attempts ({sample}); they may or may not "
                 "be enqueued: publish them again"
             ) from exc.__cause__
-        except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
-            raise PublishError(str(exc)) from exc
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:
         topo = self.topology(spec)
 
-        def op() -> list[Lane]:
-            registry = self._registry(topo)
-            found = {topo.physical(lane) for lane in registry.lanes}
-            found.add(Lane(topo.name))
-            return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
-
-        return self.io.call(op)
+        return self.io.call(lambda: topo.known_lanes(self._registry(topo)))
 
     def open(self, spec: QueueSpec, prefetch: int) -> Receiver:
         return RabbitMQReceiver(self, self.topology(spec), prefetch)
@@ -767,10 +754,9 @@ class RabbitMQDriver(Driver):
 
         def op() -> QueueStats:
             registry = self._registry(topo)
-            lanes = {topo.physical(lane) for lane in registry.lanes} | {Lane(topo.name)}
             ch = self.io.admin()
             out = []
-            for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", -ln.priority)):
+            for lane in topo.known_lanes(registry):
                 ok = ch.queue_declare(topo.lane_queue(lane), passive=True)
                 out.append(LaneStats(lane, ok.method.message_count, 0))
             delayed = 0
@@ -819,16 +805,7 @@ class RabbitMQDriver(Driver):
             self._ensure_base(topo)
             out = []
             for _ch, _m, props, body in self._read_dlq(topo, limit, take=False):
-                item = received(
-                    topo,
-                    body=body,
-                    headers=props.headers,
-                    message_id=props.message_id,
-                    priority=props.priority,
-                    redelivered=False,
-                    timestamp=props.timestamp,
-                    token=None,
-                )
+                item = _received(topo, props, body)
                 out.append(
                     DeadLetter(
                         id=item.id,
@@ -859,19 +836,7 @@ class RabbitMQDriver(Driver):
             if not got:
                 return moved
             ch = got[0][0]
-            msgs = []
-            for _ch, _m, props, body in got:
-                item = received(
-                    topo,
-                    body=body,
-                    headers=props.headers,
-                    message_id=props.message_id,
-                    priority=props.priority,
-                    redelivered=False,
-                    timestamp=props.timestamp,
-                    token=None,
-                )
-                msgs.append(copy_of(item, attempt=1))
+            msgs = [copy_of(_received(topo, p, b), attempt=1) for _ch, _m, p, b in got]
             try:
                 self.publish_to(topo, msgs)
             except BaseException:
@@ -926,16 +891,8 @@ class RabbitMQReceiver(Receiver):
         return self._channel
 
     def _item(self, method: Any, props: Any, body: bytes) -> Received:
-        return received(
-            self._topo,
-            body=body,
-            headers=props.headers,
-            message_id=props.message_id,
-            priority=props.priority,
-            redelivered=bool(method.redelivered),
-            timestamp=props.timestamp,
-            token=(self._gen, self._channel, method.delivery_tag),
-        )
+        token = (self._gen, self._channel, method.delivery_tag)
+        return _received(self._topo, props, body, bool(method.redelivered), token)
 
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
         item = self._item(method, props, body)
@@ -993,19 +950,12 @@ class RabbitMQReceiver(Receiver):
     # -- Receiver API (any thread) ------------------------------------------------------
 
     def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
-        topo = self._topo
-        levels: dict[int, list[str]] = {}
-        seen: set[str] = set()
-        for lane in lanes:
-            q = topo.lane_queue(lane)
-            if q not in seen:
-                seen.add(q)
-                levels.setdefault(topo.physical(lane).priority, []).append(q)
-        if not seen:
+        ordered = self._topo.levels(lanes)
+        if not ordered:
             return []
         deadline = time.monotonic() + max(timeout, 0.0)
-        if len(seen) == 1:
-            queue = next(iter(seen))
+        if len(ordered) == 1 and len(ordered[0]) == 1:
+            queue = ordered[0][0]
             while True:
                 ch = self._channel
                 # Already pushed to from this queue: no need to ask the I/O thread.
@@ -1026,13 +976,14 @@ class RabbitMQReceiver(Receiver):
                         out.append(self._buffer.popleft())
                 if out or time.monotonic() >= deadline or self._closed:
                     return out
-        ordered = [levels[p] for p in sorted(levels, reverse=True)]
         pause = 0.01
         while True:
-            released = self._io.call(self._stop_consume)
+            # One round trip to the I/O thread per poll: stop any push consumer, then get.
+            released, got = self._io.call(
+                lambda: (self._stop_consume(), self._get(ordered, max_count))
+            )
             if released:
                 self.release(released)
-            got = self._io.call(lambda: self._get(ordered, max_count))
             remaining = deadline - time.monotonic()
             if got or remaining <= 0 or self._closed:
                 return got

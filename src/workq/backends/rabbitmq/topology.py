@@ -19,8 +19,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from ...errors import ConfigurationError
@@ -112,7 +112,7 @@ class Topology:
 
     def physical(self, lane: Lane) -> Lane:
         """The lane as stored: classic queues hold every priority in one queue."""
-        if self.native_priority or self.kind == "classic":
+        if self.kind == "classic":
             return Lane(self.name, lane.tenant, 0)
         return lane
 
@@ -126,29 +126,26 @@ class Topology:
         key = lane.tenant or ""
         return f"{key}.p{lane.priority}" if lane.priority else key
 
-    def _base_args(self) -> dict[str, Any]:
-        # No quorum "at-least-once" dead-letter strategy: on RabbitMQ 3.10 it made a queue
-        # nack every publish after its leader was killed. workq dead-letters by publishing
-        # (confirmed) to the dead-letter exchange itself, so it does not need it.
+    def queue_args(self) -> dict[str, Any]:
+        """Arguments of the dead-letter and registry queues: just the queue type."""
+        # No quorum "at-least-once" dead-letter strategy on any queue: on RabbitMQ 3.10 it
+        # made a queue nack every publish after its leader was killed, and dead-letter some
+        # expired delay messages twice. workq dead-letters by publishing (confirmed) to the
+        # dead-letter exchange itself, so it does not need it.
         return {"x-queue-type": self.kind}
 
     def lane_args(self) -> dict[str, Any]:
-        args = self._base_args()
+        args = self.queue_args()
         args["x-dead-letter-exchange"] = self.dlx
         if self.native_priority:
             args["x-max-priority"] = self.max_priority
         return args
 
-    def dlq_args(self) -> dict[str, Any]:
-        return {"x-queue-type": self.kind}
-
     def delay_queue(self, ms: int) -> str:
         return f"{self.name}.delay.{ms}"
 
     def delay_args(self, ms: int) -> dict[str, Any]:
-        # No at-least-once dead-letter strategy here: with it, RabbitMQ 3.10 was seen to
-        # dead-letter some expired messages twice.
-        args: dict[str, Any] = {"x-queue-type": self.kind}
+        args = self.queue_args()
         args["x-message-ttl"] = ms
         args["x-dead-letter-exchange"] = self.exchange
         args["x-expires"] = ms + int(DELAY_EXPIRES_MARGIN * 1000) * 2
@@ -156,12 +153,40 @@ class Topology:
             args["x-max-priority"] = self.max_priority
         return args
 
+    def known_lanes(self, registry: Registry) -> list[Lane]:
+        """The lanes ``registry`` lists and the default lane, as stored, in a stable order."""
+        found = {self.physical(lane) for lane in registry.lanes} | {Lane(self.name)}
+        return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
+
+    def levels(self, lanes: Sequence[Lane]) -> list[list[str]]:
+        """The lane queues behind ``lanes``, grouped by priority (highest first); within a
+        level in the order given. Empty if ``lanes`` is."""
+        levels: dict[int, list[str]] = {}
+        seen: set[str] = set()
+        for lane in lanes:
+            q = self.lane_queue(lane)
+            if q not in seen:
+                seen.add(q)
+                levels.setdefault(self.physical(lane).priority, []).append(q)
+        return [levels[p] for p in sorted(levels, reverse=True)]
+
     @staticmethod
     def delay_binding(ms: int) -> dict[str, Any]:
         return {"x-match": "all", DELAY: str(ms)}
 
-    def meta_args(self) -> dict[str, Any]:
-        return {"x-queue-type": self.kind}
+
+@dataclass
+class Declared:
+    """Names this connection has declared, and when (a reconnect starts a new one)."""
+
+    names: dict[str, float] = field(default_factory=dict)
+
+    def fresh(self, name: str, max_age: float = float("inf")) -> bool:
+        at = self.names.get(name)
+        return at is not None and time.monotonic() - at < max_age
+
+    def mark(self, name: str) -> None:
+        self.names[name] = time.monotonic()
 
 
 def delay_ms(delay: float) -> int:
@@ -179,26 +204,36 @@ def delay_ms(delay: float) -> int:
     return int(math.ceil(ms / scale) * scale)
 
 
-# --- the registry records in the q.meta stream ---------------------------------------
+# --- the registry records in the q.meta queue ----------------------------------------
+
+
+def _spec(spec: QueueSpec, implicit: bool) -> dict[str, Any]:
+    return {"kind": "spec", "implicit": implicit, "spec": asdict(spec)}
+
+
+def _lane(lane: Lane) -> dict[str, Any]:
+    return {"kind": "lane", "tenant": lane.tenant, "priority": lane.priority}
+
+
+def _delay(ms: int) -> dict[str, Any]:
+    return {"kind": "delay", "ms": ms}
 
 
 def spec_record(spec: QueueSpec, kind: QueueType, implicit: bool) -> bytes:
-    data = asdict(spec)
-    data["options"] = {**dict(spec.options), "queue_type": kind}
-    return json.dumps({"kind": "spec", "implicit": implicit, "spec": data}).encode()
+    return json.dumps(_spec(normalized(spec, kind), implicit)).encode()
 
 
 def lane_record(lane: Lane) -> bytes:
-    return json.dumps({"kind": "lane", "tenant": lane.tenant, "priority": lane.priority}).encode()
+    return json.dumps(_lane(lane)).encode()
 
 
 def delay_record(ms: int) -> bytes:
-    return json.dumps({"kind": "delay", "ms": ms}).encode()
+    return json.dumps(_delay(ms)).encode()
 
 
 @dataclass
 class Registry:
-    """What a queue's meta stream says so far: its spec, lanes and delay queues."""
+    """What a queue's registry (``q.meta``) says so far: its spec, lanes and delay queues."""
 
     name: str
     explicit: QueueSpec | None = None
@@ -211,12 +246,15 @@ class Registry:
     def add(self, body: bytes) -> None:
         try:
             record = json.loads(body)
-            kind = record["kind"]
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             return  # not ours: ignore rather than break every consumer
+        self._add(record)
+
+    def _add(self, record: Any) -> None:
+        kind = record.get("kind") if isinstance(record, dict) else None
         if kind == "set":
             for item in record.get("records", []):
-                self.add(json.dumps(item).encode())
+                self._add(item)
         elif kind == "lane":
             self.lanes.add(Lane(self.name, record["tenant"], int(record["priority"])))
         elif kind == "delay":
@@ -238,23 +276,18 @@ class Registry:
         records: list[Any] = []
         for spec, implicit in ((self.explicit, False), (self.implicit, True)):
             if spec is not None:
-                records.append({"kind": "spec", "implicit": implicit, "spec": asdict(spec)})
-        for lane in sorted(self.lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
-            records.append({"kind": "lane", "tenant": lane.tenant, "priority": lane.priority})
-        records.extend({"kind": "delay", "ms": ms} for ms in sorted(self.delays))
+                records.append(_spec(spec, implicit))
+        records.extend(
+            _lane(lane)
+            for lane in sorted(self.lanes, key=lambda ln: (ln.tenant or "", ln.priority))
+        )
+        records.extend(_delay(ms) for ms in sorted(self.delays))
         return json.dumps({"kind": "set", "records": records}).encode()
 
 
 def normalized(spec: QueueSpec, kind: QueueType) -> QueueSpec:
-    return QueueSpec(
-        spec.name,
-        max_priority=spec.max_priority,
-        max_attempts=spec.max_attempts,
-        retry_delay=spec.retry_delay,
-        lease=spec.lease,
-        dead_letter=spec.dead_letter,
-        options={**dict(spec.options), "queue_type": kind},
-    )
+    """``spec`` with its queue type written out, as the registry stores it."""
+    return replace(spec, options={**spec.options, "queue_type": kind})
 
 
 def check_declared(stored: QueueSpec, spec: QueueSpec, kind: QueueType) -> None:
