@@ -183,6 +183,13 @@ class AsyncRabbitMQDriver(AsyncDriver):
             self._pub = await self.channel(confirms=True)
         return self._pub
 
+    async def reset_pub(self) -> None:
+        """Close the confirm channel; the next publish opens a new one (as the sync twin)."""
+        ch, self._pub = self._pub, None
+        if ch is not None and not ch.is_closed:
+            with contextlib.suppress(Exception):
+                await ch.close()
+
     async def _declare(self, topo: Topology, coro: Any) -> Any:
         try:
             return await coro
@@ -378,7 +385,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
             if failed:
                 if any(isinstance(r, aio_pika.exceptions.DeliveryError) for _, r in failed):
                     self._declared = Declared()  # unroutable: a lane queue is missing, re-declare
-                    self._pub = None  # a nack can mean a session stuck on a lost leader
+                    await self.reset_pub()  # a nack can mean a session stuck on a lost leader
                 else:
                     await self.reset()  # the connection or channel failed under us
                 left = [m for m, _ in failed]
