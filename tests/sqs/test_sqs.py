@@ -257,3 +257,25 @@ def test_nack_beyond_twelve_hours_re_sends_the_message(broker: workq.Broker, que
         return (lane.ready, lane.in_flight, lane.delayed) == (0, 0, 1)
 
     until(parked, what="the message to wait in the delayed state")
+
+
+def test_redrive_of_large_dead_letters_respects_the_batch_size_limit(
+    broker: workq.Broker, queue: str
+) -> None:
+    """Ten dead letters of 150 kB are more than one SendMessageBatch may carry."""
+    bodies = [f"{i}".ljust(150_000, "x") for i in range(10)]
+    broker.producer().publish_many(queue, bodies)
+    with broker.consumer(queue, prefetch=10) as c:
+        for _ in bodies:
+            d = c.get(timeout=WAIT)
+            assert d is not None
+            d.reject(reason="too big to handle")
+    until(lambda: len(broker.dead_letters(queue, limit=20)) == 10, what="10 dead letters")
+    assert broker.redrive(queue) == 10
+    assert broker.dead_letters(queue) == []
+    with broker.consumer(queue, prefetch=10) as c:
+        back = [c.get(timeout=WAIT) for _ in bodies]
+        assert sorted(d.text() for d in back if d) == sorted(bodies)
+        for d in back:
+            assert d is not None and d.attempt == 1
+            d.ack()

@@ -29,6 +29,7 @@ from ...producer import MessageTooLarge
 from ...spec import QueueSpec
 from .client import QueueMissing, SQSCalls, SQSError
 from .codec import (
+    ATTRIBUTE,
     MAX_DELAY,
     MAX_MESSAGE,
     MAX_VISIBILITY,
@@ -369,7 +370,7 @@ class SQSDriver(Driver):
         text, encoding = encode_body(msg.body)
         meta = outgoing_meta(msg, encoding, now)
         attrs = attributes(meta)
-        size = message_size(text, attrs["workq"]["StringValue"])
+        size = message_size(text, attrs[ATTRIBUTE]["StringValue"])
         if size > MAX_MESSAGE:
             how = "base64-encoded binary body" if encoding == "b" else "body"
             raise MessageTooLarge(
@@ -596,16 +597,19 @@ class SQSDriver(Driver):
                 meta = Meta.load(m)
                 meta.reason = meta.dead_attempt = meta.dead_at = meta.not_before = None
                 meta.attempt_base = 0
+                attrs = attributes(meta)
                 entry: SendMessageBatchRequestEntryTypeDef = {
                     "Id": "0",
                     "MessageBody": m["Body"],
-                    "MessageAttributes": attributes(meta),
+                    "MessageAttributes": attrs,
                 }
-                by_lane.setdefault(meta.lane(spec.name), []).append((entry, 0))
+                size = message_size(m["Body"], attrs[ATTRIBUTE]["StringValue"])
+                by_lane.setdefault(meta.lane(spec.name), []).append((entry, size))
             for lane, entries in by_lane.items():
                 lane_url = self.lane_url(spec, lane, create=True)
                 assert lane_url is not None
-                self.send_batch(spec, lane_url, [e for e, _ in entries])
+                for batch in _size_batches(entries):
+                    self.send_batch(spec, lane_url, batch)
             self.sqs.call(
                 spec.name,
                 self.sqs.client.delete_message_batch,
