@@ -112,6 +112,31 @@ def test_publish_receive_and_ack_go_in_batches_of_ten(broker: workq.Broker, queu
     until(lambda: broker.stats(queue).in_flight == 0, what="the deletes to land")
 
 
+def test_acks_left_over_from_a_full_batch_wait_for_more(sqs_url: str, queue: str) -> None:
+    """13 acks then 7 more within the linger: two full DeleteMessageBatch, not 10 + 3 + 7."""
+    with workq.connect(with_query(sqs_url, "ack_linger=1.0")) as broker:
+        spec = broker.declare(queue)
+        broker.producer().publish_many(queue, [str(i) for i in range(20)])
+        driver = driver_of(broker)
+        counts = count_requests(broker)
+        receiver = driver.open(spec, 20)
+        lanes = driver.lanes(spec)
+        items: list[Any] = []
+        until(
+            lambda: items.extend(receiver.receive(lanes, 20 - len(items), 1.0)) or len(items) == 20,
+            what="20 messages",
+        )
+        with driver.deleter._cond:  # the 13 arrive together, before the sender wakes
+            for item in items[:13]:
+                receiver.ack(item)
+        until(lambda: counts["DeleteMessageBatch"] >= 1, what="the full batch to go at once")
+        for item in items[13:]:
+            receiver.ack(item)
+        receiver.close()
+        assert counts["DeleteMessageBatch"] == 2
+        until(lambda: broker.stats(queue).in_flight == 0, what="the deletes to land")
+
+
 def test_extend_and_release_use_visibility_batches(broker: workq.Broker, queue: str) -> None:
     spec = broker.declare(queue, lease=60.0)
     broker.producer().publish_many(queue, [str(i) for i in range(12)])

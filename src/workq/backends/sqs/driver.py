@@ -99,6 +99,7 @@ class _Deleter:
         self._sqs = sqs
         self._linger = linger
         self._pending: dict[str, list[str]] = {}
+        self._since = 0.0  # when the oldest pending ack came
         self._cond = threading.Condition()
         self._sending = 0
         self._stopped = False
@@ -109,6 +110,8 @@ class _Deleter:
             if self._stopped:
                 self._send(url, [handle])
                 return
+            if not self._pending:
+                self._since = time.monotonic()
             self._pending.setdefault(url, []).append(handle)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -128,22 +131,22 @@ class _Deleter:
         self._sending += len(batches)
         return batches
 
+    def _full(self) -> bool:
+        return any(len(h) >= BATCH for h in self._pending.values())
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending or self._stopped)
                 if self._stopped and not self._pending:
                     return
-                full = any(len(h) >= BATCH for h in self._pending.values())
-                if not full and not self._stopped:
-                    # Linger so that acks arriving together share one request.
-                    self._cond.wait_for(
-                        lambda: (
-                            self._stopped or any(len(h) >= BATCH for h in self._pending.values())
-                        ),
-                        timeout=self._linger,
-                    )
-                batches = self._take(everything=True)
+                # Linger so that acks arriving together share one request: full batches
+                # go at once, a partial one when the oldest ack has waited ``linger``.
+                due = self._since + self._linger
+                self._cond.wait_for(
+                    lambda: self._stopped or self._full(), timeout=max(due - time.monotonic(), 0)
+                )
+                batches = self._take(everything=self._stopped or time.monotonic() >= due)
             self._send_all(batches)
 
     def _send_all(self, batches: list[tuple[str, list[str]]]) -> None:
