@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -22,17 +21,6 @@ from workq.testing.brokers import free_port
 from workq.testing.conformance import QUIET, WAIT, until, with_query
 
 pytestmark = pytest.mark.sqs
-
-
-@pytest.fixture
-def broker(sqs_url: str) -> Iterator[workq.Broker]:
-    with workq.connect(sqs_url) as b:
-        yield b
-
-
-@pytest.fixture
-def queue() -> str:
-    return f"s{uuid.uuid4().hex[:16]}"
 
 
 def driver_of(broker: workq.Broker) -> SQSDriver:
