@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -13,6 +14,7 @@ from botocore.exceptions import ClientError
 
 import workq
 from workq.backends.sqs.client import retryable
+from workq.backends.sqs.codec import Meta, attributes
 from workq.backends.sqs.driver import SQSDriver
 from workq.backends.sqs.names import dlq_name, lane_name, lane_prefix, parse_lane
 from workq.lanes import Lane
@@ -191,6 +193,31 @@ def test_delay_beyond_fifteen_minutes_is_held_back(broker: workq.Broker, queue: 
         assert c.get(timeout=QUIET) is None
     # Still there, re-sent with its remaining delay whenever SQS shows it early.
     until(lambda: broker.stats(queue).lanes[0].delayed == 1, what="the delayed message")
+
+
+def test_messages_shown_before_their_time_are_sent_on_in_batches(
+    broker: workq.Broker, queue: str
+) -> None:
+    """A not-before time beyond what SQS could delay: the early copies go back batched."""
+    spec = broker.declare(queue)
+    driver = driver_of(broker)
+    url = str(driver.lane_url(spec, Lane(queue), create=True))
+    later = time.time() + 3600
+    metas = [Meta(f"m{i}", None, 0, {}, time.time(), not_before=later) for i in range(12)]
+    for start in (0, 10):
+        driver.sqs.client.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "MessageBody": meta.id, "MessageAttributes": attributes(meta)}
+                for i, meta in enumerate(metas[start : start + 10])
+            ],
+        )
+    counts = count_requests(broker)
+    with broker.consumer(queue, prefetch=12) as c:
+        assert c.get(timeout=QUIET) is None
+    assert counts["SendMessage"] == 0 and counts["DeleteMessage"] == 0
+    assert counts["SendMessageBatch"] == counts["DeleteMessageBatch"] >= 2
+    until(lambda: broker.stats(queue).lanes[0].delayed == 12, what="12 delayed messages")
 
 
 def test_implicit_declare_adopts_stored_settings(sqs_url: str, queue: str) -> None:

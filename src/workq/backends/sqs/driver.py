@@ -459,22 +459,30 @@ class SQSDriver(Driver):
         with self._lock:
             return self._released.get(message_id, 0)
 
-    def defer(self, spec: QueueSpec, url: str, message: Any, meta: Meta) -> None:
-        """A message due later than SQS's 15-minute delay allows: send it on again."""
-        remaining = (meta.not_before or 0) - time.time()
+    def defer(self, spec: QueueSpec, url: str, late: Sequence[tuple[Any, Meta]]) -> None:
+        """Messages due later than SQS's 15-minute delay allows: send them on again, in
+        batches, then delete the early copies."""
+        now = time.time()
+        entries: list[tuple[SendMessageBatchRequestEntryTypeDef, int]] = []
+        for message, meta in late:
+            attrs = attributes(meta)
+            entry: SendMessageBatchRequestEntryTypeDef = {
+                "Id": "0",
+                "MessageBody": message["Body"],
+                "MessageAttributes": attrs,
+                "DelaySeconds": whole_seconds((meta.not_before or 0) - now, MAX_DELAY),
+            }
+            entries.append((entry, message_size(message["Body"], attrs[ATTRIBUTE]["StringValue"])))
+        for batch in _size_batches(entries):
+            self.send_batch(spec, url, batch)
         self.sqs.call(
             spec.name,
-            self.sqs.client.send_message,
+            self.sqs.client.delete_message_batch,
             QueueUrl=url,
-            MessageBody=message["Body"],
-            MessageAttributes=attributes(meta),
-            DelaySeconds=whole_seconds(remaining, MAX_DELAY),
-        )
-        self.sqs.call(
-            spec.name,
-            self.sqs.client.delete_message,
-            QueueUrl=url,
-            ReceiptHandle=message["ReceiptHandle"],
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]}
+                for i, (message, _) in enumerate(late)
+            ],
         )
 
     def change_visibility(self, queue: str, tokens: Sequence[_Token], seconds: int) -> None:
@@ -742,14 +750,17 @@ class SQSReceiver(Receiver):
             self._d.forget(self._spec, lane)
             return []
         out: list[Received] = []
+        late: list[tuple[Any, Meta]] = []
         now = time.time()
         for m in resp.get("Messages", []):
             meta = Meta.load(m)
             if meta.not_before is not None and meta.not_before > now + 0.5:
-                self._d.defer(self._spec, url, m, meta)
+                late.append((m, meta))
                 continue
             token = _Token(url, m["ReceiptHandle"], m["MessageId"])
             out.append(received(lane, m, meta, token, self._d.released(m["MessageId"])))
+        if late:
+            self._d.defer(self._spec, url, late)
         with self._lock:
             closed = self._closed
             if not closed:
