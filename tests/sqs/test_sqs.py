@@ -17,7 +17,9 @@ from workq.backends.sqs.client import retryable
 from workq.backends.sqs.codec import Meta, attributes
 from workq.backends.sqs.driver import SQSDriver
 from workq.backends.sqs.names import dlq_name, lane_name, lane_prefix, parse_lane
+from workq.driver import Receiver
 from workq.lanes import Lane
+from workq.messages import Received
 from workq.producer import MessageTooLarge
 from workq.testing.brokers import free_port
 from workq.testing.conformance import QUIET, WAIT, until, with_query
@@ -39,6 +41,18 @@ def count_requests(broker: workq.Broker) -> Counter[str]:
 
     driver_of(broker).sqs.client.meta.events.register("before-call.sqs.*", hook)
     return counts
+
+
+def receive_all(receiver: Receiver, lanes: list[Lane], n: int) -> list[Received]:
+    """Receive until ``n`` are held (bounded by ``WAIT``)."""
+    items: list[Received] = []
+
+    def enough() -> bool:
+        items.extend(receiver.receive(lanes, n - len(items), 1.0))
+        return len(items) >= n
+
+    until(enough, what=f"{n} messages")
+    return items
 
 
 # -- names --------------------------------------------------------------------------
@@ -110,12 +124,7 @@ def test_acks_left_over_from_a_full_batch_wait_for_more(sqs_url: str, queue: str
         driver = driver_of(broker)
         counts = count_requests(broker)
         receiver = driver.open(spec, 20)
-        lanes = driver.lanes(spec)
-        items: list[Any] = []
-        until(
-            lambda: items.extend(receiver.receive(lanes, 20 - len(items), 1.0)) or len(items) == 20,
-            what="20 messages",
-        )
+        items = receive_all(receiver, driver.lanes(spec), 20)
         with driver.deleter._cond:  # the 13 arrive together, before the sender wakes
             for item in items[:13]:
                 receiver.ack(item)
@@ -133,10 +142,7 @@ def test_extend_and_release_use_visibility_batches(broker: workq.Broker, queue: 
     driver = driver_of(broker)
     counts = count_requests(broker)
     receiver = driver.open(spec, 12)
-    lanes = driver.lanes(spec)
-    items: list[Any] = []
-    while len(items) < 12:
-        items += receiver.receive(lanes, 12 - len(items), 1.0)
+    items = receive_all(receiver, driver.lanes(spec), 12)
     receiver.extend(items, 60.0)
     assert counts["ChangeMessageVisibilityBatch"] == 2
     receiver.release(items)
