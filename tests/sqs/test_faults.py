@@ -8,8 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +18,6 @@ from workq.testing.conformance import WAIT, until
 pytestmark = [pytest.mark.sqs, pytest.mark.slow]
 
 SCRIPT = Path(__file__).with_name("worker_proc.py")
-
-
-@pytest.fixture
-def broker(sqs_url: str) -> Iterator[workq.Broker]:
-    with workq.connect(sqs_url) as b:
-        yield b
-
-
-@pytest.fixture
-def queue() -> str:
-    return f"f{uuid.uuid4().hex[:16]}"
 
 
 def spawn(url: str, queue: str, mode: str, marker: Path) -> subprocess.Popen[bytes]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -14,25 +14,17 @@ from botocore.exceptions import ClientError
 
 import workq
 from workq.backends.sqs.client import retryable
+from workq.backends.sqs.codec import Meta, attributes
 from workq.backends.sqs.driver import SQSDriver
 from workq.backends.sqs.names import dlq_name, lane_name, lane_prefix, parse_lane
+from workq.driver import Receiver
 from workq.lanes import Lane
+from workq.messages import Received
 from workq.producer import MessageTooLarge
 from workq.testing.brokers import free_port
 from workq.testing.conformance import QUIET, WAIT, until, with_query
 
 pytestmark = pytest.mark.sqs
-
-
-@pytest.fixture
-def broker(sqs_url: str) -> Iterator[workq.Broker]:
-    with workq.connect(sqs_url) as b:
-        yield b
-
-
-@pytest.fixture
-def queue() -> str:
-    return f"s{uuid.uuid4().hex[:16]}"
 
 
 def driver_of(broker: workq.Broker) -> SQSDriver:
@@ -49,6 +41,18 @@ def count_requests(broker: workq.Broker) -> Counter[str]:
 
     driver_of(broker).sqs.client.meta.events.register("before-call.sqs.*", hook)
     return counts
+
+
+def receive_all(receiver: Receiver, lanes: list[Lane], n: int) -> list[Received]:
+    """Receive until ``n`` are held (bounded by ``WAIT``)."""
+    items: list[Received] = []
+
+    def enough() -> bool:
+        items.extend(receiver.receive(lanes, n - len(items), 1.0))
+        return len(items) >= n
+
+    until(enough, what=f"{n} messages")
+    return items
 
 
 # -- names --------------------------------------------------------------------------
@@ -112,16 +116,33 @@ def test_publish_receive_and_ack_go_in_batches_of_ten(broker: workq.Broker, queu
     until(lambda: broker.stats(queue).in_flight == 0, what="the deletes to land")
 
 
+def test_acks_left_over_from_a_full_batch_wait_for_more(sqs_url: str, queue: str) -> None:
+    """13 acks then 7 more within the linger: two full DeleteMessageBatch, not 10 + 3 + 7."""
+    with workq.connect(with_query(sqs_url, "ack_linger=1.0")) as broker:
+        spec = broker.declare(queue)
+        broker.producer().publish_many(queue, [str(i) for i in range(20)])
+        driver = driver_of(broker)
+        counts = count_requests(broker)
+        receiver = driver.open(spec, 20)
+        items = receive_all(receiver, driver.lanes(spec), 20)
+        with driver.deleter._cond:  # the 13 arrive together, before the sender wakes
+            for item in items[:13]:
+                receiver.ack(item)
+        until(lambda: counts["DeleteMessageBatch"] >= 1, what="the full batch to go at once")
+        for item in items[13:]:
+            receiver.ack(item)
+        receiver.close()
+        assert counts["DeleteMessageBatch"] == 2
+        until(lambda: broker.stats(queue).in_flight == 0, what="the deletes to land")
+
+
 def test_extend_and_release_use_visibility_batches(broker: workq.Broker, queue: str) -> None:
     spec = broker.declare(queue, lease=60.0)
     broker.producer().publish_many(queue, [str(i) for i in range(12)])
     driver = driver_of(broker)
     counts = count_requests(broker)
     receiver = driver.open(spec, 12)
-    lanes = driver.lanes(spec)
-    items: list[Any] = []
-    while len(items) < 12:
-        items += receiver.receive(lanes, 12 - len(items), 1.0)
+    items = receive_all(receiver, driver.lanes(spec), 12)
     receiver.extend(items, 60.0)
     assert counts["ChangeMessageVisibilityBatch"] == 2
     receiver.release(items)
@@ -178,6 +199,31 @@ def test_delay_beyond_fifteen_minutes_is_held_back(broker: workq.Broker, queue: 
         assert c.get(timeout=QUIET) is None
     # Still there, re-sent with its remaining delay whenever SQS shows it early.
     until(lambda: broker.stats(queue).lanes[0].delayed == 1, what="the delayed message")
+
+
+def test_messages_shown_before_their_time_are_sent_on_in_batches(
+    broker: workq.Broker, queue: str
+) -> None:
+    """A not-before time beyond what SQS could delay: the early copies go back batched."""
+    spec = broker.declare(queue)
+    driver = driver_of(broker)
+    url = str(driver.lane_url(spec, Lane(queue), create=True))
+    later = time.time() + 3600
+    metas = [Meta(f"m{i}", None, 0, {}, time.time(), not_before=later) for i in range(12)]
+    for start in (0, 10):
+        driver.sqs.client.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "MessageBody": meta.id, "MessageAttributes": attributes(meta)}
+                for i, meta in enumerate(metas[start : start + 10])
+            ],
+        )
+    counts = count_requests(broker)
+    with broker.consumer(queue, prefetch=12) as c:
+        assert c.get(timeout=QUIET) is None
+    assert counts["SendMessage"] == 0 and counts["DeleteMessage"] == 0
+    assert counts["SendMessageBatch"] == counts["DeleteMessageBatch"] >= 2
+    until(lambda: broker.stats(queue).lanes[0].delayed == 12, what="12 delayed messages")
 
 
 def test_implicit_declare_adopts_stored_settings(sqs_url: str, queue: str) -> None:
@@ -257,3 +303,25 @@ def test_nack_beyond_twelve_hours_re_sends_the_message(broker: workq.Broker, que
         return (lane.ready, lane.in_flight, lane.delayed) == (0, 0, 1)
 
     until(parked, what="the message to wait in the delayed state")
+
+
+def test_redrive_of_large_dead_letters_respects_the_batch_size_limit(
+    broker: workq.Broker, queue: str
+) -> None:
+    """Ten dead letters of 150 kB are more than one SendMessageBatch may carry."""
+    bodies = [f"{i}".ljust(150_000, "x") for i in range(10)]
+    broker.producer().publish_many(queue, bodies)
+    with broker.consumer(queue, prefetch=10) as c:
+        for _ in bodies:
+            d = c.get(timeout=WAIT)
+            assert d is not None
+            d.reject(reason="too big to handle")
+    until(lambda: len(broker.dead_letters(queue, limit=20)) == 10, what="10 dead letters")
+    assert broker.redrive(queue) == 10
+    assert broker.dead_letters(queue) == []
+    with broker.consumer(queue, prefetch=10) as c:
+        back = [c.get(timeout=WAIT) for _ in bodies]
+        assert sorted(d.text() for d in back if d) == sorted(bodies)
+        for d in back:
+            assert d is not None and d.attempt == 1
+            d.ack()

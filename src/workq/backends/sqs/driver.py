@@ -29,6 +29,7 @@ from ...producer import MessageTooLarge
 from ...spec import QueueSpec
 from .client import QueueMissing, SQSCalls, SQSError
 from .codec import (
+    ATTRIBUTE,
     MAX_DELAY,
     MAX_MESSAGE,
     MAX_VISIBILITY,
@@ -98,6 +99,7 @@ class _Deleter:
         self._sqs = sqs
         self._linger = linger
         self._pending: dict[str, list[str]] = {}
+        self._since = 0.0  # when the oldest pending ack came
         self._cond = threading.Condition()
         self._sending = 0
         self._stopped = False
@@ -108,6 +110,8 @@ class _Deleter:
             if self._stopped:
                 self._send(url, [handle])
                 return
+            if not self._pending:
+                self._since = time.monotonic()
             self._pending.setdefault(url, []).append(handle)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -127,22 +131,22 @@ class _Deleter:
         self._sending += len(batches)
         return batches
 
+    def _full(self) -> bool:
+        return any(len(h) >= BATCH for h in self._pending.values())
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending or self._stopped)
                 if self._stopped and not self._pending:
                     return
-                full = any(len(h) >= BATCH for h in self._pending.values())
-                if not full and not self._stopped:
-                    # Linger so that acks arriving together share one request.
-                    self._cond.wait_for(
-                        lambda: (
-                            self._stopped or any(len(h) >= BATCH for h in self._pending.values())
-                        ),
-                        timeout=self._linger,
-                    )
-                batches = self._take(everything=True)
+                # Linger so that acks arriving together share one request: full batches
+                # go at once, a partial one when the oldest ack has waited ``linger``.
+                due = self._since + self._linger
+                self._cond.wait_for(
+                    lambda: self._stopped or self._full(), timeout=max(due - time.monotonic(), 0)
+                )
+                batches = self._take(everything=self._stopped or time.monotonic() >= due)
             self._send_all(batches)
 
     def _send_all(self, batches: list[tuple[str, list[str]]]) -> None:
@@ -369,7 +373,7 @@ class SQSDriver(Driver):
         text, encoding = encode_body(msg.body)
         meta = outgoing_meta(msg, encoding, now)
         attrs = attributes(meta)
-        size = message_size(text, attrs["workq"]["StringValue"])
+        size = message_size(text, attrs[ATTRIBUTE]["StringValue"])
         if size > MAX_MESSAGE:
             how = "base64-encoded binary body" if encoding == "b" else "body"
             raise MessageTooLarge(
@@ -455,22 +459,30 @@ class SQSDriver(Driver):
         with self._lock:
             return self._released.get(message_id, 0)
 
-    def defer(self, spec: QueueSpec, url: str, message: Any, meta: Meta) -> None:
-        """A message due later than SQS's 15-minute delay allows: send it on again."""
-        remaining = (meta.not_before or 0) - time.time()
+    def defer(self, spec: QueueSpec, url: str, late: Sequence[tuple[Any, Meta]]) -> None:
+        """Messages due later than SQS's 15-minute delay allows: send them on again, in
+        batches, then delete the early copies."""
+        now = time.time()
+        entries: list[tuple[SendMessageBatchRequestEntryTypeDef, int]] = []
+        for message, meta in late:
+            attrs = attributes(meta)
+            entry: SendMessageBatchRequestEntryTypeDef = {
+                "Id": "0",
+                "MessageBody": message["Body"],
+                "MessageAttributes": attrs,
+                "DelaySeconds": whole_seconds((meta.not_before or 0) - now, MAX_DELAY),
+            }
+            entries.append((entry, message_size(message["Body"], attrs[ATTRIBUTE]["StringValue"])))
+        for batch in _size_batches(entries):
+            self.send_batch(spec, url, batch)
         self.sqs.call(
             spec.name,
-            self.sqs.client.send_message,
+            self.sqs.client.delete_message_batch,
             QueueUrl=url,
-            MessageBody=message["Body"],
-            MessageAttributes=attributes(meta),
-            DelaySeconds=whole_seconds(remaining, MAX_DELAY),
-        )
-        self.sqs.call(
-            spec.name,
-            self.sqs.client.delete_message,
-            QueueUrl=url,
-            ReceiptHandle=message["ReceiptHandle"],
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]}
+                for i, (message, _) in enumerate(late)
+            ],
         )
 
     def change_visibility(self, queue: str, tokens: Sequence[_Token], seconds: int) -> None:
@@ -596,16 +608,19 @@ class SQSDriver(Driver):
                 meta = Meta.load(m)
                 meta.reason = meta.dead_attempt = meta.dead_at = meta.not_before = None
                 meta.attempt_base = 0
+                attrs = attributes(meta)
                 entry: SendMessageBatchRequestEntryTypeDef = {
                     "Id": "0",
                     "MessageBody": m["Body"],
-                    "MessageAttributes": attributes(meta),
+                    "MessageAttributes": attrs,
                 }
-                by_lane.setdefault(meta.lane(spec.name), []).append((entry, 0))
+                size = message_size(m["Body"], attrs[ATTRIBUTE]["StringValue"])
+                by_lane.setdefault(meta.lane(spec.name), []).append((entry, size))
             for lane, entries in by_lane.items():
                 lane_url = self.lane_url(spec, lane, create=True)
                 assert lane_url is not None
-                self.send_batch(spec, lane_url, [e for e, _ in entries])
+                for batch in _size_batches(entries):
+                    self.send_batch(spec, lane_url, batch)
             self.sqs.call(
                 spec.name,
                 self.sqs.client.delete_message_batch,
@@ -735,14 +750,17 @@ class SQSReceiver(Receiver):
             self._d.forget(self._spec, lane)
             return []
         out: list[Received] = []
+        late: list[tuple[Any, Meta]] = []
         now = time.time()
         for m in resp.get("Messages", []):
             meta = Meta.load(m)
             if meta.not_before is not None and meta.not_before > now + 0.5:
-                self._d.defer(self._spec, url, m, meta)
+                late.append((m, meta))
                 continue
             token = _Token(url, m["ReceiptHandle"], m["MessageId"])
             out.append(received(lane, m, meta, token, self._d.released(m["MessageId"])))
+        if late:
+            self._d.defer(self._spec, url, late)
         with self._lock:
             closed = self._closed
             if not closed:
