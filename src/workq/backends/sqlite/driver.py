@@ -474,15 +474,9 @@ class SqliteReceiver(Receiver):
                 if total >= max_count:
                     break
             plan = spread(lanes, max_count, {lane: len(s) for lane, s in found.items()})
-            order: list[int] = []
-            remaining = {lane: found[lane][:n] for lane, n in plan.items()}
-            while remaining:  # round-robin across the planned lanes: tenants interleave
-                for lane in lanes:
-                    seqs = remaining.get(lane)
-                    if seqs:
-                        order.append(seqs.pop(0))
-                        if not seqs:
-                            del remaining[lane]
+            # Lane order within the batch does not matter: the consumer buffers per lane
+            # and hands out by the lane rules; only each lane's own order is kept.
+            order = [seq for lane, n in plan.items() for seq in found[lane][:n]]
             if not order:
                 return []
             token = secrets.randbits(62)
