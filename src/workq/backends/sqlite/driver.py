@@ -87,6 +87,13 @@ CREATE INDEX IF NOT EXISTS workq_dead_queue ON workq_dead (queue, seq);
 
 _SPEC_FIELDS = ("max_priority", "max_attempts", "retry_delay", "lease", "dead_letter")
 
+# Giving a held message back unprocessed (release, close): not an attempt; visible from
+# its enqueue time, so it goes back to the front of its lane. One parameter: now.
+_GIVE_BACK = (
+    "deliveries = deliveries - 1, visible_at = MIN(enqueued_at, ?),"
+    " lease_token = NULL, lease_owner = NULL"
+)
+
 # Publishes, nacks and releases in this process wake this process's waiting receivers at
 # once; other processes' writes are seen on the next poll.
 _wakeups: dict[str, threading.Condition] = {}
@@ -195,22 +202,16 @@ class SqliteDriver(Driver):
     def _retrying(self, fn: Callable[[], T], what: str) -> T:
         """Run ``fn``, retrying lock contention beyond busy_timeout; BrokerUnavailable after."""
         try:
-            return fn()  # the common case, without building a retry loop
-        except sqlite3.OperationalError:
-            log.debug("sqlite %s on %r hit an error; retrying", what, self.path, exc_info=True)
-        except sqlite3.Error as exc:
-            raise BrokerUnavailable(
-                f"sqlite {what} on {self.path!r} failed: {exc}; check the file is on a local "
-                "disk, writable, and not locked by a stuck process"
-            ) from exc
-        attempt = retry(
-            retry=retry_if_exception_type(sqlite3.OperationalError),
-            stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
-            wait=wait_exponential(multiplier=0.05, max=2.0),
-            reraise=True,
-        )(fn)
-        try:
-            return attempt()
+            try:
+                return fn()  # the common case, without building a retry loop
+            except sqlite3.OperationalError:
+                log.debug("sqlite %s on %r hit an error; retrying", what, self.path, exc_info=True)
+            return retry(
+                retry=retry_if_exception_type(sqlite3.OperationalError),
+                stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
+                wait=wait_exponential(multiplier=0.05, max=2.0),
+                reraise=True,
+            )(fn)()
         except sqlite3.Error as exc:
             raise BrokerUnavailable(
                 f"sqlite {what} on {self.path!r} failed: {exc}; check the file is on a local "
@@ -563,14 +564,10 @@ class SqliteReceiver(Receiver):
     def release(self, items: Sequence[Received]) -> None:
         if not items:
             return
-        # Given back unprocessed: not an attempt; visible from its enqueue time, so it
-        # goes back to the front of its lane.
         self._write(
             "release",
             lambda tx: tx.executemany(
-                "UPDATE workq_messages SET deliveries = deliveries - 1,"
-                " visible_at = MIN(enqueued_at, ?), lease_token = NULL, lease_owner = NULL"
-                " WHERE seq = ? AND lease_token = ?",
+                f"UPDATE workq_messages SET {_GIVE_BACK} WHERE seq = ? AND lease_token = ?",
                 [(time.time(), *item.token) for item in items],
             ),
         )
@@ -585,9 +582,7 @@ class SqliteReceiver(Receiver):
         self._write(
             "close",
             lambda tx: tx.execute(
-                "UPDATE workq_messages SET deliveries = deliveries - 1,"
-                " visible_at = MIN(enqueued_at, ?), lease_token = NULL, lease_owner = NULL"
-                " WHERE lease_owner = ?",
+                f"UPDATE workq_messages SET {_GIVE_BACK} WHERE lease_owner = ?",
                 (time.time(), self._owner),
             ),
         )
