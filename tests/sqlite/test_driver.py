@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -256,3 +257,21 @@ def test_spec_lease_reaches_claims(sqlite_url: str) -> None:
         )
         assert 0 < row[0] <= 5.0
         r.close()
+
+
+def test_a_lock_held_too_long_is_a_publish_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    url = f"sqlite://{path}?busy_timeout=0.05&publish_retries=2"
+    with workq.connect(url) as broker:
+        q = qname()
+        broker.declare(q)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's stuck write
+        try:
+            with pytest.raises(workq.PublishError, match="locked"):
+                broker.producer().publish(q, b"x")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        broker.producer().publish(q, b"y")  # the lock gone, publishing works again
+        assert broker.stats(q).ready == 1

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
 from ...errors import BrokerUnavailable, ConfigurationError, PublishError
@@ -124,9 +124,9 @@ def _spec_from(name: str, text: str) -> QueueSpec:
 
 
 def _locked(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc)
-    )
+    """Lock contention (SQLITE_BUSY/LOCKED, extended codes too): worth retrying."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def create_driver(settings: SqliteSettings) -> SqliteDriver:
@@ -200,14 +200,19 @@ class SqliteDriver(Driver):
         conn.execute("COMMIT")
 
     def _retrying(self, fn: Callable[[], T], what: str) -> T:
-        """Run ``fn``, retrying lock contention beyond busy_timeout; BrokerUnavailable after."""
+        """Run ``fn``, retrying lock contention beyond busy_timeout; BrokerUnavailable after.
+
+        Other errors (a directory for a file, a full disk...) are not retried.
+        """
         try:
             try:
                 return fn()  # the common case, without building a retry loop
-            except sqlite3.OperationalError:
-                log.debug("sqlite %s on %r hit an error; retrying", what, self.path, exc_info=True)
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc):
+                    raise
+                log.debug("sqlite %s on %r found the file locked; retrying", what, self.path)
             return retry(
-                retry=retry_if_exception_type(sqlite3.OperationalError),
+                retry=retry_if_exception(_locked),
                 stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
                 wait=wait_exponential(multiplier=0.05, max=2.0),
                 reraise=True,
