@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,7 +86,9 @@ CREATE TABLE IF NOT EXISTS workq_dead (
 CREATE INDEX IF NOT EXISTS workq_dead_queue ON workq_dead (queue, seq);
 """
 
-_SPEC_FIELDS = ("max_priority", "max_attempts", "retry_delay", "lease", "dead_letter")
+# The delivery rules a declaration stores: every QueueSpec field but its name and the
+# backend options (sqlite takes none).
+_SPEC_FIELDS = tuple(f.name for f in fields(QueueSpec) if f.name not in ("name", "options"))
 
 # Giving a held message back unprocessed (release, close): not an attempt; visible from
 # its enqueue time, so it goes back to the front of its lane. One parameter: now.
