@@ -12,7 +12,6 @@ import pytest
 import workq
 from workq.backends.sqlite.driver import SqliteDriver
 from workq.lanes import Lane
-from workq.spec import QueueSpec
 
 pytestmark = pytest.mark.sqlite
 
@@ -131,22 +130,29 @@ def test_priority_first_then_tenants_round_robin(sqlite_url: str) -> None:
                 d.ack()
     assert order[0] == "urgent"
     assert order.index("quiet") <= 2
+    # Exactly: priority 9 first, then at priority 0 the tenants alternate (by name).
+    assert order == ["urgent", "noisy0", "quiet", *(f"noisy{i}" for i in range(1, 6))]
 
 
 def test_delay_and_nack_delay(sqlite_url: str) -> None:
     q = qname()
     with workq.connect(sqlite_url) as broker:
-        broker.producer().publish(q, b"later", delay=0.5)
+        # Delays long enough that a slow machine cannot see them lapse before the checks.
+        published = time.monotonic()
+        broker.producer().publish(q, b"later", delay=1.0)
         stats = broker.stats(q)
         assert (stats.ready, stats.lanes[0].delayed) == (0, 1)
         with broker.consumer(q) as c:
             assert c.get(timeout=0.1) is None
             d = c.get(timeout=10)
             assert d is not None and d.body == b"later"
-            d.nack(delay=0.3)
+            assert time.monotonic() - published >= 1.0 - 0.05  # not before its delay
+            nacked = time.monotonic()
+            d.nack(delay=1.0)
             assert broker.stats(q).lanes[0].delayed == 1
             d2 = c.get(timeout=10)
             assert d2 is not None and d2.attempt == 2
+            assert time.monotonic() - nacked >= 1.0 - 0.05
             d2.ack()
 
 
@@ -240,14 +246,14 @@ def test_publish_on_a_closed_broker_raises(sqlite_url: str) -> None:
 
 
 def test_spec_lease_reaches_claims(sqlite_url: str) -> None:
-    spec = QueueSpec(qname(), lease=5.0)
+    q = qname()
     with workq.connect(sqlite_url) as broker:
-        broker.declare(spec.name, lease=5.0)
-        broker.producer().publish(spec.name, b"x")
+        spec = broker.declare(q, lease=5.0)
+        broker.producer().publish(q, b"x")
         driver = broker.driver
         assert isinstance(driver, SqliteDriver)
-        r = driver.open(broker.spec(spec.name), 1)
-        got = r.receive([Lane(spec.name)], 1, 5)
+        r = driver.open(spec, 1)
+        got = r.receive([Lane(q)], 1, 5)
         row = (
             driver.conn()
             .execute(
