@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .app import App
-from .broker import Broker, connect
+from .broker import connect
 from .config import redact_url
 from .delivery import Delivery
 from .errors import WorkqError
@@ -66,10 +66,6 @@ def _friendly(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _connect(url: str | None) -> Broker:
-    return connect(url)
 
 
 def load_app(target: str) -> App:
@@ -154,7 +150,7 @@ def publish(
         except json.JSONDecodeError as exc:
             raise ValueError(f"--json given but BODY is not JSON: {exc}") from None
     headers = dict(_header(h) for h in header or [])
-    with _connect(url) as broker:
+    with connect(url) as broker:
         mid = broker.producer().publish(
             queue,
             payload,
@@ -174,7 +170,7 @@ def stats(
     url: UrlOption = None,
 ) -> None:
     """Per lane: ready, in flight and delayed messages; and the dead letters."""
-    with _connect(url) as broker:
+    with connect(url) as broker:
         s = broker.stats(queue)
     table = Table(title=f"queue {queue}", caption=f"dead letters: {s.dead_letters}")
     table.add_column("tenant")
@@ -217,7 +213,7 @@ def dlq(
     ] = False,
 ) -> None:
     """Show a queue's dead letters with their reasons, or move them back (--redrive)."""
-    with _connect(url) as broker:
+    with connect(url) as broker:
         if redrive:
             moved = broker.redrive(queue)
             out.print(f"moved {moved} dead letter(s) back to {queue}")
