@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,20 +12,13 @@ import pytest
 from pydantic import BaseModel
 
 import workq
+from workq.testing.conformance import until
 
 pytestmark = pytest.mark.sqlite
 
 
 class Job(BaseModel):
     n: int
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -74,13 +66,16 @@ def test_typed_handler_validates_and_rejects_bad_bodies(url: str, queue: str) ->
             p.publish(queue, {"n": 1})
             p.publish(queue, {"n": "not a number"})
             p.publish(queue, Job(n=2))
-        wait_for(lambda: sorted(seen) == [1, 2] and broker.stats(queue).dead_letters == 1)
+        until(
+            lambda: sorted(seen) == [1, 2] and broker.stats(queue).dead_letters == 1,
+            what="two jobs handled and one dead letter",
+        )
         dead = broker.dead_letters(queue)
         assert "not a valid Job" in dead[0].reason
         assert "n" in dead[0].reason
         # The worker kept running after the bad body.
         broker.producer().publish(queue, {"n": 3})
-        wait_for(lambda: 3 in seen)
+        until(lambda: 3 in seen, what="the job after the bad body")
 
 
 def test_model_and_delivery_parameters(url: str, queue: str) -> None:
@@ -93,7 +88,7 @@ def test_model_and_delivery_parameters(url: str, queue: str) -> None:
 
     with running(app, url), workq.connect(url) as broker:
         broker.producer().publish(queue, {"n": 5}, tenant="acme")
-        wait_for(lambda: got == [(5, "acme")])
+        until(lambda: got == [(5, "acme")], what="the typed job")
         assert broker.spec(queue).max_attempts == 3
 
 
@@ -114,8 +109,8 @@ def test_async_handler_runs_beside_a_sync_one(url: str, queue: str) -> None:
         broker.producer().publish(queue + "-s", "hi")
         broker.producer().publish(queue + "-a", {"n": 9})
         broker.producer().publish(queue + "-a", {"n": "x"})
-        wait_for(lambda: sync_seen == ["hi"] and async_seen == [9])
-        wait_for(lambda: broker.stats(queue + "-a").dead_letters == 1)
+        until(lambda: sync_seen == ["hi"] and async_seen == [9], what="both handlers")
+        until(lambda: broker.stats(queue + "-a").dead_letters == 1, what="a dead letter")
 
 
 def test_registration_errors_are_clear() -> None:

@@ -7,9 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,18 +15,11 @@ from typer.testing import CliRunner
 
 import workq
 from workq.cli import cli
+from workq.testing.conformance import until
 
 pytestmark = pytest.mark.sqlite
 
 runner = CliRunner()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -155,7 +146,10 @@ def test_run_processes_then_stops_gracefully_on_sigterm(
     try:
         with workq.connect(url) as broker:
             broker.producer().publish_many(queue, [{"n": i} for i in range(10)])
-            wait_for(lambda: done.exists() and len(done.read_text().split()) == 10)
+            until(
+                lambda: done.exists() and len(done.read_text().split()) == 10,
+                what="the app to handle every job",
+            )
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 0, stderr

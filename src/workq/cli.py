@@ -23,10 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .app import App
-from .broker import Broker, connect
+from .broker import connect
 from .config import redact_url
+from .delivery import Delivery
 from .errors import WorkqError
-from .messages import CONTENT_TYPE
+from .messages import CONTENT_TYPE, Message
 
 __all__ = ["cli", "main"]
 
@@ -65,10 +66,6 @@ def _friendly(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _connect(url: str | None) -> Broker:
-    return connect(url)
 
 
 def load_app(target: str) -> App:
@@ -153,7 +150,7 @@ def publish(
         except json.JSONDecodeError as exc:
             raise ValueError(f"--json given but BODY is not JSON: {exc}") from None
     headers = dict(_header(h) for h in header or [])
-    with _connect(url) as broker:
+    with connect(url) as broker:
         mid = broker.producer().publish(
             queue,
             payload,
@@ -173,7 +170,7 @@ def stats(
     url: UrlOption = None,
 ) -> None:
     """Per lane: ready, in flight and delayed messages; and the dead letters."""
-    with _connect(url) as broker:
+    with connect(url) as broker:
         s = broker.stats(queue)
     table = Table(title=f"queue {queue}", caption=f"dead letters: {s.dead_letters}")
     table.add_column("tenant")
@@ -216,7 +213,7 @@ def dlq(
     ] = False,
 ) -> None:
     """Show a queue's dead letters with their reasons, or move them back (--redrive)."""
-    with _connect(url) as broker:
+    with connect(url) as broker:
         if redrive:
             moved = broker.redrive(queue)
             out.print(f"moved {moved} dead letter(s) back to {queue}")
@@ -254,11 +251,17 @@ def move(
     Each message is published to the target, which confirms it, before it is acked at
     the source; a crash in between leaves a duplicate, never a loss.
     """
-    moved = _move(queue, source, target, prefetch=prefetch, idle=idle, show=True)
+    moved = _move(queue, source, target, prefetch=prefetch, idle=idle)
     out.print(f"moved {moved} message(s) of {queue} to {redact_url(target)}")
 
 
-def _move(queue: str, source: str, target: str, *, prefetch: int, idle: float, show: bool) -> int:
+def _copy(d: Delivery) -> Message:
+    headers = dict(d.headers)
+    headers.setdefault(CONTENT_TYPE, "application/octet-stream")
+    return Message(d.body, tenant=d.tenant, priority=d.priority, headers=headers, message_id=d.id)
+
+
+def _move(queue: str, source: str, target: str, *, prefetch: int, idle: float) -> int:
     moved = 0
     with connect(source) as src, connect(target) as dst:
         total = src.stats(queue).ready
@@ -268,7 +271,6 @@ def _move(queue: str, source: str, target: str, *, prefetch: int, idle: float, s
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=err,
-            disable=not show,
         )
         with progress, src.consumer(queue, prefetch=prefetch) as consumer:
             task = progress.add_task("move", total=total or None)
@@ -276,20 +278,16 @@ def _move(queue: str, source: str, target: str, *, prefetch: int, idle: float, s
             last = time.monotonic()
             while time.monotonic() - last < idle:
                 d = consumer.get(timeout=min(idle, 0.5))
-                if d is None:
+                batch: list[Delivery] = []
+                while d is not None:  # what is ready now, up to prefetch: one publish
+                    batch.append(d)
+                    d = consumer.get(timeout=0)
+                if not batch:
                     continue
-                headers = dict(d.headers)
-                headers.setdefault(CONTENT_TYPE, "application/octet-stream")
-                producer.publish(
-                    queue,
-                    d.body,
-                    tenant=d.tenant,
-                    priority=d.priority,
-                    headers=headers,
-                    message_id=d.id,
-                )
-                d.ack()  # only now: the target has confirmed the copy
-                moved += 1
+                producer.publish_many(queue, [_copy(d) for d in batch])
+                for d in batch:
+                    d.ack()  # only now: the target has confirmed the copies
+                moved += len(batch)
                 last = time.monotonic()
                 if moved > total:
                     progress.update(task, total=moved)

@@ -5,26 +5,17 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import workq
+from workq.testing.conformance import until
 
 pytestmark = [pytest.mark.sqlite, pytest.mark.slow]
 
 HERE = Path(__file__).parent
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def lines(path: Path) -> list[list[str]]:
@@ -47,7 +38,7 @@ def test_sigkilled_worker_loses_nothing(tmp_path: Path) -> None:
         for i, log in enumerate(logs)
     ]
     try:
-        wait_for(lambda: all(["ready"] in lines(log) for log in logs), 30, "workers to start")
+        until(lambda: all(["ready"] in lines(log) for log in logs), 30, "workers to start")
         ids_file = tmp_path / "ids.txt"
         producer = subprocess.run(
             [sys.executable, str(HERE / "crash_producer.py"), url, queue, str(ids_file), str(n)],
@@ -57,7 +48,7 @@ def test_sigkilled_worker_loses_nothing(tmp_path: Path) -> None:
         published = set(ids_file.read_text().split())
         assert len(published) == n
 
-        wait_for(lambda: any(e[0] == "stuck" for e in lines(logs[0])), 30, "a stuck job")
+        until(lambda: any(e[0] == "stuck" for e in lines(logs[0])), 30, "a stuck job")
         stuck = next(e[1] for e in lines(logs[0]) if e[0] == "stuck")
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=10)
@@ -70,7 +61,7 @@ def test_sigkilled_worker_loses_nothing(tmp_path: Path) -> None:
                         seen.setdefault(entry[1], []).append(int(entry[2]))
             return seen
 
-        wait_for(lambda: published <= set(done()), 60, "every message to be processed")
+        until(lambda: published <= set(done()), 60, "every message to be processed")
         seen = done()
         # The job the killed worker was in the middle of came back to a live worker.
         assert stuck in seen

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,21 +12,12 @@ import pytest
 import workq
 from workq.backends.sqlite.driver import SqliteDriver
 from workq.lanes import Lane
-from workq.spec import QueueSpec
 
 pytestmark = pytest.mark.sqlite
 
 
 def qname() -> str:
     return f"q-{uuid.uuid4().hex[:12]}"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_url_forms(tmp_path: Path) -> None:
@@ -139,22 +130,29 @@ def test_priority_first_then_tenants_round_robin(sqlite_url: str) -> None:
                 d.ack()
     assert order[0] == "urgent"
     assert order.index("quiet") <= 2
+    # Exactly: priority 9 first, then at priority 0 the tenants alternate (by name).
+    assert order == ["urgent", "noisy0", "quiet", *(f"noisy{i}" for i in range(1, 6))]
 
 
 def test_delay_and_nack_delay(sqlite_url: str) -> None:
     q = qname()
     with workq.connect(sqlite_url) as broker:
-        broker.producer().publish(q, b"later", delay=0.5)
+        # Delays long enough that a slow machine cannot see them lapse before the checks.
+        published = time.monotonic()
+        broker.producer().publish(q, b"later", delay=1.0)
         stats = broker.stats(q)
         assert (stats.ready, stats.lanes[0].delayed) == (0, 1)
         with broker.consumer(q) as c:
             assert c.get(timeout=0.1) is None
             d = c.get(timeout=10)
             assert d is not None and d.body == b"later"
-            d.nack(delay=0.3)
+            assert time.monotonic() - published >= 1.0 - 0.05  # not before its delay
+            nacked = time.monotonic()
+            d.nack(delay=1.0)
             assert broker.stats(q).lanes[0].delayed == 1
             d2 = c.get(timeout=10)
             assert d2 is not None and d2.attempt == 2
+            assert time.monotonic() - nacked >= 1.0 - 0.05
             d2.ack()
 
 
@@ -248,14 +246,14 @@ def test_publish_on_a_closed_broker_raises(sqlite_url: str) -> None:
 
 
 def test_spec_lease_reaches_claims(sqlite_url: str) -> None:
-    spec = QueueSpec(qname(), lease=5.0)
+    q = qname()
     with workq.connect(sqlite_url) as broker:
-        broker.declare(spec.name, lease=5.0)
-        broker.producer().publish(spec.name, b"x")
+        spec = broker.declare(q, lease=5.0)
+        broker.producer().publish(q, b"x")
         driver = broker.driver
         assert isinstance(driver, SqliteDriver)
-        r = driver.open(broker.spec(spec.name), 1)
-        got = r.receive([Lane(spec.name)], 1, 5)
+        r = driver.open(spec, 1)
+        got = r.receive([Lane(q)], 1, 5)
         row = (
             driver.conn()
             .execute(
@@ -265,3 +263,21 @@ def test_spec_lease_reaches_claims(sqlite_url: str) -> None:
         )
         assert 0 < row[0] <= 5.0
         r.close()
+
+
+def test_a_lock_held_too_long_is_a_publish_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    url = f"sqlite://{path}?busy_timeout=0.05&publish_retries=2"
+    with workq.connect(url) as broker:
+        q = qname()
+        broker.declare(q)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's stuck write
+        try:
+            with pytest.raises(workq.PublishError, match="locked"):
+                broker.producer().publish(q, b"x")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        broker.producer().publish(q, b"y")  # the lock gone, publishing works again
+        assert broker.stats(q).ready == 1

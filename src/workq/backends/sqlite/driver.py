@@ -21,10 +21,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
 from ...errors import BrokerUnavailable, ConfigurationError, PublishError
@@ -85,7 +86,16 @@ CREATE TABLE IF NOT EXISTS workq_dead (
 CREATE INDEX IF NOT EXISTS workq_dead_queue ON workq_dead (queue, seq);
 """
 
-_SPEC_FIELDS = ("max_priority", "max_attempts", "retry_delay", "lease", "dead_letter")
+# The delivery rules a declaration stores: every QueueSpec field but its name and the
+# backend options (sqlite takes none).
+_SPEC_FIELDS = tuple(f.name for f in fields(QueueSpec) if f.name not in ("name", "options"))
+
+# Giving a held message back unprocessed (release, close): not an attempt; visible from
+# its enqueue time, so it goes back to the front of its lane. One parameter: now.
+_GIVE_BACK = (
+    "deliveries = deliveries - 1, visible_at = MIN(enqueued_at, ?),"
+    " lease_token = NULL, lease_owner = NULL"
+)
 
 # Publishes, nacks and releases in this process wake this process's waiting receivers at
 # once; other processes' writes are seen on the next poll.
@@ -117,9 +127,9 @@ def _spec_from(name: str, text: str) -> QueueSpec:
 
 
 def _locked(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc)
-    )
+    """Lock contention (SQLITE_BUSY/LOCKED, extended codes too): worth retrying."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def create_driver(settings: SqliteSettings) -> SqliteDriver:
@@ -193,24 +203,23 @@ class SqliteDriver(Driver):
         conn.execute("COMMIT")
 
     def _retrying(self, fn: Callable[[], T], what: str) -> T:
-        """Run ``fn``, retrying lock contention beyond busy_timeout; BrokerUnavailable after."""
+        """Run ``fn``, retrying lock contention beyond busy_timeout; BrokerUnavailable after.
+
+        Other errors (a directory for a file, a full disk...) are not retried.
+        """
         try:
-            return fn()  # the common case, without building a retry loop
-        except sqlite3.OperationalError:
-            log.debug("sqlite %s on %r hit an error; retrying", what, self.path, exc_info=True)
-        except sqlite3.Error as exc:
-            raise BrokerUnavailable(
-                f"sqlite {what} on {self.path!r} failed: {exc}; check the file is on a local "
-                "disk, writable, and not locked by a stuck process"
-            ) from exc
-        attempt = retry(
-            retry=retry_if_exception_type(sqlite3.OperationalError),
-            stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
-            wait=wait_exponential(multiplier=0.05, max=2.0),
-            reraise=True,
-        )(fn)
-        try:
-            return attempt()
+            try:
+                return fn()  # the common case, without building a retry loop
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc):
+                    raise
+                log.debug("sqlite %s on %r found the file locked; retrying", what, self.path)
+            return retry(
+                retry=retry_if_exception(_locked),
+                stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
+                wait=wait_exponential(multiplier=0.05, max=2.0),
+                reraise=True,
+            )(fn)()
         except sqlite3.Error as exc:
             raise BrokerUnavailable(
                 f"sqlite {what} on {self.path!r} failed: {exc}; check the file is on a local "
@@ -474,15 +483,9 @@ class SqliteReceiver(Receiver):
                 if total >= max_count:
                     break
             plan = spread(lanes, max_count, {lane: len(s) for lane, s in found.items()})
-            order: list[int] = []
-            remaining = {lane: found[lane][:n] for lane, n in plan.items()}
-            while remaining:  # round-robin across the planned lanes: tenants interleave
-                for lane in lanes:
-                    seqs = remaining.get(lane)
-                    if seqs:
-                        order.append(seqs.pop(0))
-                        if not seqs:
-                            del remaining[lane]
+            # Lane order within the batch does not matter: the consumer buffers per lane
+            # and hands out by the lane rules; only each lane's own order is kept.
+            order = [seq for lane, n in plan.items() for seq in found[lane][:n]]
             if not order:
                 return []
             token = secrets.randbits(62)
@@ -569,14 +572,10 @@ class SqliteReceiver(Receiver):
     def release(self, items: Sequence[Received]) -> None:
         if not items:
             return
-        # Given back unprocessed: not an attempt; visible from its enqueue time, so it
-        # goes back to the front of its lane.
         self._write(
             "release",
             lambda tx: tx.executemany(
-                "UPDATE workq_messages SET deliveries = deliveries - 1,"
-                " visible_at = MIN(enqueued_at, ?), lease_token = NULL, lease_owner = NULL"
-                " WHERE seq = ? AND lease_token = ?",
+                f"UPDATE workq_messages SET {_GIVE_BACK} WHERE seq = ? AND lease_token = ?",
                 [(time.time(), *item.token) for item in items],
             ),
         )
@@ -591,9 +590,7 @@ class SqliteReceiver(Receiver):
         self._write(
             "close",
             lambda tx: tx.execute(
-                "UPDATE workq_messages SET deliveries = deliveries - 1,"
-                " visible_at = MIN(enqueued_at, ?), lease_token = NULL, lease_owner = NULL"
-                " WHERE lease_owner = ?",
+                f"UPDATE workq_messages SET {_GIVE_BACK} WHERE lease_owner = ?",
                 (time.time(), self._owner),
             ),
         )
