@@ -354,9 +354,9 @@ class KafkaReceiver(Receiver):
             else:
                 # Still not due: send it round again so this partition's commits move on.
                 record = to_record(self._naming.lane_topic(part.lane), item, item.attempt, due)
-                self._bounce(record, functools.partial(self._bounced, item))
+                self._bounce(record, functools.partial(self._bounced, item, due))
 
-    def _bounced(self, item: Received, ok: bool) -> None:
+    def _bounced(self, item: Received, due: float, ok: bool) -> None:
         with self._cond:
             token: Token = item.token
             part = self._parts.get(token.part)
@@ -366,8 +366,8 @@ class KafkaReceiver(Receiver):
                 part.done.add(token.offset)
                 self._commit_due = True
             else:
-                wake = time.time() + 1.0
-                due = wake
+                # Try the bounce again in a second; the message stays due when it was.
+                wake = min(time.time() + 1.0, due)
                 heapq.heappush(self._delayed, (wake, next(_seq), item, due))
 
     def _flow(self) -> tuple[list[TopicPartition], list[TopicPartition]]:
