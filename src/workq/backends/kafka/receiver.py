@@ -107,6 +107,7 @@ class KafkaReceiver(Receiver):
         self._topics: frozenset[str] = frozenset()
         self._subscribed: frozenset[str] | None = None
         self._commit_due = False
+        self._next_commit = 0.0  # monotonic time before which no asynchronous commit
         self._closing = False
         self._closed = False
         self._error: str | None = None
@@ -290,7 +291,7 @@ class KafkaReceiver(Receiver):
                         self._on_message(message)
                     self._wake_delayed()
                     flow = self._flow()
-                    offsets = self._offsets() if self._commit_due else []
+                    offsets = self._offsets() if self._commit_now() else []
                     if messages:
                         self._cond.notify_all()
                 self._apply_flow(*flow)
@@ -299,6 +300,13 @@ class KafkaReceiver(Receiver):
             log.exception("Kafka consumer of queue %r failed", self._spec.name)
         finally:
             self._shutdown()
+
+    def _commit_now(self) -> bool:
+        """Whether done offsets wait and ``commit_interval`` has passed (under the lock)."""
+        if not self._commit_due or time.monotonic() < self._next_commit:
+            return False
+        self._next_commit = time.monotonic() + self._settings.commit_interval
+        return True
 
     def _subscribe(self, topics: frozenset[str]) -> None:
         if topics:
