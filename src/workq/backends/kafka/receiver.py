@@ -30,7 +30,7 @@ from ...spec import QueueSpec
 from .producing import Record
 from .settings import KafkaSettings
 from .topics import Naming
-from .wire import decode, to_record
+from .wire import REASON, decode, to_record
 
 __all__ = ["KafkaReceiver", "Token"]
 
@@ -75,6 +75,10 @@ class Part:
             return self.pending[0]
         return self.next_offset
 
+    def put_back(self, item: Received) -> None:
+        """Return a delivery to the buffer, in its offset's place."""
+        bisect.insort(self.buffer, item, key=lambda i: i.token.offset)
+
     @property
     def unknown(self) -> bool:
         """Might have messages we have not fetched yet (no end-of-partition seen)."""
@@ -110,7 +114,6 @@ class KafkaReceiver(Receiver):
         self._next_commit = 0.0  # monotonic time before which no asynchronous commit
         self._closing = False
         self._closed = False
-        self._error: str | None = None
         conf: dict[str, Any] = dict(settings.client_config())
         conf.update(
             {
@@ -250,7 +253,7 @@ class KafkaReceiver(Receiver):
 
     def dead_letter(self, item: Received, reason: str) -> None:
         record = to_record(self._naming.dlq_topic(self._spec.name), item, item.attempt, None)
-        record.headers.append(("x-workq-reason", reason.encode()))
+        record.headers.append((REASON, reason.encode()))
         self._republish([record])
         self.ack(item)
 
@@ -262,8 +265,7 @@ class KafkaReceiver(Receiver):
             for item in items:
                 part = self._settled(item, done=False)
                 if part is not None:
-                    offsets = [i.token.offset for i in part.buffer]
-                    part.buffer.insert(bisect.bisect(offsets, item.token.offset), item)
+                    part.put_back(item)
 
     def close(self) -> None:
         with self._cond:
@@ -357,8 +359,7 @@ class KafkaReceiver(Receiver):
             if part is None or part.generation != token.generation:
                 continue
             if due <= now:
-                offsets = [i.token.offset for i in part.buffer]
-                part.buffer.insert(bisect.bisect(offsets, token.offset), item)
+                part.put_back(item)
             else:
                 # Still not due: send it round again so this partition's commits move on.
                 record = to_record(self._naming.lane_topic(part.lane), item, item.attempt, due)
