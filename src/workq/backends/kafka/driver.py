@@ -20,13 +20,13 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
 from ...errors import BrokerUnavailable, ConfigurationError
 from ...lanes import Lane
-from ...messages import META_PREFIX, Outgoing, Received
+from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .producing import Publisher, Record, _Failed
 from .receiver import KafkaReceiver
 from .settings import KafkaSettings
 from .topics import Naming
-from .wire import REASON, decode, encode, headers_of, to_record
+from .wire import decode_dead, encode, to_record
 
 __all__ = ["KafkaDriver", "create_driver"]
 
@@ -218,7 +218,6 @@ class KafkaDriver(Driver):
     def _read_dlq(
         self, consumer: Consumer, spec: QueueSpec, limit: int
     ) -> list[tuple[int, Received, str]]:
-        lane = Lane(spec.name)
         out: list[tuple[int, Received, str]] = []
         deadline = time.monotonic() + self.settings.connect_timeout
         while len(out) < limit and time.monotonic() < deadline:
@@ -230,13 +229,7 @@ class KafkaDriver(Driver):
                 if error.code() == KafkaError._PARTITION_EOF:
                     break
                 raise BrokerUnavailable(f"reading dead letters of {spec.name!r}: {error}")
-            item, _ = decode(message, lane, None)
-            raw = headers_of(message)
-            tenant = raw.get(META_PREFIX + "tenant")
-            item.lane = Lane(
-                spec.name, tenant or None, _priority(raw.get(META_PREFIX + "priority"))
-            )
-            reason = raw.get(REASON, "")
+            item, reason = decode_dead(message, spec.name)
             out.append((message.offset() or 0, item, reason))
         return out
 
@@ -330,10 +323,3 @@ class KafkaDriver(Driver):
             return
         self._closed = True
         self._publisher.close()
-
-
-def _priority(value: str | None) -> int:
-    try:
-        return int(value) if value else 0
-    except ValueError:
-        return 0
