@@ -204,3 +204,21 @@ def test_unreachable_broker_raises_broker_unavailable() -> None:
 
     with pytest.raises(workq.BrokerUnavailable, match="cannot reach Kafka"):
         workq.connect(f"kafka://127.0.0.1:{free_port()}?connect_timeout=1")
+
+
+def test_stats_counts_ready_per_lane_and_dead_letters(broker: workq.Broker, queue: str) -> None:
+    broker.declare(queue, partitions=2)
+    with broker.producer() as p:
+        # One publish per message: Tansu's end offsets count produced batches.
+        p.publish(queue, "a")
+        p.publish(queue, "b")
+        p.publish(queue, "t", tenant="acme")
+        p.publish(queue, "urgent", priority=5)
+    with broker.consumer(queue) as c:
+        d = c.get(timeout=WAIT)
+        assert d is not None and d.text() == "urgent"
+        d.reject(reason="bad")
+    stats = broker.stats(queue)
+    ready = {(s.lane.tenant, s.lane.priority): s.ready for s in stats.lanes}
+    assert ready == {(None, 0): 2, ("acme", 0): 1, (None, 5): 0}
+    assert stats.dead_letters == 1
