@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import workq
-from workq.testing.conformance import QUIET, WAIT, until, with_query
+from workq.testing.conformance import QUIET, WAIT, unique, until, with_query
 
 pytestmark = pytest.mark.kafka
 
@@ -30,7 +29,7 @@ def broker(kafka_url: str) -> Iterator[workq.Broker]:
 
 @pytest.fixture
 def queue() -> str:
-    return f"k{uuid.uuid4().hex[:16]}"
+    return unique("k")
 
 
 def consume_into(
@@ -149,8 +148,9 @@ def test_second_consumer_joining_loses_nothing_and_duplicates_only_in_flight(
 
 
 @pytest.mark.slow
-def test_handler_longer_than_max_poll_interval_keeps_its_partitions(kafka_url: str) -> None:
-    queue = f"k{uuid.uuid4().hex[:16]}"
+def test_handler_longer_than_max_poll_interval_keeps_its_partitions(
+    kafka_url: str, queue: str
+) -> None:
     with workq.connect(with_query(kafka_url, "max_poll_interval_ms=7000")) as broker:
         broker.declare(queue, partitions=1)
         broker.producer().publish_many(queue, ["long", "next"])
