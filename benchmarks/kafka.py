@@ -41,6 +41,21 @@ def raw_topic(url: str, partitions: int) -> str:
     return topic
 
 
+def raw_consumer(url: str, topic: str) -> Consumer:
+    """A raw consumer of ``topic`` in a fresh group, from the start, committing by hand."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap(url),
+            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    return consumer
+
+
 def raw_produce(url: str, topic: str, n: int, batch: int) -> float:
     """Seconds for a raw idempotent acks=all producer to get n delivery reports."""
     producer = Producer(
@@ -69,16 +84,7 @@ def workq_produce(broker: workq.Broker, queue: str, n: int, batch: int) -> float
 
 def raw_consume(url: str, topic: str, n: int) -> float:
     """Seconds from the first message to n consumed, committing offsets manually."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap(url),
-            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": 6000,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = raw_consumer(url, topic)
     got = 0
     start = None
     while got < n:
@@ -148,16 +154,7 @@ def workq_head_of_line(
 def raw_head_of_line(url: str, fast: int, slow: float, join_wait: float) -> float:
     """The same with a plain sequential consumer: each message handled in turn."""
     topic = raw_topic(url, 1)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap(url),
-            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": 6000,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = raw_consumer(url, topic)
     joined = time.monotonic() + join_wait
     while time.monotonic() < joined:
         consumer.poll(0.1)

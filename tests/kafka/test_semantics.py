@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import workq
-from workq.testing.conformance import QUIET, WAIT, until, with_query
+from workq.testing.conformance import QUIET, WAIT, unique, until, with_query
 
 pytestmark = pytest.mark.kafka
 
@@ -30,7 +29,7 @@ def broker(kafka_url: str) -> Iterator[workq.Broker]:
 
 @pytest.fixture
 def queue() -> str:
-    return f"k{uuid.uuid4().hex[:16]}"
+    return unique("k")
 
 
 def consume_into(
@@ -149,8 +148,9 @@ def test_second_consumer_joining_loses_nothing_and_duplicates_only_in_flight(
 
 
 @pytest.mark.slow
-def test_handler_longer_than_max_poll_interval_keeps_its_partitions(kafka_url: str) -> None:
-    queue = f"k{uuid.uuid4().hex[:16]}"
+def test_handler_longer_than_max_poll_interval_keeps_its_partitions(
+    kafka_url: str, queue: str
+) -> None:
     with workq.connect(with_query(kafka_url, "max_poll_interval_ms=7000")) as broker:
         broker.declare(queue, partitions=1)
         broker.producer().publish_many(queue, ["long", "next"])
@@ -204,3 +204,21 @@ def test_unreachable_broker_raises_broker_unavailable() -> None:
 
     with pytest.raises(workq.BrokerUnavailable, match="cannot reach Kafka"):
         workq.connect(f"kafka://127.0.0.1:{free_port()}?connect_timeout=1")
+
+
+def test_stats_counts_ready_per_lane_and_dead_letters(broker: workq.Broker, queue: str) -> None:
+    broker.declare(queue, partitions=2)
+    with broker.producer() as p:
+        # One publish per message: Tansu's end offsets count produced batches.
+        p.publish(queue, "a")
+        p.publish(queue, "b")
+        p.publish(queue, "t", tenant="acme")
+        p.publish(queue, "urgent", priority=5)
+    with broker.consumer(queue) as c:
+        d = c.get(timeout=WAIT)
+        assert d is not None and d.text() == "urgent"
+        d.reject(reason="bad")
+    stats = broker.stats(queue)
+    ready = {(s.lane.tenant, s.lane.priority): s.ready for s in stats.lanes}
+    assert ready == {(None, 0): 2, ("acme", 0): 1, (None, 5): 0}
+    assert stats.dead_letters == 1

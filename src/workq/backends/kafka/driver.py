@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -20,13 +20,16 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
 from ...errors import BrokerUnavailable, ConfigurationError
 from ...lanes import Lane
-from ...messages import META_PREFIX, Outgoing, Received
+from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .producing import Publisher, Record, _Failed
 from .receiver import KafkaReceiver
 from .settings import KafkaSettings
 from .topics import Naming
-from .wire import REASON, decode, encode, headers_of, to_record
+from .wire import decode_dead, encode, to_record
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin._metadata import ClusterMetadata
 
 __all__ = ["KafkaDriver", "create_driver"]
 
@@ -138,26 +141,27 @@ class KafkaDriver(Driver):
             self._topics.update(missing)
 
     def _all_topics(self) -> set[str]:
+        return set(self._metadata().topics)
+
+    def _metadata(self) -> ClusterMetadata:
         try:
-            metadata = self._admin.list_topics(timeout=self.settings.connect_timeout)
+            return self._admin.list_topics(timeout=self.settings.connect_timeout)
         except KafkaException as exc:
             raise BrokerUnavailable(
                 f"cannot list topics at {self.settings.redacted_url()}: {exc}"
             ) from None
-        return set(metadata.topics)
 
-    def _partitions(self, topic: str) -> list[int]:
-        metadata = self._admin.list_topics(topic=topic, timeout=self.settings.connect_timeout)
-        found = metadata.topics.get(topic)
-        return sorted(found.partitions) if found is not None and found.error is None else []
-
-    def lanes(self, spec: QueueSpec) -> list[Lane]:
-        lanes = []
-        for topic in self._all_topics():
+    def _lane_partitions(self, spec: QueueSpec) -> dict[Lane, list[int]]:
+        """The queue's lanes and their partitions, from one metadata request."""
+        found: dict[Lane, list[int]] = {}
+        for topic, meta in self._metadata().topics.items():
             lane = self.naming.lane_of(topic, spec.name)
             if lane is not None:
-                lanes.append(lane)
-        return sorted(lanes, key=lambda lane: (lane.priority, lane.tenant or ""))
+                found[lane] = sorted(meta.partitions) if meta.error is None else []
+        return dict(sorted(found.items(), key=lambda kv: (kv[0].priority, kv[0].tenant or "")))
+
+    def lanes(self, spec: QueueSpec) -> list[Lane]:
+        return list(self._lane_partitions(spec))
 
     # -- produce -------------------------------------------------------------------
 
@@ -218,7 +222,6 @@ class KafkaDriver(Driver):
     def _read_dlq(
         self, consumer: Consumer, spec: QueueSpec, limit: int
     ) -> list[tuple[int, Received, str]]:
-        lane = Lane(spec.name)
         out: list[tuple[int, Received, str]] = []
         deadline = time.monotonic() + self.settings.connect_timeout
         while len(out) < limit and time.monotonic() < deadline:
@@ -230,13 +233,7 @@ class KafkaDriver(Driver):
                 if error.code() == KafkaError._PARTITION_EOF:
                     break
                 raise BrokerUnavailable(f"reading dead letters of {spec.name!r}: {error}")
-            item, _ = decode(message, lane, None)
-            raw = headers_of(message)
-            tenant = raw.get(META_PREFIX + "tenant")
-            item.lane = Lane(
-                spec.name, tenant or None, _priority(raw.get(META_PREFIX + "priority"))
-            )
-            reason = raw.get(REASON, "")
+            item, reason = decode_dead(message, spec.name)
             out.append((message.offset() or 0, item, reason))
         return out
 
@@ -308,9 +305,9 @@ class KafkaDriver(Driver):
         consumer = Consumer(conf)
         try:
             lanes = []
-            for lane in self.lanes(spec):
+            for lane, partitions in self._lane_partitions(spec).items():
                 topic = self.naming.lane_topic(lane)
-                tps = [TopicPartition(topic, p) for p in self._partitions(topic)]
+                tps = [TopicPartition(topic, p) for p in partitions]
                 committed = consumer.committed(tps, timeout=self.settings.connect_timeout)
                 ready = 0
                 for tp in committed:
@@ -330,10 +327,3 @@ class KafkaDriver(Driver):
             return
         self._closed = True
         self._publisher.close()
-
-
-def _priority(value: str | None) -> int:
-    try:
-        return int(value) if value else 0
-    except ValueError:
-        return 0

@@ -30,7 +30,7 @@ from ...spec import QueueSpec
 from .producing import Record
 from .settings import KafkaSettings
 from .topics import Naming
-from .wire import decode, to_record
+from .wire import REASON, decode, to_record
 
 __all__ = ["KafkaReceiver", "Token"]
 
@@ -75,6 +75,10 @@ class Part:
             return self.pending[0]
         return self.next_offset
 
+    def put_back(self, item: Received) -> None:
+        """Return a delivery to the buffer, in its offset's place."""
+        bisect.insort(self.buffer, item, key=lambda i: i.token.offset)
+
     @property
     def unknown(self) -> bool:
         """Might have messages we have not fetched yet (no end-of-partition seen)."""
@@ -107,9 +111,9 @@ class KafkaReceiver(Receiver):
         self._topics: frozenset[str] = frozenset()
         self._subscribed: frozenset[str] | None = None
         self._commit_due = False
+        self._next_commit = 0.0  # monotonic time before which no asynchronous commit
         self._closing = False
         self._closed = False
-        self._error: str | None = None
         conf: dict[str, Any] = dict(settings.client_config())
         conf.update(
             {
@@ -249,7 +253,7 @@ class KafkaReceiver(Receiver):
 
     def dead_letter(self, item: Received, reason: str) -> None:
         record = to_record(self._naming.dlq_topic(self._spec.name), item, item.attempt, None)
-        record.headers.append(("x-workq-reason", reason.encode()))
+        record.headers.append((REASON, reason.encode()))
         self._republish([record])
         self.ack(item)
 
@@ -261,8 +265,7 @@ class KafkaReceiver(Receiver):
             for item in items:
                 part = self._settled(item, done=False)
                 if part is not None:
-                    offsets = [i.token.offset for i in part.buffer]
-                    part.buffer.insert(bisect.bisect(offsets, item.token.offset), item)
+                    part.put_back(item)
 
     def close(self) -> None:
         with self._cond:
@@ -290,7 +293,7 @@ class KafkaReceiver(Receiver):
                         self._on_message(message)
                     self._wake_delayed()
                     flow = self._flow()
-                    offsets = self._offsets() if self._commit_due else []
+                    offsets = self._offsets() if self._commit_now() else []
                     if messages:
                         self._cond.notify_all()
                 self._apply_flow(*flow)
@@ -299,6 +302,13 @@ class KafkaReceiver(Receiver):
             log.exception("Kafka consumer of queue %r failed", self._spec.name)
         finally:
             self._shutdown()
+
+    def _commit_now(self) -> bool:
+        """Whether done offsets wait and ``commit_interval`` has passed (under the lock)."""
+        if not self._commit_due or time.monotonic() < self._next_commit:
+            return False
+        self._next_commit = time.monotonic() + self._settings.commit_interval
+        return True
 
     def _subscribe(self, topics: frozenset[str]) -> None:
         if topics:
@@ -349,14 +359,13 @@ class KafkaReceiver(Receiver):
             if part is None or part.generation != token.generation:
                 continue
             if due <= now:
-                offsets = [i.token.offset for i in part.buffer]
-                part.buffer.insert(bisect.bisect(offsets, token.offset), item)
+                part.put_back(item)
             else:
                 # Still not due: send it round again so this partition's commits move on.
                 record = to_record(self._naming.lane_topic(part.lane), item, item.attempt, due)
-                self._bounce(record, functools.partial(self._bounced, item))
+                self._bounce(record, functools.partial(self._bounced, item, due))
 
-    def _bounced(self, item: Received, ok: bool) -> None:
+    def _bounced(self, item: Received, due: float, ok: bool) -> None:
         with self._cond:
             token: Token = item.token
             part = self._parts.get(token.part)
@@ -366,8 +375,8 @@ class KafkaReceiver(Receiver):
                 part.done.add(token.offset)
                 self._commit_due = True
             else:
-                wake = time.time() + 1.0
-                due = wake
+                # Try the bounce again in a second; the message stays due when it was.
+                wake = min(time.time() + 1.0, due)
                 heapq.heappush(self._delayed, (wake, next(_seq), item, due))
 
     def _flow(self) -> tuple[list[TopicPartition], list[TopicPartition]]:

@@ -11,7 +11,7 @@ from ...lanes import Lane
 from ...messages import META_PREFIX, Outgoing, Received, meta_headers, split_meta
 from .producing import Headers, Record
 
-__all__ = ["NOT_BEFORE", "REASON", "decode", "encode", "to_record"]
+__all__ = ["NOT_BEFORE", "REASON", "decode", "decode_dead", "encode", "to_record"]
 
 #: Unix time before which the message must not be handed out (delay, nack delay).
 NOT_BEFORE = META_PREFIX + "not-before"
@@ -84,6 +84,14 @@ def decode(message: KafkaMessage, lane: Lane, token: Any) -> tuple[Received, flo
     )
     not_before = meta.get("not-before")
     return item, _float(not_before, 0.0) if not_before else None
+
+
+def decode_dead(message: KafkaMessage, queue: str) -> tuple[Received, str]:
+    """A message of ``queue``'s dead-letter topic: the delivery in its lane, and why."""
+    item, _ = decode(message, Lane(queue), None)
+    _, meta = split_meta(headers_of(message))
+    item.lane = Lane(queue, meta.get("tenant") or None, _int(meta.get("priority"), 0))
+    return item, meta.get("reason", "")
 
 
 def _int(value: str | None, default: int) -> int:
