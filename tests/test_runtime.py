@@ -201,3 +201,19 @@ def test_worker_counts_handlers_that_settle_their_own_delivery() -> None:
         t.join(10)
         stats = broker.stats("q")
         assert (stats.ready, stats.in_flight, stats.dead_letters) == (0, 0, 0)
+
+
+def test_over_delivered_message_follows_dead_letter_false() -> None:
+    # The poison rule settles through the same path as reject, so dead_letter=False
+    # drops it (with a warning) instead of filling a dead-letter queue nobody reads.
+    with workq.connect("memory://") as broker:
+        broker.declare("q", max_attempts=1, lease=0.2, dead_letter=False)
+        broker.producer().publish("q", "crashes consumers")
+        c = broker.consumer("q")
+        assert c.get(timeout=5) is not None
+        c._state.closed = True  # abandon without releasing, as a crash would
+        with broker.consumer("q") as c2:
+            assert c2.get(timeout=1.0) is None
+        assert broker.dead_letters("q") == []
+        stats = broker.stats("q")
+        assert (stats.ready, stats.in_flight) == (0, 0)

@@ -91,7 +91,7 @@ class Consumer:
                     with self._cond:
                         poison = self._state.accept(got)
                     for item in poison:
-                        self._receiver.dead_letter(item, self._state.poison_reason(item))
+                        self._settle(item, "reject", reason=self._state.poison_reason(item))
                     if got:
                         continue
                 elif wait > 0:

@@ -121,7 +121,8 @@ class Consumer:
                 if lanes and count:
                     got = await receiver.receive(lanes, count, wait)
                     for poisoned in self._state.accept(got):
-                        await receiver.dead_letter(poisoned, self._state.poison_reason(poisoned))
+                        reason = self._state.poison_reason(poisoned)
+                        await self._settle(poisoned, "reject", reason=reason)
                     if got:
                         continue
                 elif wait > 0:
