@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+from dataclasses import fields
 
 import pytest
 from pydantic import BaseModel
@@ -147,3 +148,12 @@ def test_error_hierarchy() -> None:
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_check_options_names_unknown_and_allowed() -> None:
+    QueueSpec("q", options={"ordering": "key"}).check_options("kafka", {"ordering"})
+    with pytest.raises(workq.ConfigurationError, match=r"colour for the memory backend; it takes"):
+        QueueSpec("q", options={"colour": 1}).check_options("memory")
+    with pytest.raises(workq.ConfigurationError, match=r"x for the kafka backend; allowed: a, b"):
+        QueueSpec("q", options={"x": 1}).check_options("kafka", ["b", "a"])
+    assert set(QueueSpec.SETTINGS) | {"name", "options"} == {f.name for f in fields(QueueSpec)}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigurationError
 from .names import check_queue
@@ -22,6 +22,15 @@ class QueueSpec:
     >>> QueueSpec("reports", max_priority=9, max_attempts=5).lease
     30.0
     """
+
+    #: The delivery settings, each a field: what ``declare()`` takes besides options.
+    SETTINGS: ClassVar[tuple[str, ...]] = (
+        "max_priority",
+        "max_attempts",
+        "retry_delay",
+        "lease",
+        "dead_letter",
+    )
 
     name: str
     max_priority: int = 9
@@ -68,6 +77,17 @@ class QueueSpec:
             raise ConfigurationError(
                 f"queue {self.name!r} is already declared with other settings ({detail}); "
                 "declare it the same way everywhere, or delete and re-create it"
+            )
+
+    def check_options(self, backend: str, allowed: Iterable[str] = ()) -> None:
+        """Refuse options the backend does not know, naming them and the allowed ones."""
+        allowed = set(allowed)
+        unknown = sorted(set(self.options) - allowed)
+        if unknown:
+            takes = f"allowed: {', '.join(sorted(allowed))}" if allowed else "it takes none"
+            raise ConfigurationError(
+                f"queue {self.name!r}: unknown queue options {', '.join(unknown)} for the "
+                f"{backend} backend; {takes}"
             )
 
     def check_priority(self, priority: int) -> int:

@@ -7,13 +7,11 @@ from typing import Any
 
 from .spec import QueueSpec
 
-_FIELDS = {"max_priority", "max_attempts", "retry_delay", "lease", "dead_letter"}
-
 
 def make_spec(name: str, settings: dict[str, Any]) -> QueueSpec:
     """A ``QueueSpec`` from declare()'s keywords; backend options go to ``options``."""
-    known = {k: v for k, v in settings.items() if k in _FIELDS}
-    options = {k: v for k, v in settings.items() if k not in _FIELDS}
+    known = {k: v for k, v in settings.items() if k in QueueSpec.SETTINGS}
+    options = {k: v for k, v in settings.items() if k not in QueueSpec.SETTINGS}
     return QueueSpec(name, **known, options=options)
 
 

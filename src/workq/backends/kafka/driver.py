@@ -83,12 +83,8 @@ class KafkaDriver(Driver):
     # -- queues and topics ---------------------------------------------------------
 
     def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        spec.check_options("kafka", OPTIONS)
         for name, value in spec.options.items():
-            if name not in OPTIONS:
-                raise ConfigurationError(
-                    f"queue {spec.name!r}: unknown Kafka option {name!r}; "
-                    f"allowed: {', '.join(sorted(OPTIONS))}"
-                )
             check, allowed = OPTIONS[name]
             if not check(value):
                 raise ConfigurationError(

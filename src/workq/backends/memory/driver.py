@@ -12,7 +12,6 @@ import time
 from collections.abc import Sequence
 
 from ...driver import Capabilities, DeadLetter, Driver, QueueStats, Receiver
-from ...errors import ConfigurationError
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
@@ -94,11 +93,7 @@ class MemoryDriver(Driver):
         self._store = store
 
     def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
-        if spec.options:
-            raise ConfigurationError(
-                f"queue {spec.name!r}: the memory backend takes no options, got "
-                f"{', '.join(sorted(spec.options))}"
-            )
+        spec.check_options("memory")
         with self._store.cond:
             state = self._store.queues.get(spec.name)
             if state is None:

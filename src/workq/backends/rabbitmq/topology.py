@@ -59,12 +59,7 @@ DELAY_REDECLARE = DELAY_EXPIRES_MARGIN / 2
 
 def queue_type(spec: QueueSpec, default: QueueType) -> QueueType:
     """The queue type a spec asks for, checking its options."""
-    unknown = set(spec.options) - OPTIONS
-    if unknown:
-        raise ConfigurationError(
-            f"queue {spec.name!r}: unknown option(s) {', '.join(sorted(unknown))} for the "
-            f"rabbitmq backend; allowed: {', '.join(sorted(OPTIONS))}"
-        )
+    spec.check_options("rabbitmq", OPTIONS)
     value = spec.options.get("queue_type", default)
     if value not in ("quorum", "classic"):
         raise ConfigurationError(

@@ -21,14 +21,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
-from ...errors import BrokerUnavailable, ConfigurationError, PublishError
+from ...errors import BrokerUnavailable, PublishError
 from ...lanes import Lane, spread
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
@@ -88,7 +87,6 @@ CREATE INDEX IF NOT EXISTS workq_dead_queue ON workq_dead (queue, seq);
 
 # The delivery rules a declaration stores: every QueueSpec field but its name and the
 # backend options (sqlite takes none).
-_SPEC_FIELDS = tuple(f.name for f in fields(QueueSpec) if f.name not in ("name", "options"))
 
 # Giving a held message back unprocessed (release, close): not an attempt; visible from
 # its enqueue time, so it goes back to the front of its lane. One parameter: now.
@@ -119,7 +117,7 @@ def _tenant_of(col: str) -> str | None:
 
 
 def _spec_json(spec: QueueSpec) -> str:
-    return json.dumps({name: getattr(spec, name) for name in _SPEC_FIELDS})
+    return json.dumps({name: getattr(spec, name) for name in QueueSpec.SETTINGS})
 
 
 def _spec_from(name: str, text: str) -> QueueSpec:
@@ -245,11 +243,7 @@ class SqliteDriver(Driver):
     # -- queues ------------------------------------------------------------------
 
     def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
-        if spec.options:
-            raise ConfigurationError(
-                f"queue {spec.name!r}: the sqlite backend takes no queue options, got "
-                f"{', '.join(sorted(spec.options))}"
-            )
+        spec.check_options("sqlite")
         return self._retrying(lambda: self._declare(spec, implicit), "declare")
 
     def _declare(self, spec: QueueSpec, implicit: bool) -> QueueSpec:

@@ -55,7 +55,6 @@ BATCH = 10
 RETENTION = "1209600"  # 14 days, SQS's longest: a backlog must not expire silently
 SYSTEM_ATTRIBUTES: list[Any] = ["ApproximateReceiveCount", "SentTimestamp"]
 _TAG = "workq-"
-_SPEC_FIELDS = ("max_priority", "max_attempts", "retry_delay", "lease", "dead_letter")
 _GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"})
 
 
@@ -221,11 +220,7 @@ class SQSDriver(Driver):
     # -- queues ---------------------------------------------------------------------
 
     def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
-        if spec.options:
-            raise ConfigurationError(
-                f"queue {spec.name!r}: the sqs backend takes no queue options, got "
-                f"{', '.join(sorted(spec.options))}"
-            )
+        spec.check_options("sqs")
         name = dlq_name(self.prefix, spec.name)
         url = self._find(spec.name, name)
         if url is None:
@@ -659,13 +654,13 @@ def _size_batches(
 
 
 def _spec_tags(spec: QueueSpec, implicit: bool) -> dict[str, str]:
-    tags = {_TAG + f: str(getattr(spec, f)).lower() for f in _SPEC_FIELDS}
+    tags = {_TAG + f: str(getattr(spec, f)).lower() for f in QueueSpec.SETTINGS}
     tags[_TAG + "implicit"] = "true" if implicit else "false"
     return tags
 
 
 def _spec_from_tags(queue: str, tags: dict[str, str]) -> tuple[QueueSpec | None, bool]:
-    if not all(_TAG + f in tags for f in _SPEC_FIELDS):
+    if not all(_TAG + f in tags for f in QueueSpec.SETTINGS):
         return None, False
     try:
         spec = QueueSpec(
