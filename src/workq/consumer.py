@@ -11,7 +11,7 @@ from types import TracebackType
 
 from .delivery import Delivery
 from .driver import Driver, Receiver
-from .holding import Holding
+from .holding import ACK, Holding
 from .messages import Received
 from .spec import QueueSpec
 
@@ -41,8 +41,11 @@ class Consumer:
         self._driver = driver
         self._state = Holding(spec, driver.capabilities, prefetch, tenants)
         self._receiver: Receiver = driver.open(spec, prefetch)
-        self._cond = threading.Condition()
+        # A plain Lock: get/ack take it twice per message, and ``with lock`` is C code.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._get_lock = threading.Lock()
+        self._stopped = threading.Event()
         self._keeper: threading.Thread | None = None
         if self._state.lease_interval is not None:
             self._keeper = threading.Thread(
@@ -64,6 +67,13 @@ class Consumer:
         Also ``None`` when this consumer already holds ``prefetch`` unsettled deliveries
         and none is settled in time.
         """
+        with self._lock:
+            # The common case, a buffered delivery: no other get() need finish first.
+            if self._state.closed:
+                return None
+            item = self._state.take()
+            if item is not None:
+                return Delivery(item, self)
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         with self._get_lock:
             while True:
@@ -111,9 +121,10 @@ class Consumer:
     def _settle(
         self, item: Received, action: str, delay: float | None = None, reason: str | None = None
     ) -> None:
-        with self._cond:
-            settle = self._state.settlement(item, action, delay, reason)
-            closed = self._state.closed
+        state = self._state
+        with self._lock:
+            settle = ACK if action == "ack" else state.settlement(item, action, delay, reason)
+            closed = state.closed
         try:
             if closed:
                 # Released on close already: the broker owns it again.
@@ -125,17 +136,16 @@ class Consumer:
             else:
                 self._receiver.dead_letter(item, settle.reason or "rejected")
         finally:
-            with self._cond:
-                self._state.done(item)
-                self._cond.notify_all()
+            with self._lock:
+                full = len(state.buffers) + len(state.out) >= state.prefetch
+                state.done(item)
+                if full:  # only a get() waiting for room waits on a settlement
+                    self._cond.notify_all()
 
     def _keep_leases(self) -> None:
         interval = self._state.lease_interval or 1.0
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._state.closed, timeout=interval)
-                if self._state.closed:
-                    return
+        while not self._stopped.wait(interval):
+            with self._lock:
                 held = self._state.held_items()
             if held:
                 try:
@@ -162,6 +172,7 @@ class Consumer:
                 return
             self._state.closed = True
             self._cond.notify_all()
+        self._stopped.set()
         # A get() in progress may be inside a receive: let it finish (at most one poll
         # slice) so that what it receives is released below, not stranded.
         with self._get_lock, self._cond:

@@ -115,7 +115,8 @@ class Delivery(BaseDelivery):
     __slots__ = ("_consumer",)
 
     def __init__(self, item: Received, consumer: Consumer) -> None:
-        super().__init__(item)
+        self._item = item
+        self._settled = None
         self._consumer = consumer
 
     def ack(self) -> None:

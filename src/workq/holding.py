@@ -30,6 +30,9 @@ class Settle:
     reason: str | None = None
 
 
+ACK = Settle("ack")
+
+
 class Holding:
     def __init__(
         self,
@@ -121,7 +124,7 @@ class Holding:
     ) -> Settle:
         """Turn ack / nack / reject into the driver call, applying the dead-letter rules."""
         if action == "ack":
-            return Settle("ack")
+            return ACK
         if action == "nack":
             if item.attempt >= self.spec.max_attempts:
                 return self._dead(exhausted_reason(self.spec, item.attempt, reason))

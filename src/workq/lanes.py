@@ -61,6 +61,7 @@ class LaneBuffers(Generic[T]):
     """
 
     def __init__(self) -> None:
+        # Only lanes holding something are keys, so the common case (one lane) is cheap.
         self._buffers: dict[Lane, deque[T]] = {}
         self.last_served: dict[int, str | None] = {}
         self._count = 0
@@ -69,7 +70,10 @@ class LaneBuffers(Generic[T]):
         return self._count
 
     def add(self, lane: Lane, item: T) -> None:
-        self._buffers.setdefault(lane, deque()).append(item)
+        buffer = self._buffers.get(lane)
+        if buffer is None:
+            buffer = self._buffers[lane] = deque()
+        buffer.append(item)
         self._count += 1
 
     def order(self, lanes: Iterable[Lane]) -> list[Lane]:
@@ -77,13 +81,20 @@ class LaneBuffers(Generic[T]):
         return order_lanes(lanes, self.last_served)
 
     def pop(self) -> T | None:
-        nonempty = [lane for lane, items in self._buffers.items() if items]
-        if not nonempty:
+        buffers = self._buffers
+        if not buffers:
             return None
-        lane = order_lanes(nonempty, self.last_served)[0]
+        if len(buffers) == 1:
+            lane = next(iter(buffers))
+        else:
+            lane = order_lanes(buffers, self.last_served)[0]
         self.last_served[lane.priority] = lane.tenant
+        buffer = buffers[lane]
+        item = buffer.popleft()
+        if not buffer:
+            del buffers[lane]
         self._count -= 1
-        return self._buffers[lane].popleft()
+        return item
 
     def items(self) -> list[T]:
         """Everything buffered, left in place."""
@@ -111,11 +122,15 @@ def spread(lanes: Sequence[Lane], max_count: int, available: dict[Lane, int]) ->
     for priority in sorted(levels, reverse=True):
         group = [lane for lane in levels[priority] if available.get(lane, 0) > 0]
         while remaining > 0 and group:
+            # Equal shares per round (one each when few remain), the earlier lanes
+            # taking the odd ones: the same plan as one-at-a-time turns, in few steps.
+            share = max(remaining // len(group), 1)
             for lane in list(group):
                 if remaining == 0:
                     break
-                plan[lane] = plan.get(lane, 0) + 1
-                remaining -= 1
+                take = min(share, available[lane] - plan.get(lane, 0), remaining)
+                plan[lane] = plan.get(lane, 0) + take
+                remaining -= take
                 if plan[lane] >= available[lane]:
                     group.remove(lane)
         if remaining == 0:

@@ -222,3 +222,32 @@ def test_stats_counts_ready_per_lane_and_dead_letters(broker: workq.Broker, queu
     ready = {(s.lane.tenant, s.lane.priority): s.ready for s in stats.lanes}
     assert ready == {(None, 0): 2, ("acme", 0): 1, (None, 5): 0}
     assert stats.dead_letters == 1
+
+
+def test_pausing_and_resuming_partitions_loses_and_repeats_nothing(
+    kafka_url: str, queue: str
+) -> None:
+    # A read-ahead of 5 makes the poll thread pause and resume the partitions many
+    # times; each resume seeks back to where fetching stopped.
+    with workq.connect(with_query(kafka_url, "buffer=5")) as broker:
+        broker.declare(queue, partitions=2)
+        sent = broker.producer().publish_many(queue, [f"m{i}" for i in range(300)])
+        got: list[str] = []
+        with broker.consumer(queue, prefetch=5) as c:
+            receiver = c._receiver
+            flows: list[int] = []
+            apply_flow = receiver._apply_flow  # type: ignore[attr-defined]
+
+            def counting(pause: list[object], resume: list[object]) -> None:
+                flows.append(len(resume))
+                apply_flow(pause, resume)
+
+            receiver._apply_flow = counting  # type: ignore[attr-defined]
+            while len(got) < len(sent):
+                d = c.get(timeout=WAIT)
+                assert d is not None, f"stalled after {len(got)} of {len(sent)}"
+                got.append(d.id)
+                d.ack()
+            assert c.get(timeout=QUIET) is None
+        assert sum(flows) > 0, "the partitions were never paused and resumed"
+        assert sorted(got) == sorted(sent)

@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
@@ -40,8 +40,7 @@ PartKey = tuple[str, int]
 _seq = itertools.count()
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     """Where a delivery came from: partition, offset, and which assignment of it."""
 
     part: PartKey
@@ -57,7 +56,7 @@ class Part:
     key: PartKey
     lane: Lane
     generation: int
-    buffer: list[Received] = field(default_factory=list)  # fetched, not handed out; by offset
+    buffer: deque[Received] = field(default_factory=deque)  # fetched, not handed out; by offset
     out: set[int] = field(default_factory=set)  # handed out, not settled
     pending: deque[int] = field(default_factory=deque)  # fetched, not done; ascending
     done: set[int] = field(default_factory=set)
@@ -104,7 +103,10 @@ class KafkaReceiver(Receiver):
         self._ordered = spec.options.get("ordering", "none") == "key"
         self._republish = republish
         self._bounce = bounce
-        self._cond = threading.Condition()
+        # A plain Lock, taken once per ack: ``with lock`` runs in C.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._revoking = False  # a revoke callback waits for handed-out work to settle
         self._parts: dict[PartKey, Part] = {}
         self._generations = itertools.count(1)
         self._delayed: list[tuple[float, int, Received, float]] = []  # (wake, seq, item, due)
@@ -193,31 +195,41 @@ class KafkaReceiver(Receiver):
         items: list[Received] = []
         for lane in lanes:
             wanted = plan.get(lane, 0)
-            parts = sorted(by_lane.get(lane, []), key=lambda p: p.key)
-            while wanted > 0:
-                took = False
-                for part in parts:
+            # The lane's partitions share the count, so none waits behind another.
+            active = sorted(by_lane.get(lane, []), key=lambda p: p.key)
+            while wanted > 0 and active:
+                share = max(wanted // len(active), 1)
+                for part in list(active):
+                    asked = min(share, wanted)
+                    took = self._take(part, asked)
+                    items += took
+                    wanted -= len(took)
+                    if len(took) < asked:
+                        active.remove(part)
                     if wanted == 0:
                         break
-                    item = self._take(part)
-                    if item is not None:
-                        items.append(item)
-                        wanted -= 1
-                        took = True
-                if not took:
-                    break
         return items
 
-    def _take(self, part: Part) -> Received | None:
-        for index, item in enumerate(part.buffer):
+    def _take(self, part: Part, count: int) -> list[Received]:
+        """Up to ``count`` deliveries from the partition's buffer, marked handed out."""
+        took: list[Received]
+        if not self._ordered:
+            took = [part.buffer.popleft() for _ in range(min(count, len(part.buffer)))]
+            part.out.update(item.token.offset for item in took)
+            return took
+        took = []
+        kept: deque[Received] = deque()
+        for item in part.buffer:
             key = item.token.key
-            if not self._ordered or key is None or part.busy_keys[key] == 0:
-                del part.buffer[index]
+            if len(took) < count and (key is None or part.busy_keys[key] == 0):
                 part.out.add(item.token.offset)
-                if self._ordered and key is not None:
+                if key is not None:
                     part.busy_keys[key] += 1
-                return item
-        return None
+                took.append(item)
+            else:
+                kept.append(item)
+        part.buffer = kept
+        return took
 
     def _settled(self, item: Received, done: bool) -> Part | None:
         """Forget a handed-out delivery; mark its offset done if ``done``. Under the lock."""
@@ -231,16 +243,18 @@ class KafkaReceiver(Receiver):
             )
             return None
         part.out.discard(token.offset)
-        if self._ordered and token.key is not None:
-            part.busy_keys[token.key] -= 1
         if done:
             part.done.add(token.offset)
             self._commit_due = True
-        self._cond.notify_all()
+        if self._ordered and token.key is not None:
+            part.busy_keys[token.key] -= 1
+            self._cond.notify_all()  # the key's next message may go out now
+        elif self._revoking:
+            self._cond.notify_all()
         return part
 
     def ack(self, item: Received) -> None:
-        with self._cond:
+        with self._lock:
             self._settled(item, done=True)
 
     def nack(self, item: Received, delay: float | None) -> None:
@@ -266,6 +280,7 @@ class KafkaReceiver(Receiver):
                 part = self._settled(item, done=False)
                 if part is not None:
                     part.put_back(item)
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -288,9 +303,12 @@ class KafkaReceiver(Receiver):
                 if topics != self._subscribed:
                     self._subscribe(topics)
                 messages = self._consumer.consume(self._settings.poll_batch, 0.05)
+                # Decode before taking the lock, so handlers settling meanwhile are not
+                # held up; only this thread changes the partition table and offsets.
+                fetched = [f for f in map(self._on_message, messages) if f is not None]
                 with self._cond:
-                    for message in messages:
-                        self._on_message(message)
+                    for part, item, not_before in fetched:
+                        self._buffer(part, item, not_before)
                     self._wake_delayed()
                     flow = self._flow()
                     offsets = self._offsets() if self._commit_now() else []
@@ -322,7 +340,11 @@ class KafkaReceiver(Receiver):
             self._consumer.unsubscribe()
         self._subscribed = topics
 
-    def _on_message(self, message: KafkaMessage) -> None:
+    def _on_message(self, message: KafkaMessage) -> tuple[Part, Received, float | None] | None:
+        """Decode one fetched message for ``_buffer``; None if there is nothing to buffer.
+
+        Runs without the lock: ``eof`` is only a hint to ``receive``, read under it.
+        """
         error = message.error()
         key = (message.topic() or "", message.partition() or 0)
         part = self._parts.get(key)
@@ -332,23 +354,28 @@ class KafkaReceiver(Receiver):
                     part.eof = True
             else:
                 log.warning("Kafka consumer of queue %r: %s", self._spec.name, error)
-            return
+            return None
         offset = message.offset()
         if part is None or offset is None:
-            return
+            return None
         if part.next_offset is not None and offset < part.next_offset:
-            return  # already fetched in this assignment (a seek back after pause)
+            return None  # already fetched in this assignment (a seek back after pause)
         part.eof = False
         part.next_offset = offset + 1
         part.pending.append(offset)
         token = Token(key, offset, part.generation, message.key())
         item, not_before = decode(message, part.lane, token)
-        now = time.time()
-        if not_before is not None and not_before > now:
-            wake = min(not_before, now + self._settings.delay_hold)
-            heapq.heappush(self._delayed, (wake, next(_seq), item, not_before))
-        else:
-            part.buffer.append(item)
+        return part, item, not_before
+
+    def _buffer(self, part: Part, item: Received, not_before: float | None) -> None:
+        """Make a fetched delivery available, or hold it until it is due. Under the lock."""
+        if not_before is not None:
+            now = time.time()
+            if not_before > now:
+                wake = min(not_before, now + self._settings.delay_hold)
+                heapq.heappush(self._delayed, (wake, next(_seq), item, not_before))
+                return
+        part.buffer.append(item)
 
     def _wake_delayed(self) -> None:
         now = time.time()
@@ -392,7 +419,9 @@ class KafkaReceiver(Receiver):
             for part in self._parts.values():
                 if part.paused:
                     part.paused = False
-                    resume.append(TopicPartition(*part.key))
+                    # Where fetching goes on: one past what we have, as librdkafka does.
+                    offset = part.next_offset if part.next_offset is not None else -1001
+                    resume.append(TopicPartition(*part.key, offset))
         return pause, resume
 
     def _apply_flow(self, pause: list[TopicPartition], resume: list[TopicPartition]) -> None:
@@ -401,6 +430,12 @@ class KafkaReceiver(Receiver):
                 self._consumer.pause(pause)
             if resume:
                 self._consumer.resume(resume)
+                # librdkafka starts fetching a resumed partition only at its broker
+                # thread's next wake-up, up to a second later; a seek to the same place
+                # wakes it now. (A partition with nothing fetched yet has no place.)
+                for tp in resume:
+                    if tp.offset >= 0:
+                        self._consumer.seek(tp)
         except KafkaException as exc:
             log.warning("pause/resume on queue %r failed: %s", self._spec.name, exc)
 
@@ -446,6 +481,7 @@ class KafkaReceiver(Receiver):
         deadline = time.monotonic() + self._settings.revoke_timeout
         with self._cond:
             # Let handed-out work of these partitions finish, within a bound.
+            self._revoking = True
             while any(self._parts[k].out for k in keys if k in self._parts):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -456,6 +492,7 @@ class KafkaReceiver(Receiver):
                     )
                     break
                 self._cond.wait(min(remaining, 0.05))
+            self._revoking = False
             offsets = self._offsets(keys)
         self._commit(offsets, asynchronous=False)
         self._drop(keys)

@@ -56,33 +56,56 @@ def to_record(topic: str, item: Received, attempt: int, not_before: float | None
     return Record(topic=topic, value=item.body, headers=headers, key=key)
 
 
+def _text(value: bytes | str | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value or ""
+
+
+_ID = META_PREFIX + "id"
+_ATTEMPT = META_PREFIX + "attempt"
+_ENQUEUED = META_PREFIX + "enqueued-at"
+
+
 def headers_of(message: KafkaMessage) -> dict[str, str]:
-    out: dict[str, str] = {}
+    return {name: _text(value) for name, value in _pairs(message)}
+
+
+def _pairs(message: KafkaMessage) -> list[tuple[str, bytes | str | None]]:
     raw = message.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    for name, value in pairs:
-        if isinstance(value, bytes):
-            out[name] = value.decode(errors="replace")
-        else:
-            out[name] = value or ""
-    return out
+    return list(raw.items()) if isinstance(raw, dict) else raw
 
 
 def decode(message: KafkaMessage, lane: Lane, token: Any) -> tuple[Received, float | None]:
     """A delivery from a Kafka message, and its not-before time if it has one."""
-    user, meta = split_meta(headers_of(message))
-    _, timestamp = message.timestamp()
-    offset = message.offset()
+    # One pass over the raw headers: this runs for every message on the poll thread.
+    user: dict[str, str] = {}
+    mid = attempt = enqueued = not_before = None
+    for name, value in _pairs(message):
+        if not name.startswith(META_PREFIX):
+            user[name] = _text(value)
+        elif name == _ID:
+            mid = _text(value)
+        elif name == _ATTEMPT:
+            attempt = _text(value)
+        elif name == _ENQUEUED:
+            enqueued = _text(value)
+        elif name == NOT_BEFORE:
+            not_before = _text(value)
+    if enqueued is None:
+        _, timestamp = message.timestamp()
+        when = timestamp / 1000 if timestamp else time.time()
+    else:
+        when = _float(enqueued, time.time())
     item = Received(
-        lane=lane,
-        id=meta.get("id") or f"{message.topic()}-{message.partition()}-{offset}",
-        body=message.value() or b"",
-        headers=user,
-        attempt=_int(meta.get("attempt"), 1),
-        enqueued_at=_float(meta.get("enqueued-at"), timestamp / 1000 if timestamp else time.time()),
-        token=token,
+        lane,
+        mid or f"{message.topic()}-{message.partition()}-{message.offset()}",
+        message.value() or b"",
+        user,
+        _int(attempt, 1),
+        when,
+        token,
     )
-    not_before = meta.get("not-before")
     return item, _float(not_before, 0.0) if not_before else None
 
 
