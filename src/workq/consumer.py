@@ -146,6 +146,8 @@ class Consumer:
         interval = self._state.lease_interval or 1.0
         while not self._stopped.wait(interval):
             with self._lock:
+                if self._state.closed:
+                    return
                 held = self._state.held_items()
             if held:
                 try:
