@@ -81,9 +81,11 @@ def test_stats_and_spec_adoption() -> None:
     with workq.connect("memory://shared-stats") as a, workq.connect("memory://shared-stats") as b:
         a.declare("q", max_attempts=7)
         assert b.spec("q").max_attempts == 7  # first use adopts the declared spec
-        b.producer().publish_many("q", [workq.Message("x", tenant="t", priority=2), "y"])
+        b.producer().publish_many(
+            "q", [workq.Message("x", tenant="t", priority=2), "y", workq.Message("z", delay=60)]
+        )
         stats = a.stats("q")
-        assert (stats.ready, stats.in_flight, stats.dead_letters) == (2, 0, 0)
+        assert (stats.ready, stats.in_flight, stats.delayed, stats.dead_letters) == (2, 0, 1, 0)
         assert {(s.lane.tenant, s.lane.priority) for s in stats.lanes} == {("t", 2), (None, 0)}
         with pytest.raises(workq.ConfigurationError, match="options"):
             a.declare("other", colour="blue")

@@ -192,7 +192,7 @@ def stats(
         "",
         str(s.ready),
         str(s.in_flight),
-        str(sum(lane.delayed for lane in s.lanes)),
+        str(s.delayed),
     )
     out.print(table)
 
@@ -293,7 +293,7 @@ def _move(queue: str, source: str, target: str, *, prefetch: int, idle: float) -
                     progress.update(task, total=moved)
                 progress.update(task, completed=moved)
         left = src.stats(queue)
-    delayed = sum(lane.delayed for lane in left.lanes)
+    delayed = left.delayed
     if left.in_flight or delayed:
         err.print(
             f"note: {left.in_flight} in flight and {delayed} delayed message(s) remain at the "

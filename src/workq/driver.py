@@ -96,6 +96,10 @@ class QueueStats:
     def in_flight(self) -> int:
         return sum(s.in_flight for s in self.lanes)
 
+    @property
+    def delayed(self) -> int:
+        return sum(s.delayed for s in self.lanes)
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
