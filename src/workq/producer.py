@@ -8,7 +8,8 @@ from typing import Any
 
 from .driver import Capabilities, Driver
 from .errors import PublishError
-from .messages import Message, Outgoing, build_outgoing
+from .lanes import Lane
+from .messages import CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
 from .names import check_tenant
 from .spec import QueueSpec
 
@@ -53,8 +54,14 @@ def prepare(
 def prepare_many(
     spec: QueueSpec, capabilities: Capabilities, bodies: Iterable[Any]
 ) -> list[Outgoing]:
+    """:func:`prepare` for each item; plain bodies (not ``Message``) share the checks of
+    the default lane, done once."""
+    items = list(bodies)
+    ids = new_ids(len(items))
+    limit = capabilities.max_body_size
+    lane: Lane | None = None
     out = []
-    for item in bodies:
+    for item, mid in zip(items, ids, strict=True):
         if isinstance(item, Message):
             out.append(
                 prepare(
@@ -65,11 +72,16 @@ def prepare_many(
                     priority=item.priority,
                     headers=item.headers,
                     delay=item.delay,
-                    message_id=item.message_id,
+                    message_id=item.message_id or mid,
                 )
             )
-        else:
-            out.append(prepare(spec, capabilities, item))
+            continue
+        if lane is None:
+            lane = prepare(spec, capabilities, b"").lane  # validates the default lane
+        data, content_type = encode_body(item)
+        if limit is not None and len(data) > limit:
+            prepare(spec, capabilities, data)  # raises MessageTooLarge
+        out.append(Outgoing(lane, mid, data, {CONTENT_TYPE: content_type}))
     return out
 
 
