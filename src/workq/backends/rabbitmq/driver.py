@@ -83,7 +83,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 #: Errors after which the broker already has back whatever a closing receiver held.
 GONE: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
 #: Messages per pipelined part of one publish (see ``RabbitMQDriver.publish_to``).
-PUBLISH_PART = 100
+PUBLISH_PART = 50
 #: How long to wait for the confirm of a registry record.
 SYNC_TIMEOUT = 15.0
 
@@ -575,6 +575,10 @@ class _IO:
             else:
                 batch.settle(index, None)
 
+    def pump(self) -> None:
+        """Send what is buffered and handle what has arrived, without waiting."""
+        self.connection().process_data_events(time_limit=0)
+
     def publish(self, entries: Sequence[_Entry]) -> _Batch:
         """Send entries on the confirm channel; the returned batch settles on confirms."""
         wire = _Wire(self.pub())
@@ -811,8 +815,6 @@ class RabbitMQDriver(Driver):
         """Publish and wait for every confirm, retrying what is not confirmed (bounded)."""
         if not messages:
             return
-        # Built part by part as the first attempt sends them, so the broker starts early.
-        entries: list[_Entry] = []
         lanes = {m.lane for m in messages}
         delays = {delay_ms(m.delay) for m in messages if m.delay and dead is None}
         left = list(range(len(messages)))
@@ -822,25 +824,24 @@ class RabbitMQDriver(Driver):
         def attempt() -> None:
             nonlocal left, errors
 
-            def op(part: list[_Entry]) -> _Batch:
+            def op(part: list[int]) -> _Batch:
                 self._ensure_base(topo)
                 self._ensure_lanes(topo, lanes, delays)
-                return io.publish(part)
+                batch = io.publish(self._entries(topo, [messages[i] for i in part], dead))
+                io.pump()  # on the wire now, not after every queued part is encoded
+                return batch
 
             # Handed to the I/O thread in parts without waiting, so the broker works on
-            # the first part while later ones are still being written; then every
-            # confirm is awaited.
+            # the first part while later ones are still being encoded; then every
+            # confirm is awaited. (Encoding on the I/O thread: this thread would hold the
+            # GIL while building every part before the first one could be sent.)
             parts = [left[i : i + PUBLISH_PART] for i in range(0, len(left), PUBLISH_PART)]
             sent: list[tuple[list[int], Future[_Batch]]] = []
             failed: list[tuple[int, str]] = []
             cause: BaseException | None = None
             for part in parts:
-                if part[-1] >= len(entries):
-                    entries.extend(self._entries(topo, messages[len(entries) : part[-1] + 1], dead))
                 try:
-                    sent.append(
-                        (part, io.submit(functools.partial(op, [entries[i] for i in part])))
-                    )
+                    sent.append((part, io.submit(functools.partial(op, part))))
                 except Exception as exc:
                     failed += [(i, repr(exc)) for i in part]
                     cause = exc
