@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -345,7 +345,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
         left = list(messages)
         errors: list[BaseException] = []
 
-        def one(ch: Any, msg: Outgoing) -> Awaitable[Any]:
+        async def one(ch: Any, msg: Outgoing) -> Any:
             # Straight to aio-pika's own aiormq channel, as ``Exchange.publish`` does, but
             # without waiting for each socket write before sending the next message (the
             # confirm is still awaited) and without building an ``aio_pika.Message``.
@@ -359,7 +359,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
             else:
                 headers = outgoing_headers(msg)
                 exchange, key = topo.exchange, topo.routing_key(msg.lane)
-            return ch.basic_publish(  # type: ignore[no-any-return]
+            return await ch.basic_publish(
                 msg.body,
                 exchange=exchange,
                 routing_key=key,
