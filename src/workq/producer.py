@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from .driver import Capabilities, Driver
 from .errors import PublishError
 from .lanes import Lane
-from .messages import CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
+from .messages import BYTES, CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
 from .names import check_tenant
 from .spec import QueueSpec
 
@@ -58,6 +59,7 @@ def prepare_many(
     the default lane, done once."""
     items = list(bodies)
     ids = new_ids(len(items))
+    now = time.time()  # one enqueue time for the batch
     limit = capabilities.max_body_size
     lane: Lane | None = None
     out = []
@@ -78,10 +80,13 @@ def prepare_many(
             continue
         if lane is None:
             lane = prepare(spec, capabilities, b"").lane  # validates the default lane
-        data, content_type = encode_body(item)
+        if type(item) is bytes:
+            data, content_type = item, BYTES
+        else:
+            data, content_type = encode_body(item)
         if limit is not None and len(data) > limit:
             prepare(spec, capabilities, data)  # raises MessageTooLarge
-        out.append(Outgoing(lane, mid, data, {CONTENT_TYPE: content_type}))
+        out.append(Outgoing(lane, mid, data, {CONTENT_TYPE: content_type}, None, 1, now))
     return out
 
 
