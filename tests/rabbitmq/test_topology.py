@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pika
 import pika.frame
+import pika.spec
 import pytest
 
-from workq.backends.rabbitmq.driver import _Entry, _header_payload
+from workq.backends.rabbitmq.driver import _ack_frame, _Entry, _header_payload
 from workq.backends.rabbitmq.topology import (
     DELAY,
     Registry,
@@ -127,3 +128,9 @@ def test_metadata_headers_leave_out_what_reads_back_by_default() -> None:
         token=None,
     )
     assert (back.lane, back.attempt, back.headers) == (Lane("q", "acme", 3), 4, {})
+
+
+def test_ack_frame_is_pikas_and_acks_one_tag() -> None:
+    ack = pika.spec.Basic.Ack(delivery_tag=123_456_789, multiple=False)
+    expected = pika.frame.Method(7, ack).marshal()
+    assert _ack_frame(7, 123_456_789) == expected

@@ -242,8 +242,14 @@ class _Retry(Exception):
 WRITE_CHUNK = 256 * 1024
 _FRAME_END = bytes([pika.spec.FRAME_END])
 _FRAME_HEAD = struct.Struct(">BHI")
-#: A whole ``basic.ack`` frame for one delivery tag (multiple=False).
 _ACK_FRAME = struct.Struct(">BHIIQBB")
+
+
+def _ack_frame(channel_number: int, tag: int) -> bytes:
+    """A whole ``basic.ack`` frame for exactly one delivery tag (multiple=False)."""
+    return _ACK_FRAME.pack(
+        pika.spec.FRAME_METHOD, channel_number, 13, pika.spec.Basic.Ack.INDEX, tag, 0, 0xCE
+    )
 
 
 class _Wire:
@@ -294,11 +300,7 @@ class _Wire:
             self.flush()
 
     def ack(self, tag: int) -> None:
-        self._parts.append(
-            _ACK_FRAME.pack(
-                pika.spec.FRAME_METHOD, self._num, 13, pika.spec.Basic.Ack.INDEX, tag, 0, 0xCE
-            )
-        )
+        self._parts.append(_ack_frame(self._num, tag))
         self._size += 21
         if self._size >= WRITE_CHUNK:
             self.flush()
