@@ -7,8 +7,8 @@ lane. Everything about body types lives here, once, for every backend.
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from .lanes import Lane
 
-__all__ = ["CONTENT_TYPE", "Message", "Outgoing", "Received", "encode_body"]
+__all__ = ["CONTENT_TYPE", "Message", "Outgoing", "Received", "encode_body", "new_id", "new_ids"]
 
 CONTENT_TYPE = "content-type"
 JSON = "application/json"
@@ -117,7 +117,14 @@ def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A fresh random message id: 128 random bits as 32 hex digits (as ``uuid4().hex``)."""
+    return os.urandom(16).hex()
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` fresh ids as :func:`new_id` makes them, from one call to the OS."""
+    raw = os.urandom(16 * count).hex()
+    return [raw[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 def meta_headers(msg: Outgoing) -> dict[str, str]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from .driver import Capabilities, Driver
 from .errors import PublishError
-from .messages import Message, Outgoing, build_outgoing
+from .lanes import Lane
+from .messages import BYTES, CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
 from .names import check_tenant
 from .spec import QueueSpec
 
@@ -53,8 +55,15 @@ def prepare(
 def prepare_many(
     spec: QueueSpec, capabilities: Capabilities, bodies: Iterable[Any]
 ) -> list[Outgoing]:
+    """:func:`prepare` for each item; plain bodies (not ``Message``) share the checks of
+    the default lane, done once."""
+    items = list(bodies)
+    ids = new_ids(len(items))
+    now = time.time()  # one enqueue time for the batch
+    limit = capabilities.max_body_size
+    lane: Lane | None = None
     out = []
-    for item in bodies:
+    for item, mid in zip(items, ids, strict=True):
         if isinstance(item, Message):
             out.append(
                 prepare(
@@ -65,11 +74,19 @@ def prepare_many(
                     priority=item.priority,
                     headers=item.headers,
                     delay=item.delay,
-                    message_id=item.message_id,
+                    message_id=item.message_id or mid,
                 )
             )
+            continue
+        if lane is None:
+            lane = prepare(spec, capabilities, b"").lane  # validates the default lane
+        if type(item) is bytes:
+            data, content_type = item, BYTES
         else:
-            out.append(prepare(spec, capabilities, item))
+            data, content_type = encode_body(item)
+        if limit is not None and len(data) > limit:
+            prepare(spec, capabilities, data)  # raises MessageTooLarge
+        out.append(Outgoing(lane, mid, data, {CONTENT_TYPE: content_type}, None, 1, now))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import threading
@@ -242,3 +243,54 @@ def test_aio_driver_reconnects_after_a_node_restart(own_node: Node) -> None:
             return want - got
 
     assert asyncio.run(scenario()) == set()
+
+
+def test_nacked_publishes_raise_publish_error_and_the_rest_are_there(own_node: Node) -> None:
+    """A full ``reject-publish`` queue nacks: ``publish_many`` (sent in pipelined parts)
+    raises ``PublishError`` counting what was not confirmed, and everything else is in
+    the queue. Classic queues, which enforce the cap exactly (quorum queues overshoot)."""
+    cap = 150
+    sync_q, aio_q = unique("cap"), unique("cap")
+    for q in (sync_q, aio_q):
+        own_node.ctl(
+            "set_policy",
+            f"cap-{q}",
+            f"^{q}$",
+            f'{{"max-length": {cap}, "overflow": "reject-publish"}}',
+            "--apply-to",
+            "queues",
+        )
+    url = own_node.url + "?publish_retries=2"
+    unconfirmed = re.compile(r"(\d+) of 400 message\(s\) .* \(nacked by the broker")
+
+    def depth(broker: workq.Broker, q: str) -> int:
+        return sum(lane.ready for lane in broker.stats(q).lanes)
+
+    with workq.connect(url) as broker, broker.producer() as p:
+        broker.declare(sync_q, queue_type="classic")
+        with pytest.raises(workq.PublishError) as caught:
+            p.publish_many(sync_q, [b"x"] * 400)
+        match = unconfirmed.search(str(caught.value))
+        assert match is not None and int(match.group(1)) == 400 - cap, caught.value
+        with pytest.raises(workq.PublishError, match="nacked"):
+            p.publish(sync_q, b"one more")
+        until(lambda: depth(broker, sync_q) == cap, WAIT, "the capped queue to fill")
+
+    async def aio() -> None:
+        async with await workq.aio.connect(url) as abroker, abroker.producer() as p:
+            await abroker.declare(aio_q, queue_type="classic")
+            with pytest.raises(workq.PublishError) as caught:
+                await p.publish_many(aio_q, [b"x"] * 400)
+            assert re.search(rf"\b{400 - cap} of 400 message", str(caught.value)), caught.value
+
+    asyncio.run(aio())
+    with workq.connect(url) as broker:
+        for q in (sync_q, aio_q):
+            broker.declare(q, queue_type="classic")
+        until(lambda: depth(broker, aio_q) == cap, WAIT, "the capped queue to fill")
+        with broker.consumer(sync_q, prefetch=50) as c:
+            got = 0
+            while (d := c.get(timeout=2)) is not None:
+                d.ack()
+                got += 1
+        assert got == cap

@@ -11,7 +11,7 @@ from types import TracebackType
 
 from ..delivery import SETTLED_AS, BaseDelivery
 from ..driver import AsyncDriver, AsyncReceiver
-from ..holding import Holding
+from ..holding import ACK, Holding
 from ..messages import Received
 from ..policy import Outcome
 from ..spec import QueueSpec
@@ -97,6 +97,13 @@ class Consumer:
         Also ``None`` when this consumer already holds ``prefetch`` unsettled deliveries
         and none is settled in time.
         """
+        state = self._state
+        if self._receiver is not None and not state.closed:
+            # The common case, a buffered delivery: no other get() need finish first
+            # (nothing else runs between the check and the take).
+            item = state.take()
+            if item is not None:
+                return Delivery(item, self)
         receiver = await self._rx()
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         async with self._get_lock:
@@ -142,10 +149,11 @@ class Consumer:
     async def _settle(
         self, item: Received, action: str, delay: float | None = None, reason: str | None = None
     ) -> None:
-        settle = self._state.settlement(item, action, delay, reason)
+        state = self._state
+        settle = ACK if action == "ack" else state.settlement(item, action, delay, reason)
         receiver = self._receiver
         try:
-            if self._state.closed or receiver is None:
+            if state.closed or receiver is None:
                 log.warning("delivery %s settled after its consumer closed: ignored", item.id)
             elif settle.action == "ack":
                 await receiver.ack(item)
@@ -154,8 +162,10 @@ class Consumer:
             else:
                 await receiver.dead_letter(item, settle.reason or "rejected")
         finally:
-            self._state.done(item)
-            self._changed.set()
+            full = state.held >= state.prefetch
+            state.done(item)
+            if full:  # only a get() waiting for room waits on a settlement
+                self._changed.set()
 
     async def _keep_leases(self) -> None:
         interval = self._state.lease_interval or 1.0

@@ -9,8 +9,10 @@ See ``topology.py`` for how queues, lanes, delays and dead letters map onto Rabb
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -20,7 +22,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pika
+import pika.data
 import pika.exceptions
+import pika.frame
+import pika.spec
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -36,7 +41,6 @@ from ...spec import QueueSpec
 from .settings import RabbitMQSettings
 from .topology import (
     ATTEMPT,
-    DELAY,
     DELAY_REDECLARE,
     REASON,
     Declared,
@@ -78,6 +82,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 #: Errors after which the broker already has back whatever a closing receiver held.
 GONE: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
+#: Messages per pipelined part of one publish (see ``RabbitMQDriver.publish_to``).
+PUBLISH_PART = 50
 #: How long to wait for the confirm of a registry record.
 SYNC_TIMEOUT = 15.0
 
@@ -153,13 +159,61 @@ def _received(
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
+    """One persistent message to publish, with the few properties workq sets."""
+
     exchange: str
     routing_key: str
     body: bytes
-    properties: pika.BasicProperties
     mandatory: bool = False
+    headers: dict[str, Any] | None = None
+    message_id: str | None = None
+    timestamp: int | None = None
+    priority: int | None = None
+
+
+_P = pika.spec.BasicProperties
+_U8 = struct.Struct(">B")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_PROPS_HEAD = struct.Struct(">HxxQH")  # class id, weight, body size, property flags
+
+
+def _table(headers: dict[str, Any]) -> bytes:
+    """An AMQP field table, byte for byte as pika encodes it (str values as long strings)."""
+    parts: list[bytes] = []
+    for key, value in headers.items():
+        k = key.encode()
+        if not isinstance(value, str) or len(k) > 255:
+            encoded: list[bytes] = []
+            pika.data.encode_table(encoded, headers)  # other types, and pika's errors
+            return b"".join(encoded)
+        v = value.encode()
+        parts += (_U8.pack(len(k)), k, b"S", _U32.pack(len(v)), v)
+    data = b"".join(parts)
+    return _U32.pack(len(data)) + data
+
+
+def _header_payload(e: _Entry) -> bytes:
+    """The content header frame's payload for ``e``, as ``pika.frame.Header`` marshals it."""
+    flags = _P.FLAG_DELIVERY_MODE
+    parts = []
+    if e.headers is not None:
+        flags |= _P.FLAG_HEADERS
+        parts.append(_table(e.headers))
+    parts.append(b"\x02")  # delivery_mode: persistent
+    if e.priority is not None:
+        flags |= _P.FLAG_PRIORITY
+        parts.append(_U8.pack(e.priority))
+    if e.message_id is not None:
+        flags |= _P.FLAG_MESSAGE_ID
+        mid = e.message_id.encode()
+        parts.append(_U8.pack(len(mid)) + mid)
+    if e.timestamp is not None:
+        flags |= _P.FLAG_TIMESTAMP
+        parts.append(_U64.pack(e.timestamp))
+    return _PROPS_HEAD.pack(_P.INDEX, len(e.body), flags) + b"".join(parts)
 
 
 class _Batch:
@@ -182,6 +236,81 @@ class _Batch:
 
 class _Retry(Exception):
     """A publish attempt left some messages unconfirmed; try those again."""
+
+
+#: Write frames to pika's transport once this many bytes are gathered.
+WRITE_CHUNK = 256 * 1024
+_FRAME_END = bytes([pika.spec.FRAME_END])
+_FRAME_HEAD = struct.Struct(">BHI")
+_ACK_FRAME = struct.Struct(">BHIIQBB")
+
+
+def _ack_frame(channel_number: int, tag: int) -> bytes:
+    """A whole ``basic.ack`` frame for exactly one delivery tag (multiple=False)."""
+    return _ACK_FRAME.pack(
+        pika.spec.FRAME_METHOD, channel_number, 13, pika.spec.Basic.Ack.INDEX, tag, 0, 0xCE
+    )
+
+
+class _Wire:
+    """Frames for one channel, marshalled as pika would and written in few large chunks.
+
+    pika writes every frame with its own ``send()`` call, three per published message
+    and one per ack; gathering them is most of the cost of a pipelined publish.
+    The channel must be open (checked once, on the I/O thread).
+    """
+
+    def __init__(self, channel: Any) -> None:
+        impl = channel._impl
+        impl._raise_if_not_open()
+        self._conn = impl.connection
+        self._num: int = impl.channel_number
+        self._max_body: int = self._conn._body_max_length
+        self._methods: dict[tuple[str, str, bool], bytes] = {}
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def publish(self, e: _Entry) -> None:
+        key = (e.exchange, e.routing_key, e.mandatory)
+        method = self._methods.get(key)
+        if method is None:
+            method = self._methods[key] = pika.frame.Method(
+                self._num,
+                pika.spec.Basic.Publish(
+                    exchange=e.exchange, routing_key=e.routing_key, mandatory=e.mandatory
+                ),
+            ).marshal()
+        header = _header_payload(e)
+        body = e.body
+        parts = self._parts
+        parts += (
+            method,
+            _FRAME_HEAD.pack(pika.spec.FRAME_HEADER, self._num, len(header)),
+            header,
+            _FRAME_END,
+        )
+        step = self._max_body
+        for start in range(0, len(body), step):
+            chunk = body[start : start + step]
+            parts.append(_FRAME_HEAD.pack(pika.spec.FRAME_BODY, self._num, len(chunk)))
+            parts.append(chunk)
+            parts.append(_FRAME_END)
+        self._size += len(body) + 256
+        if self._size >= WRITE_CHUNK:
+            self.flush()
+
+    def ack(self, tag: int) -> None:
+        self._parts.append(_ack_frame(self._num, tag))
+        self._size += 21
+        if self._size >= WRITE_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._parts:
+            data = b"".join(self._parts)
+            self._parts.clear()
+            self._size = 0
+            self._conn._output_marshaled_frames([data])
 
 
 def _noop() -> None:
@@ -448,22 +577,28 @@ class _IO:
             else:
                 batch.settle(index, None)
 
+    def pump(self) -> None:
+        """Send what is buffered and handle what has arrived, without waiting."""
+        self.connection().process_data_events(time_limit=0)
+
     def publish(self, entries: Sequence[_Entry]) -> _Batch:
         """Send entries on the confirm channel; the returned batch settles on confirms."""
-        ch = self.pub()
+        wire = _Wire(self.pub())
         batch = _Batch(len(entries))
-        for index, e in enumerate(entries):
-            self._tag += 1
-            self._pending[self._tag] = (batch, index)
-            if e.mandatory and e.properties.message_id:
-                self._by_mid[e.properties.message_id] = self._tag
-            ch._impl.basic_publish(
-                exchange=e.exchange,
-                routing_key=e.routing_key,
-                body=e.body,
-                properties=e.properties,
-                mandatory=e.mandatory,
-            )
+        pending, by_mid = self._pending, self._by_mid
+        try:
+            for index, e in enumerate(entries):
+                self._tag += 1
+                pending[self._tag] = (batch, index)
+                if e.mandatory and e.message_id:
+                    by_mid[e.message_id] = self._tag
+                wire.publish(e)
+            wire.flush()
+        except BaseException:
+            # Delivery tags and what was written no longer agree: start a fresh channel
+            # (this fails what is pending, so it is retried or raised, never lost).
+            self.reset_pub()
+            raise
         if len(self._by_mid) > 100_000:
             self._by_mid.clear()
         return batch
@@ -598,9 +733,7 @@ class RabbitMQDriver(Driver):
             if write:
                 for body in write:
                     reg.add(body)
-                batch = io.publish(
-                    [_Entry("", topo.meta, reg.dump(), pika.BasicProperties(delivery_mode=2))]
-                )
+                batch = io.publish([_Entry("", topo.meta, reg.dump())])
                 deadline = time.monotonic() + SYNC_TIMEOUT
                 while not batch.done.is_set():
                     if time.monotonic() > deadline:
@@ -644,24 +777,35 @@ class RabbitMQDriver(Driver):
         self._topos[spec.name] = topo
         return spec
 
-    def _entries(self, topo: Topology, messages: Sequence[Outgoing]) -> list[_Entry]:
+    def _entries(
+        self, topo: Topology, messages: Sequence[Outgoing], dead: str | None = None
+    ) -> list[_Entry]:
         out = []
+        native = topo.native_priority
         for msg in messages:
-            props = pika.BasicProperties(
-                delivery_mode=2,
-                message_id=msg.id,
-                timestamp=int(msg.enqueued_at),
-                priority=msg.lane.priority if topo.native_priority else None,
-            )
-            if msg.delay:
-                ms = delay_ms(msg.delay)
-                props.headers = outgoing_headers(msg, ms)
-                out.append(
-                    _Entry(topo.delay_exchange, topo.routing_key(msg.lane), msg.body, props, True)
-                )
+            lane = msg.lane
+            if dead is not None:
+                headers = outgoing_headers(msg)
+                headers[REASON] = dead
+                exchange, key, mandatory = topo.dlx, topo.routing_key(lane), False
+            elif msg.delay:
+                headers = outgoing_headers(msg, delay_ms(msg.delay))
+                exchange, key, mandatory = topo.delay_exchange, topo.routing_key(lane), True
             else:
-                props.headers = outgoing_headers(msg)
-                out.append(_Entry(topo.exchange, topo.routing_key(msg.lane), msg.body, props, True))
+                headers = outgoing_headers(msg)
+                exchange, key, mandatory = topo.exchange, topo.routing_key(lane), True
+            out.append(
+                _Entry(
+                    exchange,
+                    key,
+                    msg.body,
+                    mandatory,
+                    headers,
+                    msg.id,
+                    int(msg.enqueued_at),
+                    lane.priority if native else None,
+                )
+            )
         return out
 
     def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
@@ -673,39 +817,52 @@ class RabbitMQDriver(Driver):
         """Publish and wait for every confirm, retrying what is not confirmed (bounded)."""
         if not messages:
             return
-        entries = self._entries(topo, messages)
-        if dead is not None:
-            for e in entries:
-                e.exchange, e.mandatory = topo.dlx, False
-                e.properties.headers[REASON] = dead
-                e.properties.headers.pop(DELAY, None)
         lanes = {m.lane for m in messages}
         delays = {delay_ms(m.delay) for m in messages if m.delay and dead is None}
-        left = list(range(len(entries)))
+        left = list(range(len(messages)))
         errors: dict[int, str] = {}
         io = self.io
 
         def attempt() -> None:
             nonlocal left, errors
 
-            def op() -> _Batch:
+            def op(part: list[int]) -> _Batch:
                 self._ensure_base(topo)
                 self._ensure_lanes(topo, lanes, delays)
-                return io.publish([entries[i] for i in left])
+                batch = io.publish(self._entries(topo, [messages[i] for i in part], dead))
+                io.pump()  # on the wire now, not after every queued part is encoded
+                return batch
 
-            try:
-                batch = io.call(op)
-            except ConfigurationError:
-                raise
-            except Exception as exc:
-                errors = {i: repr(exc) for i in left}
-                log.warning("queue %r: publish failed (%r); retrying", topo.name, exc)
-                raise _Retry() from exc
-            if not batch.done.wait(self.settings.publish_timeout):
-                errors = {i: "no confirm within publish_timeout" for i in left}
-                log.warning("queue %r: no confirm within publish_timeout; retrying", topo.name)
-                raise _Retry()
-            failed = [(left[i], err) for i, err in batch.errors.items()]
+            # Handed to the I/O thread in parts without waiting, so the broker works on
+            # the first part while later ones are still being encoded; then every
+            # confirm is awaited. (Encoding on the I/O thread: this thread would hold the
+            # GIL while building every part before the first one could be sent.)
+            parts = [left[i : i + PUBLISH_PART] for i in range(0, len(left), PUBLISH_PART)]
+            sent: list[tuple[list[int], Future[_Batch]]] = []
+            failed: list[tuple[int, str]] = []
+            cause: BaseException | None = None
+            for part in parts:
+                try:
+                    sent.append((part, io.submit(functools.partial(op, part))))
+                except Exception as exc:
+                    failed += [(i, repr(exc)) for i in part]
+                    cause = exc
+            deadline = time.monotonic() + self.settings.publish_timeout
+            for part, fut in sent:
+                try:
+                    batch = fut.result()
+                except ConfigurationError:
+                    raise
+                except Exception as exc:
+                    failed += [(i, repr(exc)) for i in part]
+                    cause = exc
+                    continue
+                if not batch.done.wait(max(deadline - time.monotonic(), 0.0)):
+                    failed += [(i, "no confirm within publish_timeout") for i in part]
+                    continue
+                failed += [(part[i], err) for i, err in batch.errors.items()]
+            if cause is not None:
+                log.warning("queue %r: publish failed (%r); retrying", topo.name, cause)
             if any("unroutable" in err for _, err in failed):
                 io.declared = Declared()
             errors = dict(failed)
@@ -721,7 +878,7 @@ class RabbitMQDriver(Driver):
                     len(left),
                     next(iter(errors.values())),
                 )
-                raise _Retry()
+                raise _Retry() from cause
 
         try:
             for retry in Retrying(
@@ -735,7 +892,7 @@ class RabbitMQDriver(Driver):
         except _Retry as exc:
             sample = next(iter(errors.values()), "unknown")
             raise PublishError(
-                f"{len(left)} of {len(entries)} message(s) to queue {topo.name!r} were not "
+                f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "
                 f"confirmed by RabbitMQ at {self.settings.redacted_url()} after "
                 f"{self.settings.publish_retries} attempts ({sample}); they may or may not "
                 "be enqueued: publish them again"
@@ -871,6 +1028,8 @@ class RabbitMQReceiver(Receiver):
         self._consuming: str | None = None
         self._ctag: str | None = None
         self._closed = False
+        self._acks: list[Received] = []
+        self._ack_lock = threading.Lock()
         self._io.on_lost.append(self._on_lost)
 
     def _on_lost(self) -> None:
@@ -1007,7 +1166,30 @@ class RabbitMQReceiver(Receiver):
 
     def ack(self, item: Received) -> None:
         # Fire and forget: a lost ack means a redelivery, which at-least-once allows.
-        self._io.post(lambda: self._ack_now(item))
+        # Acks wait in a list; the first one in an empty list asks the I/O thread to
+        # send them all, each acking exactly its own delivery tag, in one write.
+        with self._ack_lock:
+            self._acks.append(item)
+            if len(self._acks) > 1:
+                return
+        self._io.post(self._send_acks)
+
+    def _send_acks(self) -> None:
+        with self._ack_lock:
+            items, self._acks = self._acks, []
+        channel = self._channel
+        if channel is None or self._gen != self._io.generation or not channel.is_open:
+            for item in items:
+                self._ack_now(item)  # each logged as coming from a lost channel
+            return
+        wire = _Wire(channel)
+        for item in items:
+            gen, ch, tag = item.token
+            if gen != self._gen or ch is not channel:
+                self._ack_now(item)
+            else:
+                wire.ack(tag)
+        wire.flush()
 
     def nack(self, item: Received, delay: float | None) -> None:
         self._driver.publish_to(self._topo, [copy_of(item, item.attempt + 1, delay)])

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from ...errors import ConfigurationError
 from ...lanes import Lane
-from ...messages import META_PREFIX, Outgoing, Received, meta_headers, split_meta
+from ...messages import META_PREFIX, Outgoing, Received, split_meta
 from ...spec import QueueSpec
 
 QueueType = Literal["quorum", "classic"]
@@ -293,8 +293,24 @@ def check_declared(stored: QueueSpec, spec: QueueSpec, kind: QueueType) -> None:
 # --- message mapping -----------------------------------------------------------------
 
 
+_ENQUEUED_AT = META_PREFIX + "enqueued-at"
+_TENANT = META_PREFIX + "tenant"
+_PRIORITY = META_PREFIX + "priority"
+
+
 def outgoing_headers(msg: Outgoing, delay_bucket: int | None = None) -> dict[str, str]:
-    headers = meta_headers(msg)
+    """The user's headers plus workq's metadata, leaving out what :func:`received`
+    would read back anyway: the id (it is the ``message_id`` property), attempt 1 and
+    priority 0. Fewer headers are cheaper to encode, send and parse."""
+    headers = dict(msg.headers)
+    headers[_ENQUEUED_AT] = repr(msg.enqueued_at)
+    lane = msg.lane
+    if lane.tenant is not None:
+        headers[_TENANT] = lane.tenant
+    if lane.priority:
+        headers[_PRIORITY] = str(lane.priority)
+    if msg.attempt != 1:
+        headers[ATTEMPT] = str(msg.attempt)
     if delay_bucket is not None:
         headers[DELAY] = str(delay_bucket)
     return headers
