@@ -41,6 +41,34 @@ def test_conflicting_redeclaration_names_the_argument(rabbitmq_url: str) -> None
         assert b.declare(q2, max_attempts=3).max_attempts == 3
 
 
+def test_classic_queue_declared_elsewhere_is_adopted_on_first_use(rabbitmq_url: str) -> None:
+    # Another process declared a classic queue; this one only uses it by name, so its
+    # implicit declaration must adopt the stored spec, not declare quorum defaults.
+    q = unique()
+    with workq.connect(rabbitmq_url) as a:
+        a.declare(q, queue_type="classic", max_priority=5)
+        a.producer().publish(q, "hello", priority=3)
+    with workq.connect(rabbitmq_url) as b:
+        assert b.stats(q).ready == 1
+        assert b.spec(q).options["queue_type"] == "classic"
+        with b.consumer(q) as c:
+            d = c.get(timeout=WAIT)
+            assert d is not None and d.text() == "hello" and d.priority == 3
+            d.ack()
+
+    async def aio() -> None:
+        async with await workq.aio.connect(rabbitmq_url) as b:
+            assert (await b.stats(q)).ready == 0
+            async with b.producer() as p:
+                await p.publish(q, "again")
+            async with b.consumer(q) as c:
+                d = await c.get(timeout=WAIT)
+                assert d is not None and d.text() == "again"
+                await d.ack()
+
+    asyncio.run(aio())
+
+
 def test_unknown_option_is_a_configuration_error(rabbitmq_url: str) -> None:
     with (
         workq.connect(rabbitmq_url) as broker,

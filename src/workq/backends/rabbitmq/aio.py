@@ -42,6 +42,7 @@ from .topology import (
     delay_ms,
     delay_record,
     lane_record,
+    meta_queue,
     outgoing_headers,
     queue_type,
     reason_of,
@@ -318,7 +319,25 @@ class AsyncRabbitMQDriver(AsyncDriver):
 
     # -- AsyncDriver API ---------------------------------------------------------------
 
+    async def _stored_spec(self, name: str) -> QueueSpec | None:
+        """The spec in an existing registry of ``name``: see the sync driver's twin."""
+        ch = await self.channel()
+        try:
+            try:
+                q = await ch.declare_queue(meta_queue(name), passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return None  # never declared: the defaults apply
+            reg = Registry(name)
+            while (m := await q.get(no_ack=False, fail=False)) is not None:
+                reg.add(m.body)
+            return reg.spec
+        finally:
+            with contextlib.suppress(Exception):
+                await ch.close()  # what was read goes back
+
     async def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        if implicit:
+            spec = await self._stored_spec(spec.name) or spec
         kind = queue_type(spec, self.settings.queue_type)
         topo = Topology.of(spec, self.settings.queue_type)
         reg = await self._registry(topo)

@@ -52,6 +52,7 @@ from .topology import (
     delay_ms,
     delay_record,
     lane_record,
+    meta_queue,
     outgoing_headers,
     queue_type,
     reason_of,
@@ -757,7 +758,32 @@ class RabbitMQDriver(Driver):
 
     # -- Driver API ----------------------------------------------------------------------
 
+    def _stored_spec(self, name: str) -> QueueSpec | None:
+        """The spec in an existing registry of ``name``, read without declaring anything
+        (declaring with defaults would clash with a queue declared differently)."""
+        io = self.io
+        ch = io.channel()
+        try:
+            try:
+                ch.queue_declare(meta_queue(name), passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return None  # never declared: the defaults apply
+                raise
+            reg = Registry(name)
+            while True:
+                method, _props, body = ch.basic_get(meta_queue(name), auto_ack=False)
+                if method is None:
+                    return reg.spec
+                reg.add(body)
+        finally:
+            with contextlib.suppress(Exception):
+                if ch.is_open:
+                    ch.close()  # what was read goes back
+
     def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        if implicit:
+            spec = self.io.call(lambda: self._stored_spec(spec.name), timeout=SYNC_TIMEOUT) or spec
         kind = queue_type(spec, self.settings.queue_type)
         topo = Topology.of(spec, self.settings.queue_type)
 

@@ -69,6 +69,11 @@ def queue_type(spec: QueueSpec, default: QueueType) -> QueueType:
     return qt
 
 
+def meta_queue(name: str) -> str:
+    """The registry queue of queue ``name`` (see the module docstring)."""
+    return f"{name}.meta"
+
+
 @dataclass(frozen=True, slots=True)
 class Topology:
     """Names and arguments of the RabbitMQ objects behind one workq queue."""
@@ -103,7 +108,7 @@ class Topology:
 
     @property
     def meta(self) -> str:
-        return f"{self.name}.meta"
+        return meta_queue(self.name)
 
     def physical(self, lane: Lane) -> Lane:
         """The lane as stored: classic queues hold every priority in one queue."""
