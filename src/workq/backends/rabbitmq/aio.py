@@ -336,6 +336,18 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 await ch.close()  # what was read goes back
 
     async def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        # Bounded as a whole, like the sync driver's: a stuck broker is an error, not a hang.
+        try:
+            async with asyncio.timeout(SYNC_TIMEOUT * 3):
+                return await self._declare_spec(spec, implicit)
+        except TimeoutError as exc:
+            raise BrokerUnavailable(
+                f"declaring queue {spec.name!r} on RabbitMQ at {self.settings.redacted_url()} "
+                f"took over {SYNC_TIMEOUT * 3}s; check that the broker and its queues' nodes "
+                "are healthy"
+            ) from exc
+
+    async def _declare_spec(self, spec: QueueSpec, implicit: bool) -> QueueSpec:
         if implicit:
             spec = await self._stored_spec(spec.name) or spec
         kind = queue_type(spec, self.settings.queue_type)

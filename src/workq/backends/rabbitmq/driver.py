@@ -384,6 +384,11 @@ class _IO:
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         try:
             return self.submit(fn).result(timeout)
+        except TimeoutError as exc:
+            raise BrokerUnavailable(
+                f"RabbitMQ at {self.settings.redacted_url()} did not answer within "
+                f"{timeout}s; check that the broker and its queues' nodes are healthy"
+            ) from exc
         except pika.exceptions.ChannelClosedByBroker as exc:
             raise BrokerUnavailable(
                 f"RabbitMQ at {self.settings.redacted_url()} refused: {exc.reply_code} "
