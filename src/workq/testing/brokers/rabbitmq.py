@@ -75,6 +75,8 @@ class Node:
     name: str
     port: int = field(default_factory=free_port)
     dist_port: int = field(default_factory=free_port)
+    #: Lines added to the node's rabbitmq.conf (e.g. a TLS listener).
+    extra_conf: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -121,6 +123,7 @@ class Node:
             (base / sub).mkdir(parents=True, exist_ok=True)
         (base / "rabbitmq.conf").write_text(
             "loopback_users = none\nlog.console = false\nlog.file.level = warning\n"
+            + self.extra_conf
         )
         (base / "enabled_plugins").write_text("[].\n")
         (base / "rabbitmq-env.conf").write_text("")
@@ -200,12 +203,15 @@ def _stop_epmd(started: bool, home: Path) -> None:
             )
 
 
-def start_local(workdir: Path) -> BrokerProcess:
-    """A fresh single RabbitMQ node on free loopback ports in ``workdir``."""
+def start_local(workdir: Path, extra_conf: str = "") -> BrokerProcess:
+    """A fresh single RabbitMQ node on free loopback ports in ``workdir``.
+
+    ``extra_conf`` is added to its rabbitmq.conf (a TLS listener, say).
+    """
     ensure_installed()
     home = _home(workdir)
     epmd_before = _epmd_running()
-    node = Node(home, f"workq-{uuid.uuid4().hex[:8]}")
+    node = Node(home, f"workq-{uuid.uuid4().hex[:8]}", extra_conf=extra_conf)
     node.start()
 
     def stop() -> None:
