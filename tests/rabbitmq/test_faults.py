@@ -145,6 +145,7 @@ class Traffic:
         self.confirmed: set[str] = set()
         self.failed = 0
         self.consumed: set[str] = set()
+        self.errors: list[str] = []
         self.stop = threading.Event()
         self.threads = [
             threading.Thread(target=self._produce, daemon=True),
@@ -185,8 +186,12 @@ class Traffic:
                         if d is not None:
                             self.consumed.add(d.id)
                             d.ack()
-            except (workq.WorkqError, ConnectionError):
+            except (workq.WorkqError, ConnectionError) as exc:
+                self.errors.append(repr(exc))
                 time.sleep(0.2)  # broker down or recovering: connect again
+            except BaseException as exc:
+                self.errors.append(f"consumer thread died: {exc!r}")  # fails the test
+                raise
 
     def join(self) -> None:
         self.stop.set()
@@ -205,10 +210,26 @@ def ride_out(url: str, total: int, fault: Callable[[str], None]) -> str:
         until(lambda: len(traffic.consumed) >= 50, WAIT, "traffic before the fault")
         fault(q)
         until(lambda: len(traffic.confirmed) >= total, WAIT, "the producer to finish")
-        until(lambda: traffic.confirmed <= traffic.consumed, WAIT, "every confirmed message")
+        deadline = time.monotonic() + WAIT
+        while not traffic.confirmed <= traffic.consumed and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling, bounded by WAIT
     finally:
         traffic.join()
-    assert traffic.confirmed <= traffic.consumed
+    missing = traffic.confirmed - traffic.consumed
+    if missing:
+        # Tell a stalled consumer (the messages are still there) from a loss.
+        with workq.connect(url) as broker, broker.consumer(q, prefetch=50) as c:
+            end = time.monotonic() + WAIT
+            while missing and time.monotonic() < end:
+                d = c.get(timeout=1.0)
+                if d is not None:
+                    missing.discard(d.id)
+                    d.ack()
+        pytest.fail(
+            f"{len(traffic.confirmed - traffic.consumed)} confirmed message(s) were not "
+            f"consumed within {WAIT}s; {len(missing)} of them are not in the queue either "
+            f"(lost). Consumer errors: {traffic.errors[-5:]}"
+        )
     return q
 
 
