@@ -11,7 +11,7 @@ from types import TracebackType
 
 from .delivery import Delivery
 from .driver import Driver, Receiver
-from .holding import ACK, Holding
+from .holding import Holding
 from .messages import Received
 from .spec import QueueSpec
 
@@ -69,20 +69,16 @@ class Consumer:
         """
         with self._lock:
             # The common case, a buffered delivery: no other get() need finish first.
-            if self._state.closed:
-                return None
-            item = self._state.take()
-            if item is not None:
-                return Delivery(item, self)
+            delivery = self._buffered()
+            if delivery is not None or self._state.closed:
+                return delivery
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         with self._get_lock:
             while True:
                 with self._cond:
-                    if self._state.closed:
-                        return None
-                    item = self._state.take()
-                    if item is not None:
-                        return Delivery(item, self)
+                    delivery = self._buffered()
+                    if delivery is not None or self._state.closed:
+                        return delivery
                     remaining = deadline - time.monotonic()
                     if self._state.room == 0:
                         if remaining <= 0:
@@ -111,6 +107,12 @@ class Consumer:
                 if time.monotonic() >= deadline:
                     return None
 
+    def _buffered(self) -> Delivery | None:
+        """A delivery from the buffer, if it holds one and the consumer is open (under
+        the lock)."""
+        item = None if self._state.closed else self._state.take()
+        return None if item is None else Delivery(item, self)
+
     def __iter__(self) -> Iterator[Delivery]:
         """Deliveries until the consumer is closed."""
         while not self._state.closed:
@@ -123,7 +125,7 @@ class Consumer:
     ) -> None:
         state = self._state
         with self._lock:
-            settle = ACK if action == "ack" else state.settlement(item, action, delay, reason)
+            settle = state.settlement(item, action, delay, reason)
             closed = state.closed
         try:
             if closed:
@@ -137,9 +139,7 @@ class Consumer:
                 self._receiver.dead_letter(item, settle.reason or "rejected")
         finally:
             with self._lock:
-                full = len(state.buffers) + len(state.out) >= state.prefetch
-                state.done(item)
-                if full:  # only a get() waiting for room waits on a settlement
+                if state.done(item):  # only a get() waiting for room waits on a settlement
                     self._cond.notify_all()
 
     def _keep_leases(self) -> None:

@@ -115,8 +115,7 @@ class Delivery(BaseDelivery):
     __slots__ = ("_consumer",)
 
     def __init__(self, item: Received, consumer: Consumer) -> None:
-        self._item = item
-        self._settled = None
+        super().__init__(item)
         self._consumer = consumer
 
     def ack(self) -> None:

@@ -30,6 +30,7 @@ class Settle:
     reason: str | None = None
 
 
+#: Settling as an ack needs no decision: one shared value.
 ACK = Settle("ack")
 
 
@@ -105,8 +106,12 @@ class Holding:
             self.out[id(item)] = item
         return item
 
-    def done(self, item: Received) -> None:
+    def done(self, item: Received) -> bool:
+        """Forget a settled delivery; True if the consumer was full, so that a ``get()``
+        waiting for room should be woken."""
+        full = self.held >= self.prefetch
         self.out.pop(id(item), None)
+        return full
 
     def unstarted(self) -> list[Received]:
         """Remove and return what is buffered but not handed out."""

@@ -11,7 +11,7 @@ from types import TracebackType
 
 from ..delivery import SETTLED_AS, BaseDelivery
 from ..driver import AsyncDriver, AsyncReceiver
-from ..holding import ACK, Holding
+from ..holding import Holding
 from ..messages import Received
 from ..policy import Outcome
 from ..spec import QueueSpec
@@ -97,22 +97,19 @@ class Consumer:
         Also ``None`` when this consumer already holds ``prefetch`` unsettled deliveries
         and none is settled in time.
         """
-        state = self._state
-        if self._receiver is not None and not state.closed:
+        if self._receiver is not None:
             # The common case, a buffered delivery: no other get() need finish first
             # (nothing else runs between the check and the take).
-            item = state.take()
-            if item is not None:
-                return Delivery(item, self)
+            delivery = self._buffered()
+            if delivery is not None or self._state.closed:
+                return delivery
         receiver = await self._rx()
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         async with self._get_lock:
             while True:
-                if self._state.closed:
-                    return None
-                item = self._state.take()
-                if item is not None:
-                    return Delivery(item, self)
+                delivery = self._buffered()
+                if delivery is not None or self._state.closed:
+                    return delivery
                 remaining = deadline - time.monotonic()
                 if self._state.room == 0:
                     if remaining <= 0:
@@ -137,6 +134,11 @@ class Consumer:
                 if time.monotonic() >= deadline:
                     return None
 
+    def _buffered(self) -> Delivery | None:
+        """A delivery from the buffer, if it holds one and the consumer is open."""
+        item = None if self._state.closed else self._state.take()
+        return None if item is None else Delivery(item, self)
+
     def __aiter__(self) -> AsyncIterator[Delivery]:
         return self._iterate()
 
@@ -150,7 +152,7 @@ class Consumer:
         self, item: Received, action: str, delay: float | None = None, reason: str | None = None
     ) -> None:
         state = self._state
-        settle = ACK if action == "ack" else state.settlement(item, action, delay, reason)
+        settle = state.settlement(item, action, delay, reason)
         receiver = self._receiver
         try:
             if state.closed or receiver is None:
@@ -162,9 +164,7 @@ class Consumer:
             else:
                 await receiver.dead_letter(item, settle.reason or "rejected")
         finally:
-            full = state.held >= state.prefetch
-            state.done(item)
-            if full:  # only a get() waiting for room waits on a settlement
+            if state.done(item):  # only a get() waiting for room waits on a settlement
                 self._changed.set()
 
     async def _keep_leases(self) -> None:
