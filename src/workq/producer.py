@@ -10,7 +10,7 @@ from typing import Any
 from .driver import Capabilities, Driver
 from .errors import PublishError
 from .lanes import Lane
-from .messages import BYTES, CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
+from .messages import CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
 from .names import check_tenant
 from .spec import QueueSpec
 
@@ -42,26 +42,29 @@ def prepare(
         delay=delay,
         message_id=message_id,
     )
+    _check_size(spec, capabilities, len(msg.body))
+    return msg
+
+
+def _check_size(spec: QueueSpec, capabilities: Capabilities, size: int) -> None:
     limit = capabilities.max_body_size
-    if limit is not None and len(msg.body) > limit:
+    if limit is not None and size > limit:
         raise MessageTooLarge(
-            f"message for queue {spec.name!r} is {len(msg.body)} bytes; the "
+            f"message for queue {spec.name!r} is {size} bytes; the "
             f"{capabilities.backend} backend accepts at most {limit}: store the payload "
             "elsewhere and publish a reference to it"
         )
-    return msg
 
 
 def prepare_many(
     spec: QueueSpec, capabilities: Capabilities, bodies: Iterable[Any]
 ) -> list[Outgoing]:
-    """:func:`prepare` for each item; plain bodies (not ``Message``) share the checks of
-    the default lane, done once."""
+    """:func:`prepare` for each item. Plain bodies (not ``Message``) go to the default
+    lane, which needs no checks, and share one enqueue time and one draw of random ids."""
     items = list(bodies)
     ids = new_ids(len(items))
-    now = time.time()  # one enqueue time for the batch
-    limit = capabilities.max_body_size
-    lane: Lane | None = None
+    now = time.time()
+    lane = Lane(spec.name)
     out = []
     for item, mid in zip(items, ids, strict=True):
         if isinstance(item, Message):
@@ -78,14 +81,8 @@ def prepare_many(
                 )
             )
             continue
-        if lane is None:
-            lane = prepare(spec, capabilities, b"").lane  # validates the default lane
-        if type(item) is bytes:
-            data, content_type = item, BYTES
-        else:
-            data, content_type = encode_body(item)
-        if limit is not None and len(data) > limit:
-            prepare(spec, capabilities, data)  # raises MessageTooLarge
+        data, content_type = encode_body(item)
+        _check_size(spec, capabilities, len(data))
         out.append(Outgoing(lane, mid, data, {CONTENT_TYPE: content_type}, None, 1, now))
     return out
 
