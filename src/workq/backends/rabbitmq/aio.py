@@ -339,29 +339,30 @@ class AsyncRabbitMQDriver(AsyncDriver):
         # Bounded as a whole, like the sync driver's: a stuck broker is an error, not a hang.
         try:
             async with asyncio.timeout(SYNC_TIMEOUT * 3):
-                return await self._declare_spec(spec, implicit)
+                effective = await self._declare_spec(spec, implicit)
         except TimeoutError as exc:
             raise BrokerUnavailable(
                 f"declaring queue {spec.name!r} on RabbitMQ at {self.settings.redacted_url()} "
                 f"took over {SYNC_TIMEOUT * 3}s; check that the broker and its queues' nodes "
                 "are healthy"
             ) from exc
+        self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
+        return effective
 
     async def _declare_spec(self, spec: QueueSpec, implicit: bool) -> QueueSpec:
-        if implicit:
-            spec = await self._stored_spec(spec.name) or spec
+        if implicit and (stored := await self._stored_spec(spec.name)) is not None:
+            # Adopt what was declared elsewhere, declaring it the same way.
+            await self._ensure_base(Topology.of(stored, self.settings.queue_type))
+            return stored
         kind = queue_type(spec, self.settings.queue_type)
         topo = Topology.of(spec, self.settings.queue_type)
         reg = await self._registry(topo)
         if reg.spec is None or (not implicit and reg.explicit is None):
             reg = await self._registry(topo, write=[spec_record(spec, kind, implicit)])
         if implicit:
-            effective = reg.spec or spec
-            self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
-            return effective
-        if reg.explicit is not None:
+            return reg.spec or spec
+        if reg.explicit is not None:  # None only while the registry is unavailable
             check_declared(reg.explicit, spec, kind)
-        self._topos[spec.name] = topo
         return spec
 
     async def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:

@@ -712,6 +712,29 @@ class RabbitMQDriver(Driver):
                 log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
                 io.declared = Declared()
 
+    def _stored_spec(self, name: str) -> QueueSpec | None:
+        """The spec in an existing registry of ``name``, read without declaring anything
+        (declaring with defaults would clash with a queue declared differently)."""
+        io = self.io
+        ch = io.channel()
+        try:
+            try:
+                ch.queue_declare(meta_queue(name), passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return None  # never declared: the defaults apply
+                raise
+            reg = Registry(name)
+            while True:
+                method, _props, body = ch.basic_get(meta_queue(name), auto_ack=False)
+                if method is None:
+                    return reg.spec
+                reg.add(body)
+        finally:
+            with contextlib.suppress(Exception):
+                if ch.is_open:
+                    ch.close()  # what was read goes back
+
     def _registry(self, topo: Topology, write: Sequence[bytes] = ()) -> Registry:
         """Read the queue's registry (and add ``write`` to it); I/O thread only.
 
@@ -763,50 +786,26 @@ class RabbitMQDriver(Driver):
 
     # -- Driver API ----------------------------------------------------------------------
 
-    def _stored_spec(self, name: str) -> QueueSpec | None:
-        """The spec in an existing registry of ``name``, read without declaring anything
-        (declaring with defaults would clash with a queue declared differently)."""
-        io = self.io
-        ch = io.channel()
-        try:
-            try:
-                ch.queue_declare(meta_queue(name), passive=True)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code == 404:
-                    return None  # never declared: the defaults apply
-                raise
-            reg = Registry(name)
-            while True:
-                method, _props, body = ch.basic_get(meta_queue(name), auto_ack=False)
-                if method is None:
-                    return reg.spec
-                reg.add(body)
-        finally:
-            with contextlib.suppress(Exception):
-                if ch.is_open:
-                    ch.close()  # what was read goes back
-
     def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
-        if implicit:
-            spec = self.io.call(lambda: self._stored_spec(spec.name), timeout=SYNC_TIMEOUT) or spec
-        kind = queue_type(spec, self.settings.queue_type)
-        topo = Topology.of(spec, self.settings.queue_type)
-
-        def op() -> tuple[QueueSpec | None, QueueSpec | None]:
+        def op() -> QueueSpec:
+            if implicit and (stored := self._stored_spec(spec.name)) is not None:
+                # Adopt what was declared elsewhere, declaring it the same way.
+                self._ensure_base(Topology.of(stored, self.settings.queue_type))
+                return stored
+            kind = queue_type(spec, self.settings.queue_type)
+            topo = Topology.of(spec, self.settings.queue_type)
             reg = self._registry(topo)
             if reg.spec is None or (not implicit and reg.explicit is None):
                 reg = self._registry(topo, write=[spec_record(spec, kind, implicit)])
-            return reg.explicit, reg.spec
+            if implicit:
+                return reg.spec or spec
+            if reg.explicit is not None:  # None only while the registry is unavailable
+                check_declared(reg.explicit, spec, kind)
+            return spec
 
-        explicit, stored = self.io.call(op, timeout=SYNC_TIMEOUT * 3)
-        if implicit:
-            effective = stored or spec
-            self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
-            return effective
-        if explicit is not None:  # None only while the registry stream is unavailable
-            check_declared(explicit, spec, kind)
-        self._topos[spec.name] = topo
-        return spec
+        effective: QueueSpec = self.io.call(op, timeout=SYNC_TIMEOUT * 3)
+        self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
+        return effective
 
     def _entries(
         self, topo: Topology, messages: Sequence[Outgoing], dead: str | None = None
