@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from ...driver import Receiver
@@ -420,7 +420,7 @@ class KafkaReceiver(Receiver):
                 if part.paused:
                     part.paused = False
                     # Where fetching goes on: one past what we have, as librdkafka does.
-                    offset = part.next_offset if part.next_offset is not None else -1001
+                    offset = part.next_offset if part.next_offset is not None else OFFSET_INVALID
                     resume.append(TopicPartition(*part.key, offset))
         return pause, resume
 

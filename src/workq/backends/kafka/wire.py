@@ -78,7 +78,8 @@ def _pairs(message: KafkaMessage) -> list[tuple[str, bytes | str | None]]:
 
 def decode(message: KafkaMessage, lane: Lane, token: Any) -> tuple[Received, float | None]:
     """A delivery from a Kafka message, and its not-before time if it has one."""
-    # One pass over the raw headers: this runs for every message on the poll thread.
+    # One pass over the raw headers, not headers_of + split_meta: this runs for every
+    # message on the poll thread, and the two passes cost about 3 us more each.
     user: dict[str, str] = {}
     mid = attempt = enqueued = not_before = None
     for name, value in _pairs(message):
