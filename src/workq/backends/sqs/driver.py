@@ -386,6 +386,15 @@ class SQSDriver(Driver):
             entry["DelaySeconds"] = delay
         return entry, size
 
+    def delete_batch(self, spec: QueueSpec, url: str, handles: Sequence[str]) -> None:
+        """DeleteMessageBatch of up to ten receipt handles (copies already sent on)."""
+        self.sqs.call(
+            spec.name,
+            self.sqs.client.delete_message_batch,
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(handles)],
+        )
+
     def send_batch(
         self, spec: QueueSpec, url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef]
     ) -> None:
@@ -470,15 +479,7 @@ class SQSDriver(Driver):
             entries.append((entry, message_size(message["Body"], attrs[ATTRIBUTE]["StringValue"])))
         for batch in _size_batches(entries):
             self.send_batch(spec, url, batch)
-        self.sqs.call(
-            spec.name,
-            self.sqs.client.delete_message_batch,
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]}
-                for i, (message, _) in enumerate(late)
-            ],
-        )
+        self.delete_batch(spec, url, [message["ReceiptHandle"] for message, _ in late])
 
     def change_visibility(self, queue: str, tokens: Sequence[_Token], seconds: int) -> None:
         """ChangeMessageVisibilityBatch in tens, per SQS queue."""
@@ -616,15 +617,7 @@ class SQSDriver(Driver):
                 assert lane_url is not None
                 for batch in _size_batches(entries):
                     self.send_batch(spec, lane_url, batch)
-            self.sqs.call(
-                spec.name,
-                self.sqs.client.delete_message_batch,
-                QueueUrl=url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages)
-                ],
-            )
+            self.delete_batch(spec, url, [m["ReceiptHandle"] for m in messages])
             moved += len(messages)
 
     def close(self) -> None:
