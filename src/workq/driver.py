@@ -90,14 +90,17 @@ class QueueStats:
 
     @property
     def ready(self) -> int:
+        """Messages ready to be delivered, over all lanes."""
         return sum(s.ready for s in self.lanes)
 
     @property
     def in_flight(self) -> int:
+        """Messages delivered and not yet settled, over all lanes (where known)."""
         return sum(s.in_flight for s in self.lanes)
 
     @property
     def delayed(self) -> int:
+        """Messages waiting out a delay, over all lanes."""
         return sum(s.delayed for s in self.lanes)
 
 
