@@ -27,7 +27,7 @@ def _module(settings: BackendSettings) -> ModuleType:
         extra = _EXTRAS.get(settings.backend, settings.backend)
         raise ConfigurationError(
             f"the {settings.backend} backend needs {exc.name!r}, which is not installed: "
-            f"pip install 'workq[{extra}]'"
+            f"pip install 'pyworkq[{extra}]'"
         ) from exc
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .brokers import BrokerProcess, NotAvailable
+from .brokers import BrokerProcess, NotAvailable, docker_engine_problem
 
 
 def in_ci() -> bool:
@@ -30,6 +30,11 @@ def start_broker(name: str, workdir: Path) -> BrokerProcess:
             if way == "start_local":
                 proc: BrokerProcess = launcher.start_local(workdir)
             else:
+                # Asked first so the reason is plain, and no container start waits on an
+                # engine that is not there.
+                problem = docker_engine_problem()
+                if problem:
+                    raise NotAvailable(problem)
                 proc = launcher.start_container()
             return proc
         except NotAvailable as exc:
