@@ -143,7 +143,10 @@ def test_extras_are_in_the_metadata() -> None:
     assert "confluent-kafka" in _requires("kafka")
     assert {"pytest", "testcontainers", "moto"} <= _requires("test")
     assert {"build", "twine"} <= _requires("dev")
-    assert {f"{DIST}[rabbitmq]", f"{DIST}[sqs]", f"{DIST}[kafka]"} <= _requires("all")
+    everything = _requires("all")
+    for extra in ("rabbitmq", "sqs", "kafka"):
+        # Build backends may keep the self-reference or expand it into its packages.
+        assert f"{DIST}[{extra}]" in everything or _requires(extra) <= everything, extra
 
 
 def test_test_extra_brings_what_the_fixtures_use() -> None:
