@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     ``WORKQ_URL`` fills ``url``; ``WORKQ_BACKEND`` (JSON) fills ``backend``. Give one to
     ``workq.connect()``; the URL's password never shows in ``repr``.
 
-    Args:
+    Attributes:
         url: A broker URL (``amqp://``, ``sqs://``, ``kafka://``, ``sqlite://``,
             ``memory://``), kept secret.
         backend: A backend's settings object (``RabbitMQSettings``, ``SQSSettings``...),
