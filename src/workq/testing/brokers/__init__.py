@@ -21,13 +21,20 @@ class NotAvailable(RuntimeError):
 
 @dataclass
 class BrokerProcess:
-    """A running broker: its URL, and how to stop it."""
+    """A running broker: its URL, and how to stop it.
+
+    Attributes:
+        url: The workq URL of the broker (``amqp://...``, ``sqs://...``, ``kafka://...``).
+        stop_fn: Stops the broker; called by ``stop()``.
+        info: Details for tests and debugging (pid, log file, node objects...).
+    """
 
     url: str
     stop_fn: Callable[[], None] = field(repr=False, default=lambda: None)
     info: dict[str, object] = field(default_factory=dict)
 
     def stop(self) -> None:
+        """Stop the broker and free what it used."""
         self.stop_fn()
 
 
@@ -40,7 +47,16 @@ def free_port() -> int:
 
 
 def wait_port(port: int, timeout: float, host: str = "127.0.0.1") -> None:
-    """Block until something accepts connections on ``host:port``, or raise TimeoutError."""
+    """Block until something accepts connections on ``host:port``, or raise TimeoutError.
+
+    Args:
+        port: The TCP port.
+        timeout: Seconds to keep trying.
+        host: The host to connect to.
+
+    Raises:
+        TimeoutError: Nothing accepted a connection within ``timeout``.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
