@@ -1,17 +1,14 @@
 """workq: one work-queue API over RabbitMQ, SQS, Kafka, SQLite and memory.
 
-Installed as the ``pyworkq`` distribution; imported as ``workq``.
-
-Examples:
-    >>> import workq
-    >>> with workq.connect("memory://") as broker:
-    ...     with broker.producer() as p:
-    ...         _ = p.publish("jobs", {"n": 1})
-    ...     with broker.consumer("jobs") as c:
-    ...         d = c.get(timeout=1.0)
-    ...         d.json()
-    ...         d.ack()
-    {'n': 1}
+>>> import workq
+>>> with workq.connect("memory://") as broker:
+...     with broker.producer() as p:
+...         _ = p.publish("jobs", {"n": 1})
+...     with broker.consumer("jobs") as c:
+...         d = c.get(timeout=1.0)
+...         d.json()
+...         d.ack()
+{'n': 1}
 """
 
 from __future__ import annotations

@@ -26,11 +26,8 @@ class BackendSettings(BaseModel):
     schemes: ClassVar[tuple[str, ...]] = ()
 
     backend: str
-    #: Seconds to open a connection (socket and handshake) to one host.
     connect_timeout: float = 10.0
-    #: Attempts at getting a publish confirmed before ``PublishError``.
     publish_retries: int = 5
-    #: Seconds the attempts of one publish may take in all.
     publish_timeout: float = 30.0
 
     @classmethod

@@ -18,100 +18,31 @@ __all__ = [
 
 
 class WorkqError(Exception):
-    """Base class of every error workq raises on purpose.
-
-    Its message says what failed, where, and what to do; it never holds a secret.
-
-    Example:
-        ```python
-        try:
-            broker.producer().publish("reports", body)
-        except workq.WorkqError as exc:   # any of the errors below
-            log.error("queueing the report failed: %s", exc)
-        ```
-    """
+    """Base class of every error workq raises on purpose."""
 
 
 class ConfigurationError(WorkqError, ValueError):
-    """A URL, setting or queue declaration is invalid or conflicts with what exists.
-
-    Raised before any I/O where it can be: by ``workq.connect()`` for a bad URL or option
-    (naming the option and the values it takes), by ``declare()`` for a declaration
-    that disagrees with the existing queue (naming each setting that differs), and when a
-    backend's client library is missing (naming the extra to install). Also a
-    ``ValueError``.
-
-    Example:
-        ```python
-        workq.connect("amqp://h1/?heartbeet=5")
-        # ConfigurationError: URL 'amqp://...': unknown option 'heartbeet';
-        # allowed options are: connect_timeout, heartbeat, ...
-        ```
-    """
+    """A URL, setting or queue declaration is invalid or conflicts with what exists."""
 
 
 class BrokerUnavailable(WorkqError, ConnectionError):
-    """The broker could not be reached after bounded retries.
-
-    The message names the hosts tried and the last error (a refused connection, a TLS
-    certificate that does not verify, a timeout). Also a ``ConnectionError``.
-
-    Example:
-        ```python
-        try:
-            broker = workq.connect("amqp://guest:guest@10.0.0.9:5672/")
-        except workq.BrokerUnavailable as exc:
-            sys.exit(f"no broker: {exc}")
-        ```
-    """
+    """The broker could not be reached after bounded retries."""
 
 
 class PublishError(WorkqError):
-    """The broker did not durably accept a message; it was not published.
-
-    Raised by ``publish`` and ``publish_many`` after the backend's bounded retries
-    (``publish_retries`` within ``publish_timeout``). Nothing is dropped silently: a
-    message is either confirmed by the broker or reported here.
-
-    Example:
-        ```python
-        try:
-            p.publish("reports", job)
-        except workq.PublishError:
-            outbox.save(job)   # try again later; the broker has not got it
-        ```
-    """
+    """The broker did not durably accept a message; it was not published."""
 
 
 class AlreadySettled(WorkqError):
-    """A delivery was acked, nacked, rejected or released already.
-
-    Each delivery is settled exactly once; the message names the delivery, its queue
-    and how it was settled first.
-
-    Example:
-        ```python
-        d.ack()
-        d.nack()   # AlreadySettled: delivery ... was already acked
-        ```
-    """
+    """A delivery was acked, nacked, rejected or released already."""
 
 
 class Unsupported(WorkqError, NotImplementedError):
     """The backend cannot do what was asked.
 
-    Args:
-        backend: The backend's name (``rabbitmq``, ``sqs``, ``kafka``, ...).
-        feature: What it cannot do.
-
-    Attributes:
-        backend: The backend's name.
-        feature: What it cannot do.
-
-    Examples:
-        >>> raise Unsupported("memory", "clustering")
-        Traceback (most recent call last):
-        workq.errors.Unsupported: the memory backend does not support clustering
+    >>> raise Unsupported("memory", "clustering")
+    Traceback (most recent call last):
+    workq.errors.Unsupported: the memory backend does not support clustering
     """
 
     def __init__(self, backend: str, feature: str) -> None:
@@ -123,21 +54,8 @@ class Unsupported(WorkqError, NotImplementedError):
 class Retry(Exception):
     """Raise from a handler to put the message back, not before ``delay`` seconds.
 
-    The worker nacks the delivery: it comes back with ``attempt + 1``, and goes to the
-    dead-letter queue instead once the queue's ``max_attempts`` is reached. Not an error:
-    a handler's way of saying "later".
-
-    Args:
-        delay: Seconds before the message may be delivered again; ``None`` means now.
-        reason: Why, for logs (kept as the reason if the message is dead-lettered).
-
-    Example:
-        ```python
-        def handle(d: workq.Delivery) -> None:
-            if not upstream.ready():
-                raise workq.Retry(delay=30.0, reason="upstream not ready")
-            process(d.json())
-        ```
+    >>> def handle(d):
+    ...     raise Retry(delay=5.0)
     """
 
     def __init__(self, delay: float | None = None, reason: str | None = None) -> None:
@@ -149,21 +67,8 @@ class Retry(Exception):
 class Reject(Exception):
     """Raise from a handler to send the message straight to the dead-letter queue.
 
-    No further attempts are made; the reason is kept with the dead letter
-    (``broker.dead_letters(queue)``, ``workq dlq QUEUE``). Not an error: a handler's way
-    of saying "never".
-
-    Args:
-        reason: Why the message cannot be processed.
-
-    Example:
-        ```python
-        def handle(d: workq.Delivery) -> None:
-            job = d.json()
-            if "day" not in job:
-                raise workq.Reject("no 'day' in the job")
-            process(job)
-        ```
+    >>> def handle(d):
+    ...     raise Reject("bad input")
     """
 
     def __init__(self, reason: str = "rejected by handler") -> None:

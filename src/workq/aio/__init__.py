@@ -3,18 +3,17 @@
 Every call that does I/O is a coroutine; ``producer()``, ``consumer()`` and ``worker()``
 are plain calls returning async context managers; consumers are ``async for``.
 
-Examples:
-    >>> import asyncio, workq
-    >>> async def main():
-    ...     async with await workq.aio.connect("memory://") as broker:
-    ...         async with broker.producer() as p:
-    ...             await p.publish("jobs", "hello")
-    ...         async with broker.consumer("jobs") as c:
-    ...             d = await c.get(timeout=1.0)
-    ...             await d.ack()
-    ...             return d.text()
-    >>> asyncio.run(main())
-    'hello'
+>>> import asyncio, workq
+>>> async def main():
+...     async with await workq.aio.connect("memory://") as broker:
+...         async with broker.producer() as p:
+...             await p.publish("jobs", "hello")
+...         async with broker.consumer("jobs") as c:
+...             d = await c.get(timeout=1.0)
+...             await d.ack()
+...             return d.text()
+>>> asyncio.run(main())
+'hello'
 """
 
 from __future__ import annotations

@@ -15,29 +15,17 @@ class RabbitMQSettings(BackendSettings):
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps")
     backend: Literal["rabbitmq"] = "rabbitmq"
-    #: ``host:port`` of each node, tried in order (from the URL): a failover list.
     hosts: list[str] = ["127.0.0.1:5672"]
-    #: User name (from the URL).
     username: str = "guest"
-    #: Password (from the URL); masked in ``repr``, logs and errors.
     password: SecretStr = SecretStr("guest")
-    #: Virtual host (the URL's path).
     vhost: str = "/"
-    #: TLS on (``amqps://``).
     tls: bool = False
-    #: CA bundle to verify the server's certificate; the system's trust store if unset.
     tls_ca_file: str | None = None
-    #: Client certificate, for brokers that require one.
     tls_cert_file: str | None = None
-    #: Key of the client certificate.
     tls_key_file: str | None = None
-    #: Verify the server's certificate and host name; turn off for tests only.
     tls_verify: bool = True
-    #: AMQP heartbeat in seconds: how long a dead peer can go unnoticed.
     heartbeat: int = 60
-    #: Type of queues workq creates: ``quorum`` (replicated) or ``classic`` (one node).
     queue_type: Literal["quorum", "classic"] = "quorum"
-    #: Connection attempts over the whole host list before ``BrokerUnavailable``.
     reconnect_attempts: int = 5
 
     @field_validator("hosts")

@@ -21,17 +21,11 @@ class SQSSettings(BackendSettings):
 
     schemes: ClassVar[tuple[str, ...]] = ("sqs",)
     backend: Literal["sqs"] = "sqs"
-    #: AWS region (the URL's host); ``AWS_DEFAULT_REGION`` when unset.
     region: str | None = None
-    #: An SQS-compatible endpoint (moto, LocalStack...); AWS when unset.
     endpoint_url: str | None = None
-    #: Cap on a long poll in seconds; 0 turns long polling off.
     wait_time_seconds: int = Field(20, ge=0, le=20)
-    #: Starts every SQS queue name workq makes (at most 20 of ``[A-Za-z0-9_-]``).
     queue_prefix: str = ""
-    #: Seconds between lane listings of a consumer that takes every tenant.
     lane_refresh: float = Field(1.0, gt=0)
-    #: Seconds an ack waits to share a ``DeleteMessageBatch`` with others.
     ack_linger: float = Field(0.02, ge=0, le=1.0)
 
     @classmethod
