@@ -91,8 +91,6 @@ class BackendSettings(BaseModel):
         try:
             values = cls.url_fields(parts)
         except ValueError as exc:  # e.g. a bad port; the message names no secret
-            if isinstance(exc, ConfigurationError):
-                raise
             raise ConfigurationError(f"URL {redact_url(url)!r}: {exc}") from None
         allowed = sorted(set(cls.model_fields) - {"backend"} - set(values))
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
