@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from types import TracebackType
+from typing import TypeVar
 
 from ..checks import Gate, check_timeout
 from ..driver import AsyncDriver, AsyncReceiver
@@ -19,6 +21,8 @@ from .delivery import Delivery
 __all__ = ["Consumer", "Delivery"]
 
 log = logging.getLogger("workq")
+
+T = TypeVar("T")
 
 
 class Consumer:
@@ -95,9 +99,16 @@ class Consumer:
                 elif step.do is Do.IDLE:
                     await asyncio.sleep(step.wait)
                 elif step.do is Do.LANES:
-                    state.set_lanes(await self._driver.lanes(state.spec))
+                    wait = max(min(fetch.deadline - time.monotonic(), POLL_SLICE), 0.0)
+                    state.set_lanes(
+                        await self._bounded(self._driver.lanes(state.spec), wait, "listing lanes")
+                    )
                 else:
-                    got = await self._receive(receiver, step.lanes, step.count, step.wait)
+                    got = await self._bounded(
+                        receiver.receive(step.lanes, step.count, step.wait),
+                        step.wait,
+                        "receiving",
+                    )
                     poison, orphans = fetch.received(got)
                     if orphans:
                         await receiver.release(orphans)
@@ -109,17 +120,17 @@ class Consumer:
         assert self._receiver is not None
         return self._receiver
 
-    async def _receive(
-        self, receiver: AsyncReceiver, lanes: Sequence[object], count: int, wait: float
-    ) -> list[Received]:
+    async def _bounded(self, call: Awaitable[T], wait: float, what: str) -> T:
+        """Await a driver call for at most ``wait`` + :data:`RECEIVE_GRACE` seconds, so a
+        silent network cannot hold ``get()`` past its timeout; cancelled after that."""
         bound = wait + RECEIVE_GRACE
         try:
             async with asyncio.timeout(bound):
-                return await receiver.receive(lanes, count, wait)  # type: ignore[arg-type]
+                return await call
         except TimeoutError:
             raise BrokerUnavailable(
-                f"receiving from queue {self.queue!r} on the {self._driver.capabilities.backend} "
-                f"backend did not return within {bound:.1f}s; the broker may be unreachable "
+                f"{what} on queue {self.queue!r} ({self._driver.capabilities.backend} "
+                f"backend) did not finish within {bound:.1f}s; the broker may be unreachable "
                 "(get() again to retry)"
             ) from None
 

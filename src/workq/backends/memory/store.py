@@ -56,9 +56,6 @@ class Store:
         self.cond = threading.Condition()
         self.queues: dict[str, QueueState] = {}
 
-    def queue(self, name: str) -> QueueState:
-        return self.queues[name]
-
     def put(
         self, state: QueueState, record: Record, delay: float | None, front: bool = False
     ) -> None:
