@@ -320,3 +320,26 @@ def test_aio_get_gives_up_on_a_hung_receive(monkeypatch: pytest.MonkeyPatch) -> 
         asyncio.run(main())
     finally:
         release.set()
+
+
+def test_aio_dead_lease_keeper_fails_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    async def main() -> None:
+        async with await workq.aio.connect("memory://") as broker:
+            await broker.declare("q", lease=0.03)
+            await broker.producer().publish("q", b"x")
+            async with broker.consumer("q") as consumer:
+                assert await consumer.get(timeout=1) is not None
+
+                def broken() -> list[object]:
+                    raise RuntimeError("bug in the keeper")
+
+                monkeypatch.setattr(consumer._state, "held_items", broken)
+                with pytest.raises(workq.WorkqError, match="bug in the keeper"):
+                    for _ in range(500):
+                        await consumer.get(timeout=0.01)
+                with pytest.raises(workq.WorkqError, match="stopped working"):
+                    await consumer.release_unstarted()
+
+    asyncio.run(main())
