@@ -41,6 +41,10 @@ _BOTO = (
     "sqs: botocore's connect/read timeouts and retries are not derived from "
     "connect_timeout/publish_timeout, so a black-holed endpoint blocks calls for minutes"
 )
+_RABBIT_PUBLISH = (
+    "rabbitmq: publish_timeout bounds each attempt (confirm wait, reconnect), not the "
+    "publish: on a silent network publish takes about publish_retries x publish_timeout"
+)
 _KAFKA_PUBLISH = (
     "kafka: publish_timeout bounds each attempt, not the publish: a silent broker blocks "
     "publish for about publish_retries x publish_timeout"
@@ -56,6 +60,8 @@ GAPS: dict[tuple[str, str], str] = {
     ("sqs", "publish-sync"): _BOTO,
     ("sqs", "publish-aio"): _BOTO,
     ("sqs", "get-sync"): _BOTO + " (receive and list lanes)",
+    ("rabbitmq", "publish-sync"): _RABBIT_PUBLISH,
+    ("rabbitmq", "publish-aio"): _RABBIT_PUBLISH,
     ("kafka", "publish-sync"): _KAFKA_PUBLISH,
     ("kafka", "publish-aio"): _KAFKA_PUBLISH,
 }
