@@ -30,9 +30,29 @@ __all__ = ["Broker", "connect"]
 def connect(url: str | Settings | BackendSettings | None = None, **options: Any) -> Broker:
     """Connect to the broker a URL or settings name; ``WORKQ_URL`` if given nothing.
 
-    >>> with connect("memory://") as broker:
-    ...     broker.producer().publish("jobs", b"hello")   # doctest: +ELLIPSIS
-    '...'
+    Args:
+        url: A broker URL (``amqp://``, ``amqps://``, ``sqs://``, ``kafka://``,
+            ``sqlite://``, ``memory://``), a ``workq.Settings``, a backend's settings
+            object, or ``None`` for the URL in ``WORKQ_URL``.
+        **options: Backend options, as in the URL's query string (``heartbeat=30``,
+            ``publish_timeout=5.0``...); see the Settings reference.
+
+    Returns:
+        The connected broker; use it as a context manager, or call ``close()``.
+
+    Raises:
+        ConfigurationError: No URL, an unknown scheme or option, a bad value, or the
+            backend's client library is not installed (naming the extra to install).
+        BrokerUnavailable: The broker cannot be reached within the bounded retries.
+
+    Examples:
+        >>> with connect("memory://") as broker:
+        ...     broker.producer().publish("jobs", b"hello")   # doctest: +ELLIPSIS
+        '...'
+
+        ```python
+        broker = workq.connect("amqp://app:secret@h1,h2,h3/prod", heartbeat=30)
+        ```
     """
     settings = load(url, **options)
     return Broker(create_driver(settings), settings)
@@ -64,7 +84,27 @@ class Broker:
     def declare(self, queue: str, **settings: Any) -> QueueSpec:
         """Declare a queue (idempotent). Conflicting re-declaration raises ``ConfigurationError``.
 
-        >>> broker.declare("reports", max_priority=9, max_attempts=5)   # doctest: +SKIP
+        Undeclared queues are declared with the defaults on first use; declare one to
+        choose its settings.
+
+        Args:
+            queue: The queue's name, ``[A-Za-z0-9_-]{1,64}``.
+            **settings: ``max_priority`` (9), ``max_attempts`` (5), ``retry_delay`` (1.0),
+                ``lease`` (30.0), ``dead_letter`` (True), and backend options such as
+                RabbitMQ's ``queue_type`` or Kafka's ``ordering``; see ``QueueSpec``.
+
+        Returns:
+            The queue's spec.
+
+        Raises:
+            ConfigurationError: A bad name or setting, an option the backend does not
+                know, or settings that conflict with the existing queue (each named).
+            Closed: The broker is closed.
+
+        Example:
+            ```python
+            broker.declare("reports", max_priority=9, max_attempts=5, retry_delay=1.0)
+            ```
         """
         self._gate.check("declare")
         spec = make_spec(queue, settings)
@@ -94,7 +134,26 @@ class Broker:
     def consumer(
         self, queue: str, prefetch: int = 1, tenants: Sequence[str] | None = None
     ) -> Consumer:
-        """A consumer holding at most ``prefetch`` unsettled deliveries."""
+        """A consumer holding at most ``prefetch`` unsettled deliveries.
+
+        Args:
+            queue: The queue to consume.
+            prefetch: Most unsettled deliveries held at once (fair dispatch).
+            tenants: Only these tenants' lanes; ``None`` for every tenant, including
+                tenants that appear later.
+
+        Raises:
+            TypeError: ``prefetch`` is not an int.
+            ValueError: ``prefetch`` is below 1, or a bad tenant name.
+            Closed: The broker is closed.
+
+        Example:
+            ```python
+            with broker.consumer("reports", prefetch=10, tenants=["acme"]) as c:
+                for d in c:
+                    d.ack()
+            ```
+        """
         self._gate.check("open a consumer")
         check_int("prefetch", prefetch, 1)
         check_tenants(tenants)
@@ -113,7 +172,33 @@ class Broker:
         tenants: Sequence[str] | None = None,
         shutdown_timeout: float = 30.0,
     ) -> Worker:
-        """A worker running ``handler`` on ``concurrency`` threads; ``worker.run()`` blocks."""
+        """A worker running ``handler`` on ``concurrency`` threads; ``worker.run()`` blocks.
+
+        The handler's return acks; ``raise workq.Retry(delay)`` nacks; ``raise
+        workq.Reject(reason)`` dead-letters; any other exception nacks with exponential
+        backoff from the queue's ``retry_delay``.
+
+        Args:
+            queue: The queue to consume.
+            handler: Called with each ``workq.Delivery``.
+            concurrency: Handler threads.
+            prefetch: Unsettled deliveries held; ``None`` for ``concurrency``.
+            tenants: Only these tenants' lanes; ``None`` for every tenant.
+            shutdown_timeout: Seconds running handlers get to finish on a graceful stop.
+
+        Raises:
+            TypeError: ``handler`` is not callable, or a number is of the wrong type.
+            ValueError: A number is out of range, or a bad tenant name.
+            Closed: The broker is closed.
+
+        Example:
+            ```python
+            def handle(d: workq.Delivery) -> None:
+                print(d.json())
+
+            broker.worker("reports", handle, concurrency=4).run()
+            ```
+        """
         from .worker import Worker
 
         self._gate.check("make a worker")
@@ -129,7 +214,12 @@ class Broker:
         )
 
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        """What is in the queue's dead-letter queue, oldest first; reading removes nothing."""
+        """What is in the queue's dead-letter queue, oldest first; reading removes nothing.
+
+        Args:
+            queue: The queue whose dead letters to read.
+            limit: At most this many.
+        """
         self._gate.check("read dead letters")
         check_int("limit", limit, 1)
         return self.driver.dead_letters(self.spec(queue), limit)

@@ -33,7 +33,24 @@ log = logging.getLogger("workq")
 async def connect(url: str | Settings | BackendSettings | None = None, **options: Any) -> Broker:
     """Connect to the broker a URL or settings name; ``WORKQ_URL`` if given nothing.
 
-    >>> broker = await workq.aio.connect("memory://")   # doctest: +SKIP
+    The twin of ``workq.connect``: same arguments, same errors.
+
+    Args:
+        url: A broker URL, a ``workq.Settings``, a backend's settings object, or
+            ``None`` for the URL in ``WORKQ_URL``.
+        **options: Backend options, as in the URL's query string.
+
+    Raises:
+        ConfigurationError: No URL, an unknown scheme or option, a bad value, or the
+            backend's client library is not installed (naming the extra to install).
+        BrokerUnavailable: The broker cannot be reached within the bounded retries.
+
+    Example:
+        ```python
+        async with await workq.aio.connect("memory://") as broker:
+            async with broker.producer() as p:
+                await p.publish("jobs", {"n": 1})
+        ```
     """
     settings = load(url, **options)
     return Broker(await create_async_driver(settings), settings)
