@@ -93,8 +93,15 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
     Return → ack; ``raise Retry(delay)`` → nack; ``raise Reject(reason)`` → dead letter;
     any other exception → nack with exponential backoff (dead letter after max_attempts).
 
-    >>> worker = broker.worker("reports", handle, concurrency=4)   # doctest: +SKIP
-    >>> worker.run()                                               # doctest: +SKIP
+    Made by ``broker.worker(...)`` (see its arguments). ``run()`` blocks until SIGTERM,
+    SIGINT or ``stop()``, then stops gracefully: no new deliveries, unstarted ones
+    released at once, running handlers given ``shutdown_timeout`` to finish.
+
+    Example:
+        ```python
+        worker = broker.worker("reports", handle, concurrency=4)
+        worker.run()
+        ```
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
