@@ -63,10 +63,14 @@ class Publisher:
                 # Idempotence gives acks=all, ordered retries and no duplicates from retries.
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 2,
+                "linger.ms": settings.linger_ms,
                 "message.timeout.ms": int(settings.publish_timeout * 1000),
             }
         )
+        if settings.mode == "share":
+            # A share consumer fetches one producer batch at a time and acquires all of
+            # it: one record per batch keeps what one consumer acquires to one record.
+            conf["batch.num.messages"] = 1
         self._producer = Producer(conf)
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="workq-kafka-dr", daemon=True)
