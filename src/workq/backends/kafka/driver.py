@@ -135,7 +135,12 @@ class KafkaDriver(Driver):
         missing = [t for t in topics if t not in self._topics]
         if not missing:
             return
-        count = partitions or int(spec.options.get("partitions", self.settings.partitions))
+        default = self.settings.partitions
+        if self.settings.mode == "share" and "partitions" not in self.settings.model_fields_set:
+            # A share group spreads one partition over every consumer; more partitions
+            # only let a member acquire one record from each at a time.
+            default = 1
+        count = partitions or int(spec.options.get("partitions", default))
         replicas, configs = self._replication(spec)
         futures = self._admin.create_topics(
             [NewTopic(t, count, replicas, config=configs) for t in missing],

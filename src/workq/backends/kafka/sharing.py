@@ -58,6 +58,7 @@ class _Member:
     consumer: ShareConsumer
     outstanding: int = 0  # records of the last poll not yet acknowledged
     acked: bool = False  # acknowledgements not yet committed
+    closed: bool = False
     acks: list[tuple[KafkaMessage, AcknowledgeType]] = field(default_factory=list)
 
 
@@ -89,6 +90,7 @@ class ShareReceiver(Receiver):
         self._topics: frozenset[str] = frozenset()
         self._subscribed: frozenset[str] | None = None
         self._closing = False
+        self._draining = False
         self._closed = False
         conf: dict[str, Any] = dict(settings.client_config())
         conf.update(
@@ -170,6 +172,12 @@ class ShareReceiver(Receiver):
         """Nothing to do: the client cannot renew acquisition locks yet (KIP-1222)."""
 
     def release(self, items: Sequence[Received]) -> None:
+        # The core releases only when the consumer stops: poll no more, or the members
+        # would acquire the released records again at once and hold them until closed.
+        with self._cond:
+            self._draining = True
+            items = [*items, *self._buffer]
+            self._buffer.clear()
         for item in items:
             self._settle(item, AcknowledgeType.RELEASE)
 
@@ -245,14 +253,29 @@ class ShareReceiver(Receiver):
             return
         member.acked = False
         try:
-            member.consumer.commit_async()
+            if self._draining:
+                # Released records must reach the broker now, for other consumers.
+                member.consumer.commit_sync(self._settings.connect_timeout)
+            else:
+                member.consumer.commit_async()
         except KafkaException as exc:
             log.warning("queue %r: committing acknowledgements failed: %s", self._spec.name, exc)
+
+    def _close_idle(self) -> None:
+        """Close the members that hold nothing: the client may have acquired records
+        ahead of ``poll``, and only closing the member gives those back now."""
+        for member in self._members:
+            if not member.closed and not member.outstanding:
+                member.closed = True
+                try:
+                    member.consumer.close()
+                except (KafkaException, RuntimeError) as exc:
+                    log.warning("closing a Kafka share consumer of %r: %s", self._spec.name, exc)
 
     def _poll_free(self) -> bool:
         """Poll the members whose last batch is settled; True if any record came."""
         got = False
-        if not self._subscribed:
+        if not self._subscribed or self._draining:
             return False
         for index, member in enumerate(self._members):
             if member.outstanding:
@@ -347,6 +370,8 @@ class ShareReceiver(Receiver):
             for member in self._members:
                 member.acks = []
         for member, acks in work:
+            if member.closed:
+                continue
             try:
                 for message, kind in acks:
                     member.consumer.acknowledge(message, kind)

@@ -221,6 +221,12 @@ def _properties(node: KafkaNode, voters: str, broker_settings: dict[str, str]) -
         "share.coordinator.state.topic.num.partitions": "4",
         # Tests may set a share group's lock as short as a second.
         "group.share.min.record.lock.duration.ms": "1000",
+        # A share member gets its partitions on a heartbeat (5 s apart by default), so a
+        # new consumer would wait seconds for its first record.
+        "group.share.min.heartbeat.interval.ms": "500",
+        "group.share.heartbeat.interval.ms": "500",
+        "group.share.assignment.interval.ms": "100",
+        "group.share.assignor.offload.enable": "false",
         "group.initial.rebalance.delay.ms": "0",
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
