@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from confluent_kafka.cimpl import NewTopic
 
 import workq
 from workq.backends.kafka.settings import KafkaSettings
+from workq.testing.conformance import with_query
 
 BODY = b"x" * 100
 
@@ -184,6 +186,52 @@ def raw_head_of_line(url: str, fast: int, slow: float, join_wait: float) -> floa
     return p99(latencies)
 
 
+def greedy_makespan(jobs: list[float], workers: int) -> float:
+    """Makespan of handing each job, in order, to the next free worker."""
+    free = [0.0] * workers
+    for job in jobs:
+        free.sort()
+        free[0] += job
+    return max(free)
+
+
+def fairness(url: str, jobs: list[float], workers: int, join_wait: float) -> float:
+    """Seconds from publish to the last of ``jobs`` done, by ``workers`` workers of one job
+    at a time (concurrency 1, prefetch 1), each on its own connection."""
+    queue = f"fair{uuid.uuid4().hex[:12]}"
+    done = threading.Event()
+    lock = threading.Lock()
+    count = [0]
+
+    def handle(d: workq.Delivery) -> None:
+        time.sleep(float(d.text()))
+        with lock:
+            count[0] += 1
+            if count[0] == len(jobs):
+                done.set()
+
+    brokers = [workq.connect(url) for _ in range(workers)]
+    brokers[0].declare(queue, max_priority=0)
+    running = []
+    for broker in brokers:
+        worker = broker.worker(queue, handle, concurrency=1, prefetch=1)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        worker.wait_running()
+        running.append((worker, thread))
+    time.sleep(join_wait)  # let the group join first, so the makespan is not join time
+    start = time.perf_counter()
+    brokers[0].producer().publish_many(queue, [repr(j) for j in jobs])
+    done.wait(sum(jobs) + 120)
+    elapsed = time.perf_counter() - start
+    for worker, _ in running:
+        worker.stop()
+    for (_, thread), broker in zip(running, brokers, strict=True):
+        thread.join(60)
+        broker.close()
+    return elapsed
+
+
 def with_broker(run: Callable[[str], None]) -> None:
     url = os.environ.get("WORKQ_BENCH_KAFKA_URL") or os.environ.get("WORKQ_TEST_KAFKA_URL")
     if url:
@@ -207,6 +255,12 @@ def main() -> None:
     parser.add_argument(
         "--join-wait", type=float, default=4.0, help="seconds allowed for a group join"
     )
+    parser.add_argument(
+        "--skewed",
+        default="54x0.05,6x1.5",
+        help="fairness workload: COUNTxSECONDS,... of jobs, shuffled ('' to skip)",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="workers of the fairness run")
     args = parser.parse_args()
 
     def run(url: str) -> None:
@@ -235,6 +289,23 @@ def main() -> None:
             print(
                 f"head-of-line p99 (slow={args.slow}s, {args.fast} fast)   sequential {raw_h:.3f} s"
                 f"   workq {wq_h:.3f} s   ratio {raw_h / wq_h:.1f}x"
+            )
+        if args.skewed:
+            jobs = [
+                float(seconds)
+                for part in args.skewed.split(",")
+                for count, seconds in [part.split("x")]
+                for _ in range(int(count))
+            ]
+            random.Random(7).shuffle(jobs)
+            greedy = greedy_makespan(jobs, args.workers)
+            share = with_query(url, "mode=share")
+            group_s = fairness(url, jobs, args.workers, args.join_wait)
+            share_s = fairness(share, jobs, args.workers, args.join_wait)
+            print(
+                f"fairness makespan ({len(jobs)} jobs, {args.workers} workers)   greedy "
+                f"{greedy:.2f} s   mode=group {group_s:.2f} s ({group_s / greedy:.2f}x)   "
+                f"mode=share {share_s:.2f} s ({share_s / greedy:.2f}x)"
             )
 
     with_broker(run)
