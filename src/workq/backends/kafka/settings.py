@@ -54,9 +54,9 @@ class KafkaSettings(BackendSettings):
     #: (``share.record.lock.duration.ms``, set on the group; None keeps the broker's,
     #: 30 s by default). A handler running longer may see its message delivered again.
     share_lock_timeout: float | None = Field(None, ge=1, le=3600)
-    #: The producer's ``linger.ms``. 0 (the default) sends a single ``publish`` at once;
-    #: ``publish_many`` still makes full batches, as it queues every record before the
-    #: first request returns. Raise it when many threads publish one message each.
+    #: The producer's ``linger.ms``. Unset, it is chosen per path: 0 for a single
+    #: ``publish`` (sent at once), 5 for ``publish_many`` and re-publishing (fuller
+    #: batches). Setting it applies the value to both.
     linger_ms: int = Field(0, ge=0, le=60000)
 
     @classmethod
