@@ -25,6 +25,7 @@ from ...errors import BrokerUnavailable, ConfigurationError
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
+from .logs import client_logger
 from .producing import Publisher, Record, _Failed
 from .receiver import KafkaReceiver
 from .settings import KafkaSettings
@@ -69,7 +70,7 @@ class KafkaDriver(Driver):
             # Any member of a share group takes any record.
             self.capabilities = dataclasses.replace(self.capabilities, shared_dispatch=True)
         self.naming = Naming(settings.group_prefix)
-        self._admin = AdminClient(dict(settings.client_config()))
+        self._admin = AdminClient(dict(settings.client_config()), logger=client_logger())
         self._brokers = self._check_reachable()
         self._publisher = Publisher(settings)
         self._specs: dict[str, tuple[QueueSpec, bool]] = {}

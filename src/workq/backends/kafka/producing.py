@@ -21,6 +21,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from ...errors import PublishError
+from .logs import client_logger
 from .settings import KafkaSettings
 
 log = logging.getLogger("workq.kafka")
@@ -118,7 +119,7 @@ class Publisher:
                         "the Kafka producer failed fatally (fenced or out of sequence after "
                         "an outage); publishing on a new one"
                     )
-                producer = Producer(self._config(path))
+                producer = Producer(self._config(path), logger=client_logger())
                 self._producers[path] = producer
                 self._broken.discard(path)
             return producer

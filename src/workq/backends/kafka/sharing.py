@@ -34,6 +34,7 @@ from ...driver import Receiver
 from ...lanes import Lane
 from ...messages import Received
 from ...spec import QueueSpec
+from .logs import Throttle, client_logger
 from .producing import Record
 from .settings import KafkaSettings
 from .topics import Naming
@@ -107,7 +108,8 @@ class ShareReceiver(Receiver):
             }
         )
         count = max(1, min(prefetch, settings.share_members))
-        self._members = [_Member(ShareConsumer(conf, logger=log)) for _ in range(count)]
+        self._errors = Throttle()
+        self._members = [_Member(ShareConsumer(conf, logger=client_logger())) for _ in range(count)]
         self._thread = threading.Thread(
             target=self._run, name=f"workq-kafka-share-{spec.name}", daemon=True
         )
@@ -289,7 +291,8 @@ class ShareReceiver(Receiver):
             for message in messages:
                 error = message.error()
                 if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
+                    allowed, _ = self._errors.allow(str(error.code()))
+                    if error.code() != KafkaError._PARTITION_EOF and allowed:
                         log.warning("Kafka share consumer of %r: %s", self._spec.name, error)
                     continue
                 member.outstanding += 1

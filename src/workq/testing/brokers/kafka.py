@@ -254,32 +254,36 @@ def _jvm(jars: Path, main: str, *args: str, heap: str = "512m") -> list[str]:
     ]
 
 
-def _format(jars: Path, node: KafkaNode, config: Path, cluster_id: str) -> None:
-    result = subprocess.run(
-        _jvm(
+def _format(jars: Path, nodes: list[KafkaNode], configs: dict[int, Path], cluster_id: str) -> None:
+    """Format every node's storage, the JVMs side by side (each takes seconds)."""
+    procs = []
+    for node in nodes:
+        command = _jvm(
             jars,
             "kafka.tools.StorageTool",
             "format",
             "-t",
             cluster_id,
             "-c",
-            str(config),
+            str(configs[node.node_id]),
             # Share groups (KIP-932) are switched on by this feature, not by a broker
             # setting (4.2+ formats with it on by default; said here so tests do not
             # depend on that default). Level 1 is share groups; 2 (4.4) adds DLQ support.
             "--feature",
             f"share.version={SHARE_VERSION}",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=KAFKA_READY_TIMEOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise NotAvailable(
-            f"formatting Kafka node {node.node_id}'s storage failed: "
-            f"{(result.stdout + result.stderr).strip()[-800:]}"
         )
+        out = (node.workdir / "format.log").open("wb")
+        procs.append((node, subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)))
+        out.close()
+    for node, proc in procs:
+        try:
+            code = proc.wait(KAFKA_READY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = -1
+        if code != 0:
+            tail = (node.workdir / "format.log").read_text(errors="replace")[-800:]
+            raise NotAvailable(f"formatting Kafka node {node.node_id}'s storage failed: {tail}")
 
 
 def _launch(jars: Path, node: KafkaNode, config: Path) -> None:
@@ -370,8 +374,7 @@ def start_cluster(
         configs[node.node_id] = config
     cluster = KafkaCluster(nodes, jars, configs)
     try:
-        for node in nodes:
-            _format(jars, node, configs[node.node_id], cluster_id)
+        _format(jars, nodes, configs, cluster_id)
         for node in nodes:
             _launch(jars, node, configs[node.node_id])
         _wait_ready(nodes, KAFKA_READY_TIMEOUT)
