@@ -250,31 +250,52 @@ def greedy_makespan(jobs: list[float], workers: int) -> float:
 
 def fairness(url: str, jobs: list[float], workers: int, join_wait: float) -> float:
     """Seconds from publish to the last of ``jobs`` done, by ``workers`` workers of one job
-    at a time (concurrency 1, prefetch 1), each on its own connection."""
+    at a time (concurrency 1, prefetch 1), each on its own connection.
+
+    Warm-up jobs run first, until every worker has handled one (or ``join_wait`` more
+    seconds passed), so the makespan measures dispatch, not group joins.
+    """
     queue = f"fair{uuid.uuid4().hex[:12]}"
     done = threading.Event()
     lock = threading.Lock()
     count = [0]
+    warmed: set[int] = set()
 
-    def handle(d: workq.Delivery) -> None:
-        time.sleep(float(d.text()))
-        with lock:
-            count[0] += 1
-            if count[0] == len(jobs):
-                done.set()
+    def handler(index: int) -> Callable[[workq.Delivery], None]:
+        def handle(d: workq.Delivery) -> None:
+            if d.headers.get("warm-up"):
+                time.sleep(0.1)
+                with lock:
+                    warmed.add(index)
+                return
+            time.sleep(float(d.text()))
+            with lock:
+                count[0] += 1
+                if count[0] == len(jobs):
+                    done.set()
+
+        return handle
 
     brokers = [workq.connect(url) for _ in range(workers)]
-    brokers[0].declare(queue, max_priority=0)
+    # Group mode gets a partition per worker (its best case); share mode needs one.
+    share = "mode=share" in url
+    brokers[0].declare(queue, max_priority=0, partitions=1 if share else workers)
     running = []
-    for broker in brokers:
-        worker = broker.worker(queue, handle, concurrency=1, prefetch=1)
+    for index, broker in enumerate(brokers):
+        worker = broker.worker(queue, handler(index), concurrency=1, prefetch=1)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         worker.wait_running()
         running.append((worker, thread))
-    time.sleep(join_wait)  # let the group join first, so the makespan is not join time
+    producer = brokers[0].producer()
+    deadline = time.monotonic() + 30
+    while len(warmed) < workers and time.monotonic() < deadline:
+        producer.publish_many(
+            queue, [workq.Message("0", headers={"warm-up": "1"}) for _ in range(workers * 2)]
+        )
+        time.sleep(max(join_wait, 0.5))
     start = time.perf_counter()
-    brokers[0].producer().publish_many(queue, [repr(j) for j in jobs])
+    producer.publish_many(queue, [repr(j) for j in jobs])
     done.wait(sum(jobs) + 120)
     elapsed = time.perf_counter() - start
     for worker, _ in running:
