@@ -45,8 +45,8 @@ class TestKafkaShareSync(Conformance):
     @pytest.mark.skip(reason="share mode: tenant turns are best effort (documented)")
     def test_tenant_fairness(self) -> None: ...
 
-    # Known gap with the client preview: records released by a stopping worker may stay
-    # acquired by its client until the worker's in-flight handler ends (docs).
+    # Known gap (docs/backends/kafka.md): records released by a stopping worker whose
+    # handler still runs did not always reach another consumer promptly.
     @pytest.mark.skip(reason="share mode: release during a stop can lag (client preview)")
     def test_worker_stop_finishes_in_flight_and_releases_the_rest(self) -> None: ...
 

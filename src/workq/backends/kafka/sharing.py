@@ -59,7 +59,6 @@ class _Member:
     consumer: ShareConsumer
     outstanding: int = 0  # records of the last poll not yet acknowledged
     acked: bool = False  # acknowledgements not yet committed
-    closed: bool = False
     acks: list[tuple[KafkaMessage, AcknowledgeType]] = field(default_factory=list)
 
 
@@ -263,17 +262,6 @@ class ShareReceiver(Receiver):
         except KafkaException as exc:
             log.warning("queue %r: committing acknowledgements failed: %s", self._spec.name, exc)
 
-    def _close_idle(self) -> None:
-        """Close the members that hold nothing: the client may have acquired records
-        ahead of ``poll``, and only closing the member gives those back now."""
-        for member in self._members:
-            if not member.closed and not member.outstanding:
-                member.closed = True
-                try:
-                    member.consumer.close()
-                except (KafkaException, RuntimeError) as exc:
-                    log.warning("closing a Kafka share consumer of %r: %s", self._spec.name, exc)
-
     def _poll_free(self) -> bool:
         """Poll the members whose last batch is settled; True if any record came."""
         got = False
@@ -373,8 +361,6 @@ class ShareReceiver(Receiver):
             for member in self._members:
                 member.acks = []
         for member, acks in work:
-            if member.closed:
-                continue
             try:
                 for message, kind in acks:
                     member.consumer.acknowledge(message, kind)
