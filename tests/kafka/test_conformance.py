@@ -45,11 +45,6 @@ class TestKafkaShareSync(Conformance):
     @pytest.mark.skip(reason="share mode: tenant turns are best effort (documented)")
     def test_tenant_fairness(self) -> None: ...
 
-    # Known gap (docs/backends/kafka.md): records released by a stopping worker whose
-    # handler still runs did not always reach another consumer promptly.
-    @pytest.mark.skip(reason="share mode: release during a stop can lag (client preview)")
-    def test_worker_stop_finishes_in_flight_and_releases_the_rest(self) -> None: ...
-
 
 class TestKafkaShareAsync(AsyncConformance):
     @pytest.fixture
@@ -58,6 +53,3 @@ class TestKafkaShareAsync(AsyncConformance):
 
     @pytest.mark.skip(reason="share mode: priority order and tenant turns are best effort")
     def test_priority_and_fairness(self) -> None: ...
-
-    @pytest.mark.skip(reason="share mode: release during a stop can lag (client preview)")
-    def test_worker_stop_releases_unstarted(self) -> None: ...

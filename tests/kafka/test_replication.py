@@ -95,11 +95,17 @@ def test_killing_the_leader_loses_no_confirmed_message(cluster: KafkaCluster) ->
 
         producer_thread = threading.Thread(target=produce, daemon=True)
         producer_thread.start()
-        until(lambda: len(handled) >= 50, what="50 handled before the kill")
+        # A fresh cluster creates its offsets topic (3 replicas) on the first group join:
+        # on a loaded machine that alone takes tens of seconds.
+        until(lambda: len(handled) >= 50, timeout=180, what="50 handled before the kill")
         leader = leader_of(cluster.url, topic)
         cluster.node(leader).kill()
         before = len(confirmed)
-        until(lambda: len(confirmed) >= before + 50, what="publishing goes on after the kill")
+        until(
+            lambda: len(confirmed) >= before + 50,
+            timeout=120,
+            what="publishing goes on after the kill",
+        )
         stop.set()
         producer_thread.join(WAIT)
         until(

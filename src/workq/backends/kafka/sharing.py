@@ -44,6 +44,10 @@ __all__ = ["ShareReceiver"]
 
 log = logging.getLogger("workq.kafka")
 
+#: Seconds after the last receive() during which members still acquire records, and
+#: after which records acquired but not asked for are released.
+IDLE = 1.0
+
 
 class ShareToken(NamedTuple):
     """Which member acquired a delivery, the client's message, and its delivery count."""
@@ -91,6 +95,11 @@ class ShareReceiver(Receiver):
         self._subscribed: frozenset[str] | None = None
         self._closing = False
         self._draining = False
+        # Demand: members acquire records only for a receive() that wants them, so that
+        # records are not held while the core is full or stopping.
+        self._receiving = 0
+        self._wanted = 0
+        self._demand_at = time.monotonic()
         self._closed = False
         conf: dict[str, Any] = dict(settings.client_config())
         conf.update(
@@ -123,14 +132,21 @@ class ShareReceiver(Receiver):
             if topics != self._topics:
                 self._topics = topics
                 self._cond.notify_all()
-            while True:
-                if self._closed:
-                    return []
-                items = self._pick(lanes, max_count)
-                remaining = deadline - time.monotonic()
-                if items or remaining <= 0:
-                    return items
-                self._cond.wait(min(remaining, 0.1))
+            self._receiving += 1
+            self._wanted = max_count
+            try:
+                while True:
+                    self._demand_at = time.monotonic()
+                    if self._closed:
+                        return []
+                    items = self._pick(lanes, max_count)
+                    remaining = deadline - time.monotonic()
+                    if items or remaining <= 0:
+                        return items
+                    self._cond.wait(min(remaining, 0.1))
+            finally:
+                self._receiving -= 1
+                self._demand_at = time.monotonic()
 
     def _pick(self, lanes: Sequence[Lane], max_count: int) -> list[Received]:
         """The buffered deliveries of ``lanes``, best lane first (under the lock)."""
@@ -210,6 +226,7 @@ class ShareReceiver(Receiver):
                     self._acknowledge(member, acks)
                 for item, not_before in due:
                     self._bounce(item, not_before)
+                self._release_idle()
                 if not self._poll_free():
                     with self._cond:
                         if not self._closing and not any(m.acks for m in self._members):
@@ -262,14 +279,33 @@ class ShareReceiver(Receiver):
         except KafkaException as exc:
             log.warning("queue %r: committing acknowledgements failed: %s", self._spec.name, exc)
 
+    def _release_idle(self) -> None:
+        """Give back acquired records nobody has asked for in ``IDLE`` seconds (the core
+        is full, or stopping): held here they would wait for their lock to expire."""
+        with self._cond:
+            if self._receiving or not self._buffer:
+                return
+            if time.monotonic() - self._demand_at < IDLE:
+                return
+            idle, self._buffer = self._buffer, []
+            for item in idle:
+                token: ShareToken = item.token
+                self._members[token.member].acks.append((token.message, AcknowledgeType.RELEASE))
+
     def _poll_free(self) -> bool:
         """Poll the members whose last batch is settled; True if any record came."""
         got = False
         if not self._subscribed or self._draining:
             return False
+        with self._cond:
+            recent = self._receiving or time.monotonic() - self._demand_at < IDLE
+            budget = self._wanted - len(self._buffer) if recent else 0
         for index, member in enumerate(self._members):
             if member.outstanding:
                 continue
+            if budget <= 0:
+                break
+            budget -= 1
             try:
                 messages = member.consumer.poll(0.02)
             except KafkaException as exc:
