@@ -288,10 +288,15 @@ def fairness(url: str, jobs: list[float], workers: int, join_wait: float) -> flo
         worker.wait_running()
         running.append((worker, thread))
     producer = brokers[0].producer()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 20
     while len(warmed) < workers and time.monotonic() < deadline:
         producer.publish_many(
-            queue, [workq.Message("0", headers={"warm-up": "1"}) for _ in range(workers * 2)]
+            queue,
+            # Keyed, so that in group mode they spread over every partition.
+            [
+                workq.Message("0", headers={"warm-up": "1", "key": f"w{i}"})
+                for i in range(workers * 4)
+            ],
         )
         time.sleep(max(join_wait, 0.5))
     start = time.perf_counter()

@@ -31,6 +31,8 @@ def test_benchmark_prints_ratios(kafka_url: str) -> None:
             "0",
             "--skewed",
             "6x0.05,2x0.3",
+            "--workers",
+            "2",
         ],
         env={**os.environ, "WORKQ_BENCH_KAFKA_URL": kafka_url},
         capture_output=True,
