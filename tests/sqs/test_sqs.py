@@ -16,7 +16,7 @@ import workq
 from workq.backends.sqs.client import retryable
 from workq.backends.sqs.codec import Meta, attributes
 from workq.backends.sqs.driver import SQSDriver
-from workq.backends.sqs.names import dlq_name, lane_name, lane_prefix, parse_lane
+from workq.backends.sqs.naming import dlq_name, lane_name, lane_prefix, parse_lane
 from workq.driver import Receiver
 from workq.lanes import Lane
 from workq.messages import Received
@@ -33,13 +33,9 @@ def driver_of(broker: workq.Broker) -> SQSDriver:
 
 
 def count_requests(broker: workq.Broker) -> Counter[str]:
-    """Count SQS API requests this broker sends, by operation."""
-    counts: Counter[str] = Counter()
-
-    def hook(model: Any, **_: Any) -> None:
-        counts[model.name] += 1
-
-    driver_of(broker).sqs.client.meta.events.register("before-call.sqs.*", hook)
+    """Count SQS API requests this broker sends from now on, by operation."""
+    counts = driver_of(broker).sqs.requests
+    counts.clear()
     return counts
 
 
@@ -136,7 +132,7 @@ def test_acks_left_over_from_a_full_batch_wait_for_more(sqs_url: str, queue: str
         until(lambda: broker.stats(queue).in_flight == 0, what="the deletes to land")
 
 
-def test_extend_and_release_use_visibility_batches(broker: workq.Broker, queue: str) -> None:
+def test_extend_and_release_go_in_batches(broker: workq.Broker, queue: str) -> None:
     spec = broker.declare(queue, lease=60.0)
     broker.producer().publish_many(queue, [str(i) for i in range(12)])
     driver = driver_of(broker)
@@ -145,8 +141,11 @@ def test_extend_and_release_use_visibility_batches(broker: workq.Broker, queue: 
     items = receive_all(receiver, driver.lanes(spec), 12)
     receiver.extend(items, 60.0)
     assert counts["ChangeMessageVisibilityBatch"] == 2
+    counts.clear()
     receiver.release(items)
-    assert counts["ChangeMessageVisibilityBatch"] == 4
+    # Sent again with the attempt so far, the received copies deleted: batched both ways.
+    assert counts["SendMessageBatch"] == 2 and counts["DeleteMessageBatch"] == 2
+    assert counts["ChangeMessageVisibilityBatch"] == 0
     receiver.close()
     # Released at once (the lease is 60 s) and not counted as an attempt.
     with broker.consumer(queue, prefetch=12) as c:
@@ -280,14 +279,27 @@ def test_throttling_and_server_errors_are_retryable() -> None:
     assert not retryable(_client_error("InvalidParameterValue", 400))
 
 
-def test_other_errors_name_the_queue(broker: workq.Broker, queue: str, sqs_url: str) -> None:
+def test_a_lane_deleted_out_of_band_is_declared_again_on_publish(
+    broker: workq.Broker, queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
     spec = broker.declare(queue)
     driver = driver_of(broker)
     url = driver.lane_url(spec, Lane(queue), create=True)
-    # Delete the lane behind workq's back: publishing must say which queue failed.
+    producer = broker.producer()
+    producer.publish(queue, "before")
     boto3.client("sqs", endpoint_url=driver.settings.endpoint_url).delete_queue(QueueUrl=str(url))
-    with pytest.raises(workq.PublishError, match=queue):
-        broker.producer().publish(queue, "lost?")
+    with caplog.at_level("WARNING", logger="workq.sqs"):
+        mid = producer.publish(queue, "after")
+        producer.publish(queue, "and again")
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "vanished" in caplog.records[0].message and queue in caplog.records[0].message
+    with broker.consumer(queue, prefetch=2) as c:
+        got = [c.get(timeout=WAIT) for _ in range(2)]
+        assert sorted(d.text() for d in got if d) == ["after", "and again"]
+        assert mid in {d.id for d in got if d}
+        for d in got:
+            assert d is not None
+            d.ack()
 
 
 def test_nack_beyond_twelve_hours_re_sends_the_message(broker: workq.Broker, queue: str) -> None:

@@ -28,6 +28,7 @@ import re
 
 from ...errors import ConfigurationError
 from ...lanes import Lane
+from ...spec import QueueSpec
 
 MAX_NAME = 80
 #: Longest prefix + queue part, leaving room for ``_p255`` and a hashed tenant part.
@@ -120,3 +121,40 @@ def parse_lane(prefix: str, queue: str, name: str) -> tuple[int, str | None, boo
     if lane_name(prefix, Lane(queue, tenant, priority)) != name:
         return None
     return priority, tenant, False
+
+
+#: Tags workq puts on the SQS queues it makes start with this.
+TAG = "workq-"
+
+
+def spec_tags(spec: QueueSpec, implicit: bool) -> dict[str, str]:
+    """The tags that store a queue's declared settings (on its dead-letter queue)."""
+    tags = {TAG + f: str(getattr(spec, f)).lower() for f in QueueSpec.SETTINGS}
+    tags[TAG + "implicit"] = "true" if implicit else "false"
+    return tags
+
+
+def spec_from_tags(queue: str, tags: dict[str, str]) -> tuple[QueueSpec | None, bool]:
+    """(stored spec, whether it was an implicit declaration); (None, False) if none is."""
+    if not all(TAG + f in tags for f in QueueSpec.SETTINGS):
+        return None, False
+    try:
+        spec = QueueSpec(
+            queue,
+            max_priority=int(tags[TAG + "max_priority"]),
+            max_attempts=int(tags[TAG + "max_attempts"]),
+            retry_delay=float(tags[TAG + "retry_delay"]),
+            lease=float(tags[TAG + "lease"]),
+            dead_letter=tags[TAG + "dead_letter"] == "true",
+        )
+    except (ValueError, ConfigurationError):
+        return None, False
+    return spec, tags.get(TAG + "implicit") == "true"
+
+
+def lane_tags(lane: Lane) -> dict[str, str]:
+    """Tags of a lane queue workq makes: which queue, priority and tenant it serves."""
+    tags = {TAG + "queue": lane.queue, TAG + "priority": str(lane.priority)}
+    if lane.tenant is not None:
+        tags[TAG + "tenant"] = lane.tenant
+    return tags
