@@ -58,17 +58,22 @@ NAMES = ["a", "a_", "a_p0", "a__b", "a-b", "p0", "a_t", "x" * 64, "_", "__", "-_
 TENANTS = [None, "t", "a_b", "b_p1", "_", "y" * 64]
 
 
-def test_lane_names_are_valid_unique_and_parse_back() -> None:
+@pytest.mark.parametrize("exact", [True, False])
+def test_lane_names_are_valid_unique_and_parse_back(exact: bool) -> None:
     seen: dict[str, tuple[str, str | None, int]] = {}
     for prefix, queue, tenant, priority in itertools.product(
         ["", "dev-", "p_"], NAMES, TENANTS, [0, 7, 255]
     ):
-        name = lane_name(prefix, Lane(queue, tenant, priority))
+        lane = Lane(queue, tenant, priority)
+        name = lane_name(prefix, lane, exact)
         assert len(name) <= 80 and all(c.isalnum() or c in "_-" for c in name), name
+        if exact and lane == Lane(queue):
+            assert name == prefix + queue  # plain clients find it by the queue's name
+            continue
         assert name.startswith(lane_prefix(prefix, queue))
         key = (prefix + "|" + queue, tenant, priority)
         assert seen.setdefault(name, key) == key, f"{name} names two lanes"
-        parsed = parse_lane(prefix, queue, name)
+        parsed = parse_lane(prefix, queue, name, exact)
         assert parsed is not None
         got_priority, got_tenant, hashed = parsed
         assert got_priority == priority
@@ -76,8 +81,16 @@ def test_lane_names_are_valid_unique_and_parse_back() -> None:
         # No other queue claims this lane.
         for other in NAMES:
             if other != queue:
-                assert parse_lane(prefix, other, name) is None, (other, name)
+                assert parse_lane(prefix, other, name, exact) is None, (other, name)
         assert dlq_name(prefix, queue) != name
+
+
+def test_an_exact_default_lane_parses_back_and_suffixed_p0_is_not_a_lane() -> None:
+    assert parse_lane("", "orders", "orders") == (0, None, False)
+    assert parse_lane("dev-", "orders", "dev-orders") == (0, None, False)
+    # The layout of earlier versions is not read as the default lane, unless asked for.
+    assert parse_lane("", "orders", "orders_p0") is None
+    assert parse_lane("", "orders", "orders_p0", exact=False) == (0, None, False)
 
 
 def test_long_queue_and_tenant_names_round_trip(broker: workq.Broker) -> None:

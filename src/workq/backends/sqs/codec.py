@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...lanes import Lane
-from ...messages import Outgoing, Received
+from ...messages import CONTENT_TYPE, Outgoing, Received
 
 ATTRIBUTE = "workq"
 #: SQS's limit on message attributes per message.
@@ -164,7 +164,9 @@ def attributes(meta: Meta) -> dict[str, Any]:
     """The message attributes of a workq message: one per header, the rest packed."""
     own: dict[str, Any] = {}
     packed: dict[str, str] = {}
-    for name, value in meta.headers.items():
+    # The content type first: plain consumers need it most.
+    items = sorted(meta.headers.items(), key=lambda kv: kv[0] != CONTENT_TYPE)
+    for name, value in items:
         if len(own) < MAX_ATTRIBUTES - 1 and _own_attribute(name, value):
             own[name] = {"DataType": "String", "StringValue": value}
         else:

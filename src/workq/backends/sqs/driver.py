@@ -9,6 +9,8 @@ this driver on threads (``workq.driver.threaded``).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import threading
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
-from ...errors import BrokerUnavailable, PublishError
+from ...errors import BrokerUnavailable, ConfigurationError, PublishError
 from ...lanes import Lane
 from ...messages import Outgoing
 from ...producer import MessageTooLarge
@@ -69,6 +71,36 @@ log = logging.getLogger("workq.sqs")
 RETENTION = "1209600"  # 14 days, SQS's longest: a backlog must not expire silently
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Existing:
+    """What workq adopts of a default lane queue that exists already."""
+
+    visibility: int
+    redrive_to: str | None = None
+    max_receive: int | None = None
+
+    @classmethod
+    def of(cls, attrs: dict[str, str]) -> Existing:
+        visibility = int(attrs.get("VisibilityTimeout", 0) or 0)
+        policy = attrs.get("RedrivePolicy")
+        if not policy:
+            return cls(visibility)
+        data = json.loads(policy)
+        # arn:aws:sqs:REGION:ACCOUNT:NAME
+        target = str(data.get("deadLetterTargetArn", "")).rsplit(":", 1)[-1] or None
+        return cls(visibility, target, int(data.get("maxReceiveCount", 0)) or None)
+
+    def adopt(self, spec: QueueSpec) -> QueueSpec:
+        """``spec`` with the lease and attempts the existing queue says."""
+        lease = float(self.visibility) if self.visibility > 0 else spec.lease
+        attempts = self.max_receive or spec.max_attempts
+        return dataclasses.replace(spec, lease=lease, max_attempts=attempts)
+
+
+#: The reason of a dead letter SQS moved itself (a queue's own RedrivePolicy).
+MOVED_BY_SQS = "moved by SQS after maxReceiveCount receives (the queue's RedrivePolicy)"
+
+
 def create_driver(settings: SQSSettings) -> SQSDriver:
     """Connect and check that SQS answers, so a wrong endpoint fails here, clearly."""
     driver = SQSDriver(settings)
@@ -86,6 +118,7 @@ class SQSDriver(Driver):
     def __init__(self, settings: SQSSettings) -> None:
         self.settings = settings
         self.prefix = check_prefix(settings.queue_prefix)
+        self.exact = settings.default_lane == "queue"
         self.capabilities = Capabilities(
             backend="sqs",
             lease_model="lease",
@@ -99,19 +132,52 @@ class SQSDriver(Driver):
         self._urls: dict[str, str] = {}
         self._known: dict[str, set[Lane]] = {}
         self._tag_tenants: dict[str, str | None] = {}
+        self._existing: dict[str, Existing] = {}
         self._closed = False
 
     # -- queues ---------------------------------------------------------------------
 
+    def name_of(self, lane: Lane) -> str:
+        """The SQS queue name of a lane."""
+        return lane_name(self.prefix, lane, self.exact)
+
     def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
-        spec.check_options("sqs")
+        """Store the spec as tags of the queue's dead-letter queue, or check it matches.
+
+        A default lane that exists already (made by another team, or by a plain client)
+        is adopted: its visibility timeout is the lease of an implicit declaration, and
+        with a ``RedrivePolicy`` of its own, its dead-letter queue takes the dead letters
+        and its ``maxReceiveCount`` is ``max_attempts``; workq then makes no queue of its
+        own. ``passive=True`` (a queue option) creates nothing and raises
+        ``ConfigurationError`` if the queue does not exist.
+        """
+        spec.check_options("sqs", ("passive",))
+        passive = bool(spec.options.get("passive"))
+        if "passive" in spec.options:
+            options = {k: v for k, v in spec.options.items() if k != "passive"}
+            spec = dataclasses.replace(spec, options=options)
+        existing = self._existing_default(spec)
+        if existing is not None and existing.redrive_to is not None:
+            return existing.adopt(spec) if implicit or passive else spec
         name = dlq_name(self.prefix, spec.name)
         url = self._find(spec.name, name)
         if url is None:
+            if implicit or passive:
+                spec = existing.adopt(spec) if existing is not None else spec
+            if passive:
+                if existing is None:
+                    raise ConfigurationError(
+                        f"queue {spec.name!r} does not exist on SQS (no queue "
+                        f"{self.prefix + spec.name!r} nor {name!r}); a passive declaration "
+                        "creates nothing: declare it without passive=True, or check the name"
+                    )
+                return spec
             self._create(spec.name, name, {}, spec_tags(spec, implicit))
             return spec
         tags = self.sqs.call(spec.name, self.sqs.client.list_queue_tags, QueueUrl=url)
         stored, was_implicit = spec_from_tags(spec.name, tags.get("Tags", {}))
+        if passive:
+            return stored or spec
         if stored is None or (was_implicit and not implicit):
             self.sqs.call(
                 spec.name, self.sqs.client.tag_queue, QueueUrl=url, Tags=spec_tags(spec, implicit)
@@ -121,6 +187,22 @@ class SQSDriver(Driver):
             return stored
         stored.check_same(spec)
         return stored
+
+    def _existing_default(self, spec: QueueSpec) -> Existing | None:
+        """The queue's default lane as it exists on SQS, or None if it does not."""
+        if not self.exact:
+            return None
+        url = self._find(spec.name, self.name_of(Lane(spec.name)))
+        if url is None:
+            return None
+        try:
+            attrs = self._attributes(spec, url, ["VisibilityTimeout", "RedrivePolicy"])
+        except QueueMissing:
+            return None
+        existing = Existing.of(attrs)
+        with self._lock:
+            self._existing[spec.name] = existing
+        return existing
 
     def _find(self, queue: str, name: str) -> str | None:
         with self._lock:
@@ -156,16 +238,30 @@ class SQSDriver(Driver):
     def dlq_url(self, spec: QueueSpec, fresh: bool = False) -> str:
         """The URL of the queue's dead-letter queue, made if missing; ``fresh`` skips the
         cache (the cached URL turned out stale)."""
-        name = dlq_name(self.prefix, spec.name)
+        name = self.dlq_of(spec)
         if fresh:
             with self._lock:
                 self._urls.pop(name, None)
         url = self._find(spec.name, name)
+        if url is None and name != dlq_name(self.prefix, spec.name):
+            raise QueueMissing(
+                f"the dead-letter queue {name!r} of queue {spec.name!r} (its RedrivePolicy) "
+                "does not exist: create it, or fix the RedrivePolicy"
+            )
         return url or self._create(spec.name, name, {}, spec_tags(spec, True))
+
+    def dlq_of(self, spec: QueueSpec) -> str:
+        """The SQS name of the queue's dead-letter queue: its own RedrivePolicy's target
+        when it was adopted with one, else workq's ``<queue>_dlq``."""
+        with self._lock:
+            existing = self._existing.get(spec.name)
+        if existing is not None and existing.redrive_to is not None:
+            return existing.redrive_to
+        return dlq_name(self.prefix, spec.name)
 
     def lane_url(self, spec: QueueSpec, lane: Lane, create: bool) -> str | None:
         """The SQS URL of a lane; made first when ``create``, else None if it is missing."""
-        name = lane_name(self.prefix, lane)
+        name = self.name_of(lane)
         with self._lock:
             url = self._urls.get(name)
         if url is not None:
@@ -185,7 +281,7 @@ class SQSDriver(Driver):
     def forget(self, spec: QueueSpec, lane: Lane) -> None:
         """A lane's SQS queue vanished (deleted by hand): stop using its cached URL."""
         with self._lock:
-            self._urls.pop(lane_name(self.prefix, lane), None)
+            self._urls.pop(self.name_of(lane), None)
             self._known.get(spec.name, set()).discard(lane)
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:
@@ -202,18 +298,26 @@ class SQSDriver(Driver):
                 if lane is not None:
                     found.add(lane)
                     with self._lock:
-                        self._urls[lane_name(self.prefix, lane)] = url
+                        self._urls[self.name_of(lane)] = url
             token = page.get("NextToken")
             if not token:
                 break
         with self._lock:
             # ListQueues on AWS lags new queues by seconds: add the lanes made here.
             found |= self._known.get(spec.name, set())
+        default = Lane(spec.name)
+        # Named as the queue, so not under the listing's prefix: look it up.
+        if (
+            self.exact
+            and default not in found
+            and self._find(spec.name, self.name_of(default)) is not None
+        ):
+            found.add(default)
         return sorted(found, key=lambda lane: (-lane.priority, lane.tenant or ""))
 
     def _lane_of(self, spec: QueueSpec, url: str) -> Lane | None:
         name = url.rsplit("/", 1)[-1]
-        parsed = parse_lane(self.prefix, spec.name, name)
+        parsed = parse_lane(self.prefix, spec.name, name, self.exact)
         if parsed is None:
             return None
         priority, tenant, hashed = parsed
@@ -225,7 +329,7 @@ class SQSDriver(Driver):
                     return None
                 self._tag_tenants[url] = tags.get("Tags", {}).get(TAG + "tenant")
             tenant = self._tag_tenants[url]
-            if tenant is None or lane_name(self.prefix, Lane(spec.name, tenant, priority)) != name:
+            if tenant is None or self.name_of(Lane(spec.name, tenant, priority)) != name:
                 return None
         return Lane(spec.name, tenant, priority)
 
@@ -367,7 +471,7 @@ class SQSDriver(Driver):
             except QueueMissing:
                 continue
             out.append(LaneStats(lane, *(int(attrs.get(n, 0)) for n in names)))
-        dlq = self._find(spec.name, dlq_name(self.prefix, spec.name))
+        dlq = self._find(spec.name, self.dlq_of(spec))
         dead = 0
         if dlq is not None:
             attrs = self._attributes(spec, dlq, names[:2])
@@ -404,7 +508,7 @@ class SQSDriver(Driver):
         return list(seen.values())
 
     def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
-        url = self._find(spec.name, dlq_name(self.prefix, spec.name))
+        url = self._find(spec.name, self.dlq_of(spec))
         if url is None or limit <= 0:
             return []
         # Receiving is the only way to read SQS: hide briefly, then show them again at once.
@@ -424,7 +528,7 @@ class SQSDriver(Driver):
                             priority=meta.priority,
                             body=item.body,
                             headers=item.headers,
-                            reason=meta.reason or "unknown",
+                            reason=meta.reason or MOVED_BY_SQS,
                             attempt=meta.dead_attempt or item.attempt,
                             enqueued_at=meta.enqueued_at,
                         ),
@@ -437,7 +541,7 @@ class SQSDriver(Driver):
         return [letter for _, letter in letters[:limit]]
 
     def redrive(self, spec: QueueSpec) -> int:
-        url = self._find(spec.name, dlq_name(self.prefix, spec.name))
+        url = self._find(spec.name, self.dlq_of(spec))
         if url is None:
             return 0
         moved = 0
