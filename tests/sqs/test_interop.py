@@ -55,8 +55,9 @@ def test_plain_producer_to_workq_consumer(broker: workq.Broker, sqs: Any) -> Non
         # ApproximateReceiveCount is the attempt; the id stays SQS's MessageId.
         assert (again.id, again.attempt) == (sent["MessageId"], 2)
         again.ack()
-    # Adopted as it is; workq's dead-letter queue (which stores its settings) beside it.
-    assert names_like(sqs, queue) == [queue, f"{queue}_dlq"]
+    # Adopted as it is; beside it workq's dead-letter queue (which stores its settings)
+    # and the doorbell its consumers wait on.
+    assert names_like(sqs, queue) == [queue, f"{queue}_bell", f"{queue}_dlq"]
 
 
 def test_workq_producer_to_plain_consumer(broker: workq.Broker, sqs: Any) -> None:
@@ -111,8 +112,8 @@ def test_a_queue_with_its_own_redrive_policy_is_adopted(broker: workq.Broker, sq
         d = c.get(timeout=WAIT)
         assert d is not None
         d.reject(reason="bad input")
-    # Its dead-letter queue took it; workq made no queue beside the adopted one.
-    assert names_like(sqs, queue) == sorted([queue, f"{queue}-dead"])
+    # Its dead-letter queue took it; workq made no queue of its own for dead letters.
+    assert names_like(sqs, queue) == sorted([queue, f"{queue}-dead", f"{queue}_bell"])
     (letter,) = (
         until(broker.dead_letters, what="the dead letter", args=(queue,))
         if False

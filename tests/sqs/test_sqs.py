@@ -34,6 +34,7 @@ def driver_of(broker: workq.Broker) -> SQSDriver:
 
 def count_requests(broker: workq.Broker) -> Counter[str]:
     """Count SQS API requests this broker sends from now on, by operation."""
+    driver_of(broker).doorbell.reads = 0
     counts = driver_of(broker).sqs.requests
     counts.clear()
     return counts
@@ -120,7 +121,8 @@ def test_publish_receive_and_ack_go_in_batches_of_ten(broker: workq.Broker, queu
             got.append(d)
         for d in got:
             d.ack()
-    assert counts["ReceiveMessage"] <= 4
+    # Three receives of ten, and one more that finds the lane empty; doorbell reads aside.
+    assert counts["ReceiveMessage"] - driver_of(broker).doorbell.reads <= 4
     assert counts["DeleteMessageBatch"] == 3 and counts["DeleteMessage"] == 0
     until(lambda: broker.stats(queue).in_flight == 0, what="the deletes to land")
 

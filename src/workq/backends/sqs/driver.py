@@ -47,6 +47,7 @@ from .codec import (
     received,
     whole_seconds,
 )
+from .doorbell import Doorbell
 from .naming import (
     TAG,
     check_prefix,
@@ -68,6 +69,8 @@ __all__ = ["SQSDriver", "create_driver"]
 
 log = logging.getLogger("workq.sqs")
 
+#: Longest time (s) between two ListQueues of one queue's lanes.
+LIST_EVERY = 30.0
 RETENTION = "1209600"  # 14 days, SQS's longest: a backlog must not expire silently
 
 
@@ -99,6 +102,10 @@ class Existing:
 
 #: The reason of a dead letter SQS moved itself (a queue's own RedrivePolicy).
 MOVED_BY_SQS = "moved by SQS after maxReceiveCount receives (the queue's RedrivePolicy)"
+
+
+def _ordered(lanes: set[Lane]) -> list[Lane]:
+    return sorted(lanes, key=lambda lane: (-lane.priority, lane.tenant or ""))
 
 
 def create_driver(settings: SQSSettings) -> SQSDriver:
@@ -133,6 +140,10 @@ class SQSDriver(Driver):
         self._known: dict[str, set[Lane]] = {}
         self._tag_tenants: dict[str, str | None] = {}
         self._existing: dict[str, Existing] = {}
+        self._listed: dict[str, tuple[float, set[Lane]]] = {}
+        #: Lanes are listed from SQS at most this often (s); the doorbell tells of new ones.
+        self.list_every = max(settings.lane_refresh, min(LIST_EVERY, settings.lane_sweep))
+        self.doorbell = Doorbell(self)
         self._closed = False
 
     # -- queues ---------------------------------------------------------------------
@@ -160,7 +171,7 @@ class SQSDriver(Driver):
         if existing is not None and existing.redrive_to is not None:
             return existing.adopt(spec) if implicit or passive else spec
         name = dlq_name(self.prefix, spec.name)
-        url = self._find(spec.name, name)
+        url = self.find(spec.name, name)
         if url is None:
             if implicit or passive:
                 spec = existing.adopt(spec) if existing is not None else spec
@@ -172,7 +183,7 @@ class SQSDriver(Driver):
                         "creates nothing: declare it without passive=True, or check the name"
                     )
                 return spec
-            self._create(spec.name, name, {}, spec_tags(spec, implicit))
+            self.create(spec.name, name, {}, spec_tags(spec, implicit))
             return spec
         tags = self.sqs.call(spec.name, self.sqs.client.list_queue_tags, QueueUrl=url)
         stored, was_implicit = spec_from_tags(spec.name, tags.get("Tags", {}))
@@ -192,7 +203,7 @@ class SQSDriver(Driver):
         """The queue's default lane as it exists on SQS, or None if it does not."""
         if not self.exact:
             return None
-        url = self._find(spec.name, self.name_of(Lane(spec.name)))
+        url = self.find(spec.name, self.name_of(Lane(spec.name)))
         if url is None:
             return None
         try:
@@ -204,7 +215,7 @@ class SQSDriver(Driver):
             self._existing[spec.name] = existing
         return existing
 
-    def _find(self, queue: str, name: str) -> str | None:
+    def find(self, queue: str, name: str) -> str | None:
         with self._lock:
             url = self._urls.get(name)
         if url is not None:
@@ -217,7 +228,7 @@ class SQSDriver(Driver):
             self._urls[name] = url
         return url
 
-    def _create(self, queue: str, name: str, attrs: dict[str, str], tags: dict[str, str]) -> str:
+    def create(self, queue: str, name: str, attrs: dict[str, str], tags: dict[str, str]) -> str:
         try:
             url = self.sqs.call(
                 queue,
@@ -242,13 +253,13 @@ class SQSDriver(Driver):
         if fresh:
             with self._lock:
                 self._urls.pop(name, None)
-        url = self._find(spec.name, name)
+        url = self.find(spec.name, name)
         if url is None and name != dlq_name(self.prefix, spec.name):
             raise QueueMissing(
                 f"the dead-letter queue {name!r} of queue {spec.name!r} (its RedrivePolicy) "
                 "does not exist: create it, or fix the RedrivePolicy"
             )
-        return url or self._create(spec.name, name, {}, spec_tags(spec, True))
+        return url or self.create(spec.name, name, {}, spec_tags(spec, True))
 
     def dlq_of(self, spec: QueueSpec) -> str:
         """The SQS name of the queue's dead-letter queue: its own RedrivePolicy's target
@@ -269,14 +280,24 @@ class SQSDriver(Driver):
         if create:
             tags = lane_tags(lane)
             visibility = str(whole_seconds(spec.lease, MAX_VISIBILITY) or 1)
-            url = self._create(spec.name, name, {"VisibilityTimeout": visibility}, tags)
+            url = self.create(spec.name, name, {"VisibilityTimeout": visibility}, tags)
         else:
-            url = self._find(spec.name, name)
+            url = self.find(spec.name, name)
             if url is None:
                 return None
         with self._lock:
             self._known.setdefault(spec.name, set()).add(lane)
         return url
+
+    def forget_name(self, name: str) -> None:
+        """An SQS queue vanished: stop using its cached URL."""
+        with self._lock:
+            self._urls.pop(name, None)
+
+    def discovered(self, queue: str, lane: Lane) -> None:
+        """A doorbell note told of a lane: the next ``lanes()`` lists it."""
+        with self._lock:
+            self._known.setdefault(queue, set()).add(lane)
 
     def forget(self, spec: QueueSpec, lane: Lane) -> None:
         """A lane's SQS queue vanished (deleted by hand): stop using its cached URL."""
@@ -285,6 +306,21 @@ class SQSDriver(Driver):
             self._known.get(spec.name, set()).discard(lane)
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:
+        """The queue's lanes: listed from SQS every ``LIST_EVERY`` seconds at most, and
+        in between the lanes listed, made here, or told of by the doorbell."""
+        now = time.monotonic()
+        with self._lock:
+            listed = self._listed.get(spec.name)
+            if listed is not None and now - listed[0] < self.list_every:
+                return _ordered(listed[1] | self._known.get(spec.name, set()))
+        found = self._list(spec)
+        with self._lock:
+            self._listed[spec.name] = (now, found)
+            # ListQueues on AWS lags new queues by seconds: add the lanes made here.
+            found = found | self._known.get(spec.name, set())
+        return _ordered(found)
+
+    def _list(self, spec: QueueSpec) -> set[Lane]:
         found: set[Lane] = set()
         token: str | None = None
         while True:
@@ -302,18 +338,11 @@ class SQSDriver(Driver):
             token = page.get("NextToken")
             if not token:
                 break
-        with self._lock:
-            # ListQueues on AWS lags new queues by seconds: add the lanes made here.
-            found |= self._known.get(spec.name, set())
         default = Lane(spec.name)
         # Named as the queue, so not under the listing's prefix: look it up.
-        if (
-            self.exact
-            and default not in found
-            and self._find(spec.name, self.name_of(default)) is not None
-        ):
+        if self.exact and self.find(spec.name, self.name_of(default)) is not None:
             found.add(default)
-        return sorted(found, key=lambda lane: (-lane.priority, lane.tenant or ""))
+        return found
 
     def _lane_of(self, spec: QueueSpec, url: str) -> Lane | None:
         name = url.rsplit("/", 1)[-1]
@@ -341,29 +370,43 @@ class SQSDriver(Driver):
         for msg in messages:
             entry, size = self._entry(spec, msg, now)
             by_lane.setdefault(msg.lane, []).append((entry, size))
+        started = time.monotonic()
+        sent: list[tuple[Lane, float]] = []
         for lane, entries in by_lane.items():
-            batches = list(size_batches(entries))
+            self._publish_lane(spec, lane, entries)
+            sent.append((lane, min(float(e.get("DelaySeconds", 0)) for e, _ in entries)))
+        # Within what is left of publish_timeout: a note is only a hint.
+        remaining = self.settings.publish_timeout - (time.monotonic() - started)
+        self.doorbell.ring(spec.name, sent, remaining)
+
+    def _publish_lane(
+        self,
+        spec: QueueSpec,
+        lane: Lane,
+        entries: list[tuple[SendMessageBatchRequestEntryTypeDef, int]],
+    ) -> None:
+        batches = list(size_batches(entries))
+        try:
             try:
-                try:
-                    self._send_lane(spec, lane, batches)
-                except QueueMissing as exc:
-                    # Deleted out of band, or the endpoint lost its state: make it again
-                    # (its cached URL is stale) and send what was not sent yet.
-                    log.warning(
-                        "SQS queue of lane (tenant=%r, priority=%d) of queue %r vanished "
-                        "(%s); declaring it again",
-                        lane.tenant,
-                        lane.priority,
-                        spec.name,
-                        exc,
-                    )
-                    self.forget(spec, lane)
-                    self._send_lane(spec, lane, batches[exc.sent :])
-            except (SQSError, BrokerUnavailable) as exc:
-                raise PublishError(
-                    f"publishing to queue {spec.name!r} (lane tenant={lane.tenant!r}, "
-                    f"priority={lane.priority}) failed: {exc}"
-                ) from exc
+                self._send_lane(spec, lane, batches)
+            except QueueMissing as exc:
+                # Deleted out of band, or the endpoint lost its state: make it again
+                # (its cached URL is stale) and send what was not sent yet.
+                log.warning(
+                    "SQS queue of lane (tenant=%r, priority=%d) of queue %r vanished "
+                    "(%s); declaring it again",
+                    lane.tenant,
+                    lane.priority,
+                    spec.name,
+                    exc,
+                )
+                self.forget(spec, lane)
+                self._send_lane(spec, lane, batches[exc.sent :])
+        except (SQSError, BrokerUnavailable) as exc:
+            raise PublishError(
+                f"publishing to queue {spec.name!r} (lane tenant={lane.tenant!r}, "
+                f"priority={lane.priority}) failed: {exc}"
+            ) from exc
 
     def _send_lane(
         self, spec: QueueSpec, lane: Lane, batches: list[list[SendMessageBatchRequestEntryTypeDef]]
@@ -471,7 +514,7 @@ class SQSDriver(Driver):
             except QueueMissing:
                 continue
             out.append(LaneStats(lane, *(int(attrs.get(n, 0)) for n in names)))
-        dlq = self._find(spec.name, self.dlq_of(spec))
+        dlq = self.find(spec.name, self.dlq_of(spec))
         dead = 0
         if dlq is not None:
             attrs = self._attributes(spec, dlq, names[:2])
@@ -508,7 +551,7 @@ class SQSDriver(Driver):
         return list(seen.values())
 
     def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
-        url = self._find(spec.name, self.dlq_of(spec))
+        url = self.find(spec.name, self.dlq_of(spec))
         if url is None or limit <= 0:
             return []
         # Receiving is the only way to read SQS: hide briefly, then show them again at once.
@@ -541,7 +584,7 @@ class SQSDriver(Driver):
         return [letter for _, letter in letters[:limit]]
 
     def redrive(self, spec: QueueSpec) -> int:
-        url = self._find(spec.name, self.dlq_of(spec))
+        url = self.find(spec.name, self.dlq_of(spec))
         if url is None:
             return 0
         moved = 0

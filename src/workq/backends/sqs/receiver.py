@@ -34,6 +34,7 @@ from .codec import (
     received,
     whole_seconds,
 )
+from .doorbell import READ_EVERY, Pacer
 
 if TYPE_CHECKING:
     from .driver import SQSDriver
@@ -57,13 +58,14 @@ def _levels(lanes: Iterable[Lane]) -> list[list[Lane]]:
 
 
 class SQSReceiver(Receiver):
-    """One consumer's receives: short polls in lane order, then one long poll.
+    """One consumer's receives: short polls of the lanes worth one, then one long poll.
 
     Strict priority needs every higher lane checked before a lower one, and SQS cannot
     long-poll several queues in one request. So a receive asks each lane of the highest
-    level in turn (WaitTimeSeconds=0, the count spread over the level's lanes), goes down
-    a level only when a whole level is empty, and when every lane is empty long-polls the
-    lane that last had messages (else the top one). A single lane is long-polled at once.
+    level that is due a poll (see :class:`.doorbell.Pacer`) in turn (WaitTimeSeconds=0,
+    the count spread over the level's lanes), goes down a level only when a whole level
+    is empty, and when nothing came long-polls, in turn, the default lane and the
+    queue's doorbell; a note on the doorbell makes its lane due at once.
     """
 
     def __init__(self, driver: SQSDriver, spec: QueueSpec) -> None:
@@ -72,7 +74,10 @@ class SQSReceiver(Receiver):
         self._visibility = whole_seconds(spec.lease, MAX_VISIBILITY) or 1
         self._held: dict[int, Received] = {}
         self._lock = threading.Lock()
-        self._likely: Lane | None = None
+        self._default = Lane(spec.name)
+        self._pace = Pacer(self._default, spec.lease, driver.settings.lane_sweep)
+        self._read_at = 0.0
+        self._bell_turn = True  # the default lane's turn first
         self._closed = False
 
     def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
@@ -80,9 +85,25 @@ class SQSReceiver(Receiver):
         if self._closed or max_count <= 0 or not lanes:
             return []
         wait = self._d.wait_seconds(timeout)
-        if len(lanes) == 1:
-            return self._poll(lanes[0], max_count, wait)
-        for level in _levels(lanes):
+        got = self._sweep(lanes, max_count, time.monotonic())
+        if got or not wait:
+            if time.monotonic() - self._read_at >= READ_EVERY:
+                # Busy (or not waiting): read the doorbell without waiting now and
+                # then, so a quiet tenant's note is not left behind a busy lane's work.
+                self._read_bell(lanes, 0)
+            return got
+        # Nothing due had anything: wait on the default lane (plain producers do not
+        # ring) and the doorbell in turn, so an idle consumer costs one request a slice.
+        self._bell_turn = not self._bell_turn
+        if self._default in lanes and not self._bell_turn:
+            return self._poll(self._default, max_count, wait)
+        if not self._read_bell(lanes, wait):
+            return []
+        return self._sweep(lanes, max_count, time.monotonic())
+
+    def _sweep(self, lanes: list[Lane], max_count: int, now: float) -> list[Received]:
+        due = [lane for lane in lanes if self._pace.due(lane, now)]
+        for level in _levels(due):
             got: list[Received] = []
             for i, lane in enumerate(level):
                 share = math.ceil((max_count - len(got)) / (len(level) - i))
@@ -90,10 +111,27 @@ class SQSReceiver(Receiver):
                     got += self._poll(lane, share, 0)
             if got:
                 return got
-        if not wait:
-            return []
-        lane = self._likely if self._likely in lanes else lanes[0]
-        return self._poll(lane, max_count, wait)
+        return []
+
+    def _read_bell(self, lanes: list[Lane], wait: int) -> bool:
+        """Read the doorbell; True if it told of a lane in ``lanes``."""
+        self._read_at = time.monotonic()
+        notes = self._d.doorbell.read(self._spec.name, wait)
+        if not notes:
+            return False
+        now = time.monotonic()
+        mine = set(lanes)
+        done: list[str] = []
+        for lane, delay, handle in notes:
+            if lane in mine:
+                self._pace.rang(lane, now, delay)
+                done.append(handle)
+            else:
+                # A new lane (found by the next lanes()), or one this consumer does not
+                # take: the note comes back to the others.
+                self._d.discovered(self._spec.name, lane)
+        self._d.doorbell.done(self._spec.name, done)
+        return bool(done)
 
     def _poll(self, lane: Lane, count: int, wait: int) -> list[Received]:
         url = self._d.lane_url(self._spec, lane, create=False)
@@ -117,10 +155,15 @@ class SQSReceiver(Receiver):
         except QueueMissing:
             self._d.forget(self._spec, lane)
             return []
+        messages = resp.get("Messages", [])
+        if messages:
+            self._pace.had_work(lane, time.monotonic())
+        else:
+            self._pace.empty(lane, time.monotonic())
         out: list[Received] = []
         late: list[tuple[Any, Meta]] = []
         now = time.time()
-        for m in resp.get("Messages", []):
+        for m in messages:
             meta = Meta.load(m)
             if meta.not_before is not None and meta.not_before > now + 0.5:
                 late.append((m, meta))
@@ -138,8 +181,6 @@ class SQSReceiver(Receiver):
             # Closed while this receive was in flight: give them straight back.
             self._give_back([(item.token, item) for item in out])
             return []
-        if out:
-            self._likely = lane
         return out
 
     def _settling(self, item: Received) -> Token:
@@ -155,6 +196,8 @@ class SQSReceiver(Receiver):
     def nack(self, item: Received, delay: float | None) -> None:
         token = self._settling(item)
         seconds = whole_seconds(delay, MAX_VISIBILITY + 1)
+        # No note is rung for it: this consumer looks again when it is due.
+        self._pace.expect(item.lane, time.monotonic() + seconds)
         if seconds <= MAX_VISIBILITY:
             try:
                 self._d.sqs.call(

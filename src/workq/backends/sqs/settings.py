@@ -17,8 +17,10 @@ class SQSSettings(BackendSettings):
     (at most 20 of ``[A-Za-z0-9_-]``); ``default_lane`` names a queue's default lane:
     ``queue`` (the SQS queue named as the workq queue, so plain clients interoperate) or
     ``suffixed`` (``<queue>_p0``, the layout of earlier versions); ``lane_refresh`` is
-    how often (s) a consumer of every tenant lists lanes; ``ack_linger`` is how long (s)
-    an ack waits to share a ``DeleteMessageBatch`` with others.
+    how often (s) a consumer of every tenant looks for new lanes; ``lane_sweep`` is the
+    longest (s) a lane with no news goes unpolled (the safety net behind the doorbell:
+    see docs/backends/sqs.md); ``ack_linger`` is how long (s) an ack waits to share a
+    ``DeleteMessageBatch`` with others.
 
     >>> SQSSettings.from_url("sqs://eu-west-1?queue_prefix=dev-").queue_prefix
     'dev-'
@@ -32,6 +34,7 @@ class SQSSettings(BackendSettings):
     queue_prefix: str = ""
     default_lane: Literal["queue", "suffixed"] = "queue"
     lane_refresh: float = Field(1.0, gt=0)
+    lane_sweep: float = Field(900.0, ge=1.0)
     ack_linger: float = Field(0.02, ge=0, le=1.0)
 
     @classmethod
