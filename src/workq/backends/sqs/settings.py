@@ -34,7 +34,7 @@ class SQSSettings(BackendSettings):
     queue_prefix: str = ""
     default_lane: Literal["queue", "suffixed"] = "queue"
     lane_refresh: float = Field(1.0, gt=0)
-    lane_sweep: float = Field(900.0, ge=1.0)
+    lane_sweep: float = Field(1200.0, ge=1.0)
     ack_linger: float = Field(0.02, ge=0, le=1.0)
 
     @classmethod
