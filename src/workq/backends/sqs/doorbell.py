@@ -44,6 +44,8 @@ log = logging.getLogger("workq.sqs")
 RING_EVERY = 1.0
 #: A busy consumer reads the doorbell without waiting this often (s).
 READ_EVERY = 1.0
+#: ... and this often when it has a single lane (only a new lane would be news).
+READ_EVERY_ONE_LANE = 5.0
 #: Notes unread for this long (s) expire: SQS's shortest retention.
 NOTE_RETENTION = "60"
 #: A note another consumer's lane list does not have comes back to others after (s).

@@ -34,7 +34,7 @@ from .codec import (
     received,
     whole_seconds,
 )
-from .doorbell import READ_EVERY, Pacer
+from .doorbell import READ_EVERY, READ_EVERY_ONE_LANE, Pacer
 
 if TYPE_CHECKING:
     from .driver import SQSDriver
@@ -87,7 +87,10 @@ class SQSReceiver(Receiver):
         wait = self._d.wait_seconds(timeout)
         got = self._sweep(lanes, max_count, time.monotonic())
         if got or not wait:
-            if time.monotonic() - self._read_at >= READ_EVERY:
+            # One lane: only a new tenant's lane could be news, and the listing finds
+            # it too; so read less often and keep a busy single lane's requests low.
+            every = READ_EVERY if len(lanes) > 1 else READ_EVERY_ONE_LANE
+            if time.monotonic() - self._read_at >= every:
                 # Busy (or not waiting): read the doorbell without waiting now and
                 # then, so a quiet tenant's note is not left behind a busy lane's work.
                 self._read_bell(lanes, 0)
