@@ -10,7 +10,8 @@ import boto3
 import pytest
 
 import workq
-from workq.backends.sqs.driver import MOVED_BY_SQS, SQSDriver
+from workq.backends.sqs.deadletters import MOVED_BY_SQS
+from workq.backends.sqs.driver import SQSDriver
 from workq.testing.conformance import QUIET, WAIT, unique, until
 
 pytestmark = pytest.mark.sqs

@@ -28,6 +28,7 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -107,6 +108,10 @@ def retryable(exc: BaseException) -> bool:
     return isinstance(exc, BotoConnectionError | HTTPClientError)
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
 class SQSCalls:
     """Thread-safe boto3 SQS clients whose calls retry and raise workq errors.
 
@@ -131,7 +136,12 @@ class SQSCalls:
         self._bounds: dict[int, float] = {}
         self._lock = threading.Lock()
         try:
-            self._session = boto3.session.Session(region_name=settings.region)
+            self._session = boto3.session.Session(
+                region_name=settings.region,
+                aws_access_key_id=_secret(settings.aws_access_key_id),
+                aws_secret_access_key=_secret(settings.aws_secret_access_key),
+                aws_session_token=_secret(settings.aws_session_token),
+            )
             self._session.events.register("before-call.sqs", self._count)
             self.client: SQSClient = self._make(self.connect_timeout, self.read_timeout)
         except NoRegionError:

@@ -1,16 +1,17 @@
 """``sqs://REGION?endpoint_url=...``: workq on Amazon SQS (or an SQS-compatible server).
 
-One standard SQS queue per lane (see :mod:`.naming`), plus ``<queue>_dlq`` which holds
-dead letters and carries the queue's declared settings as tags. Requests go in batches
-of 10 (see :mod:`.batching`); receiving and settling are in :mod:`.receiver`. The
-visibility timeout is the lease; the core's lease keeper extends it. The async API runs
-this driver on threads (``workq.driver.threaded``).
+One standard SQS queue per lane (see :mod:`.naming`; the default lane is named as the
+queue), plus ``<queue>_dlq`` which holds dead letters and carries the queue's declared
+settings as tags, and ``<queue>_bell``, the doorbell (:mod:`.doorbell`). This module
+declares, adopts, lists and publishes; requests go in batches of 10 (:mod:`.batching`);
+receiving and settling are in :mod:`.receiver`, dead letters in :mod:`.deadletters`.
+The visibility timeout is the lease; the core's lease keeper extends it. The async API
+runs this driver on threads (``workq.driver.threaded``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import threading
@@ -24,8 +25,8 @@ from ...lanes import Lane
 from ...messages import Outgoing
 from ...producer import MessageTooLarge
 from ...spec import QueueSpec
+from ...specs import Stored, adopt_or_conflict
 from .batching import (
-    BATCH,
     Deleter,
     Token,
     change_visibility,
@@ -38,15 +39,14 @@ from .codec import (
     MAX_DELAY,
     MAX_MESSAGE,
     MAX_VISIBILITY,
-    SYSTEM_ATTRIBUTES,
     Meta,
     attributes,
     encode_body,
     message_size,
     outgoing_meta,
-    received,
     whole_seconds,
 )
+from .deadletters import Existing, read_dead_letters, redrive
 from .doorbell import Doorbell
 from .naming import (
     TAG,
@@ -72,36 +72,6 @@ log = logging.getLogger("workq.sqs")
 #: Longest time (s) between two ListQueues of one queue's lanes.
 LIST_EVERY = 30.0
 RETENTION = "1209600"  # 14 days, SQS's longest: a backlog must not expire silently
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Existing:
-    """What workq adopts of a default lane queue that exists already."""
-
-    visibility: int
-    redrive_to: str | None = None
-    max_receive: int | None = None
-
-    @classmethod
-    def of(cls, attrs: dict[str, str]) -> Existing:
-        visibility = int(attrs.get("VisibilityTimeout", 0) or 0)
-        policy = attrs.get("RedrivePolicy")
-        if not policy:
-            return cls(visibility)
-        data = json.loads(policy)
-        # arn:aws:sqs:REGION:ACCOUNT:NAME
-        target = str(data.get("deadLetterTargetArn", "")).rsplit(":", 1)[-1] or None
-        return cls(visibility, target, int(data.get("maxReceiveCount", 0)) or None)
-
-    def adopt(self, spec: QueueSpec) -> QueueSpec:
-        """``spec`` with the lease and attempts the existing queue says."""
-        lease = float(self.visibility) if self.visibility > 0 else spec.lease
-        attempts = self.max_receive or spec.max_attempts
-        return dataclasses.replace(spec, lease=lease, max_attempts=attempts)
-
-
-#: The reason of a dead letter SQS moved itself (a queue's own RedrivePolicy).
-MOVED_BY_SQS = "moved by SQS after maxReceiveCount receives (the queue's RedrivePolicy)"
 
 
 def _ordered(lanes: set[Lane]) -> list[Lane]:
@@ -186,18 +156,19 @@ class SQSDriver(Driver):
             self.create(spec.name, name, {}, spec_tags(spec, implicit))
             return spec
         tags = self.sqs.call(spec.name, self.sqs.client.list_queue_tags, QueueUrl=url)
-        stored, was_implicit = spec_from_tags(spec.name, tags.get("Tags", {}))
+        stored_spec, was_implicit = spec_from_tags(spec.name, tags.get("Tags", {}))
         if passive:
-            return stored or spec
-        if stored is None or (was_implicit and not implicit):
+            return stored_spec or spec
+        stored = None if stored_spec is None else Stored(stored_spec, was_implicit)
+        effective, write = adopt_or_conflict(stored, spec, implicit)
+        if write is not None:
             self.sqs.call(
-                spec.name, self.sqs.client.tag_queue, QueueUrl=url, Tags=spec_tags(spec, implicit)
+                spec.name,
+                self.sqs.client.tag_queue,
+                QueueUrl=url,
+                Tags=spec_tags(write.spec, write.implicit),
             )
-            return spec
-        if implicit:
-            return stored
-        stored.check_same(spec)
-        return stored
+        return effective
 
     def _existing_default(self, spec: QueueSpec) -> Existing | None:
         """The queue's default lane as it exists on SQS, or None if it does not."""
@@ -530,88 +501,11 @@ class SQSDriver(Driver):
         )
         return {str(k): v for k, v in resp.get("Attributes", {}).items()}
 
-    def _read_dlq(self, spec: QueueSpec, url: str, hide: int, limit: int) -> list[Any]:
-        seen: dict[str, Any] = {}
-        while len(seen) < limit:
-            resp = self.sqs.call(
-                spec.name,
-                self.sqs.client.receive_message,
-                QueueUrl=url,
-                MaxNumberOfMessages=BATCH,
-                VisibilityTimeout=hide,
-                WaitTimeSeconds=0,
-                MessageAttributeNames=["All"],
-                MessageSystemAttributeNames=SYSTEM_ATTRIBUTES,
-            )
-            fresh = [m for m in resp.get("Messages", []) if m["MessageId"] not in seen]
-            if not fresh:
-                break
-            for m in fresh:
-                seen[m["MessageId"]] = m
-        return list(seen.values())
-
     def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
-        url = self.find(spec.name, self.dlq_of(spec))
-        if url is None or limit <= 0:
-            return []
-        # Receiving is the only way to read SQS: hide briefly, then show them again at once.
-        messages = self._read_dlq(spec, url, hide=30, limit=limit + 100)
-        try:
-            letters = []
-            for m in messages:
-                meta = Meta.load(m)
-                item = received(meta.lane(spec.name), m, meta, None)
-                letters.append(
-                    (
-                        meta.dead_at or item.enqueued_at,
-                        DeadLetter(
-                            id=meta.id,
-                            queue=spec.name,
-                            tenant=meta.tenant,
-                            priority=meta.priority,
-                            body=item.body,
-                            headers=item.headers,
-                            reason=meta.reason or MOVED_BY_SQS,
-                            attempt=meta.dead_attempt or item.attempt,
-                            enqueued_at=meta.enqueued_at,
-                        ),
-                    )
-                )
-        finally:
-            tokens = [Token(url, m["ReceiptHandle"], m["MessageId"]) for m in messages]
-            self.change_visibility(spec.name, tokens, 0)
-        letters.sort(key=lambda pair: pair[0])
-        return [letter for _, letter in letters[:limit]]
+        return read_dead_letters(self, spec, limit)
 
     def redrive(self, spec: QueueSpec) -> int:
-        url = self.find(spec.name, self.dlq_of(spec))
-        if url is None:
-            return 0
-        moved = 0
-        while True:
-            messages = self._read_dlq(spec, url, hide=60, limit=BATCH)
-            if not messages:
-                return moved
-            by_lane: dict[Lane, list[tuple[SendMessageBatchRequestEntryTypeDef, int]]] = {}
-            for m in messages:
-                meta = Meta.load(m)
-                meta.reason = meta.dead_attempt = meta.dead_at = meta.not_before = None
-                meta.attempt_base = 0
-                attrs = attributes(meta)
-                entry: SendMessageBatchRequestEntryTypeDef = {
-                    "Id": "0",
-                    "MessageBody": m["Body"],
-                    "MessageAttributes": attrs,
-                }
-                size = message_size(m["Body"], attrs)
-                by_lane.setdefault(meta.lane(spec.name), []).append((entry, size))
-            for lane, entries in by_lane.items():
-                lane_url = self.lane_url(spec, lane, create=True)
-                assert lane_url is not None
-                for batch in size_batches(entries):
-                    self.send_batch(spec, lane_url, batch)
-            self.delete_batch(spec, url, [m["ReceiptHandle"] for m in messages])
-            moved += len(messages)
+        return redrive(self, spec)
 
     def close(self) -> None:
         if self._closed:
