@@ -22,8 +22,9 @@ class SQSSettings(BackendSettings):
     see docs/backends/sqs.md); ``ack_linger`` is how long (s) an ack waits to share a
     ``DeleteMessageBatch`` with others.
 
-    >>> SQSSettings.from_url("sqs://eu-west-1?queue_prefix=dev-").queue_prefix
-    'dev-'
+    Examples:
+        >>> SQSSettings.from_url("sqs://eu-west-1?queue_prefix=dev-").queue_prefix
+        'dev-'
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("sqs",)
