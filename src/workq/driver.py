@@ -224,7 +224,12 @@ class Driver(ABC):
 
 
 class AsyncReceiver(ABC):
-    """The async twin of :class:`Receiver`; same methods, as coroutines."""
+    """The async twin of :class:`Receiver`; same methods, as coroutines.
+
+    ``receive`` must be safe to cancel: the consumer cancels one that outlives its
+    timeout by more than a grace period (a silent network), and a cancelled receive must
+    lose nothing: what it had taken goes back to the queue (see ``threaded()``).
+    """
 
     @abstractmethod
     async def receive(

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import workq
+from workq.holding import RECEIVE_GRACE
 from workq.testing.conformance import unique, with_query
 from workq.testing.faults import FaultProxy
 
@@ -192,7 +193,7 @@ def test_get_on_a_black_holed_network_returns_within_its_timeout(
         await consumer.get(timeout=0)
         proxy.black_hole()
         try:
-            async with asyncio.timeout(GET + ALLOWANCE):
+            async with asyncio.timeout(GET + RECEIVE_GRACE + ALLOWANCE):
                 outcome: object = await consumer.get(timeout=GET)
         except TimeoutError:
             pytest.fail("get on a black hole outlived its timeout")
@@ -203,5 +204,7 @@ def test_get_on_a_black_holed_network_returns_within_its_timeout(
             await broker.close()
         return outcome
 
-    outcome, _ = bounded(sync if api == "sync" else in_loop(aio), 3 * CLOSE + GET, "the scenario")
+    outcome, _ = bounded(
+        sync if api == "sync" else in_loop(aio), 3 * CLOSE + GET + RECEIVE_GRACE, "the scenario"
+    )
     assert outcome is None or isinstance(outcome, workq.WorkqError), outcome
