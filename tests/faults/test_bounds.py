@@ -46,10 +46,6 @@ _RABBIT_PUBLISH = (
     "rabbitmq: publish_timeout bounds each attempt (confirm wait, reconnect), not the "
     "publish: on a silent network publish takes about publish_retries x publish_timeout"
 )
-_KAFKA_PUBLISH = (
-    "kafka: publish_timeout bounds each attempt, not the publish: a silent broker blocks "
-    "publish for about publish_retries x publish_timeout"
-)
 GAPS: dict[tuple[str, str], str] = {
     ("rabbitmq", "connect-sync"): _PIKA_CONNECT,
     ("rabbitmq", "get-sync"): (
@@ -63,8 +59,6 @@ GAPS: dict[tuple[str, str], str] = {
     ("sqs", "get-sync"): _BOTO + " (receive and list lanes)",
     ("rabbitmq", "publish-sync"): _RABBIT_PUBLISH,
     ("rabbitmq", "publish-aio"): _RABBIT_PUBLISH,
-    ("kafka", "publish-sync"): _KAFKA_PUBLISH,
-    ("kafka", "publish-aio"): _KAFKA_PUBLISH,
 }
 
 
