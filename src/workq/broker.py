@@ -11,6 +11,7 @@ from .backends import create_driver
 from .config import BackendSettings
 from .consumer import Consumer
 from .driver import DeadLetter, Driver, QueueStats
+from .middleware import Chain, Middleware, check_middleware
 from .names import check_queue
 from .producer import Producer
 from .settings import Settings, load
@@ -19,28 +20,45 @@ from .specs import SpecCache, make_spec
 
 if TYPE_CHECKING:
     from .delivery import Delivery
+    from .retry import RetryPolicy
     from .worker import Worker
 
 __all__ = ["Broker", "connect"]
 
 
-def connect(url: str | Settings | BackendSettings | None = None, **options: Any) -> Broker:
+def connect(
+    url: str | Settings | BackendSettings | None = None,
+    *,
+    middleware: Sequence[Middleware] | None = None,
+    **options: Any,
+) -> Broker:
     """Connect to the broker a URL or settings name; ``WORKQ_URL`` if given nothing.
+
+    ``middleware`` (``workq.Middleware`` objects) wraps every publish, handler and
+    settlement made through this broker.
 
     >>> with connect("memory://") as broker:
     ...     broker.producer().publish("jobs", b"hello")   # doctest: +ELLIPSIS
     '...'
     """
+    chosen = check_middleware(middleware)
     settings = load(url, **options)
-    return Broker(create_driver(settings), settings)
+    return Broker(create_driver(settings), settings, middleware=chosen)
 
 
 class Broker:
     """A connection to one broker. A context manager; ``close()`` is idempotent."""
 
-    def __init__(self, driver: Driver, settings: BackendSettings) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        settings: BackendSettings,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> None:
         self.driver = driver
         self.settings = settings
+        self.middleware = check_middleware(middleware)
+        self.chain = Chain(self.middleware, driver.capabilities.backend)
         self._specs = SpecCache()
         self._declaring = threading.Lock()
         self._closed = False
@@ -74,13 +92,24 @@ class Broker:
 
     def producer(self) -> Producer:
         """A producer; ``with broker.producer() as p: p.publish(...)``."""
-        return Producer(self.driver, self.spec)
+        return Producer(self.driver, self.spec, self.chain)
 
     def consumer(
-        self, queue: str, prefetch: int = 1, tenants: Sequence[str] | None = None
+        self,
+        queue: str,
+        prefetch: int = 1,
+        tenants: Sequence[str] | None = None,
+        *,
+        middleware: Sequence[Middleware] | None = None,
     ) -> Consumer:
-        """A consumer holding at most ``prefetch`` unsettled deliveries."""
-        return Consumer(self.driver, self.spec(queue), prefetch=prefetch, tenants=tenants)
+        """A consumer holding at most ``prefetch`` unsettled deliveries.
+
+        ``middleware`` is added after the broker's for this consumer's settlements.
+        """
+        chain = self.chain.with_more(check_middleware(middleware))
+        return Consumer(
+            self.driver, self.spec(queue), prefetch=prefetch, tenants=tenants, middleware=chain
+        )
 
     def worker(
         self,
@@ -90,8 +119,17 @@ class Broker:
         prefetch: int | None = None,
         tenants: Sequence[str] | None = None,
         shutdown_timeout: float = 30.0,
+        *,
+        middleware: Sequence[Middleware] | None = None,
+        retry: RetryPolicy | None = None,
+        max_outage: float | None = None,
     ) -> Worker:
-        """A worker running ``handler`` on ``concurrency`` threads; ``worker.run()`` blocks."""
+        """A worker running ``handler`` on ``concurrency`` threads; ``worker.run()`` blocks.
+
+        ``middleware`` is added after the broker's; ``retry`` sets the backoff of failed
+        handlers (default: doubling from the queue's ``retry_delay``); ``max_outage``
+        bounds, in seconds, how long a broker outage is ridden out (default: forever).
+        """
         from .worker import Worker
 
         return Worker(
@@ -102,6 +140,9 @@ class Broker:
             prefetch=prefetch,
             tenants=tenants,
             shutdown_timeout=shutdown_timeout,
+            middleware=middleware,
+            retry=retry,
+            max_outage=max_outage,
         )
 
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:

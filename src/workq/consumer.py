@@ -13,6 +13,7 @@ from .delivery import Delivery
 from .driver import Driver, Receiver
 from .holding import Holding
 from .messages import Received
+from .middleware import Chain
 from .spec import QueueSpec
 
 __all__ = ["Consumer"]
@@ -37,9 +38,11 @@ class Consumer:
         spec: QueueSpec,
         prefetch: int = 1,
         tenants: Sequence[str] | None = None,
+        middleware: Chain | None = None,
     ) -> None:
         self._driver = driver
         self._state = Holding(spec, driver.capabilities, prefetch, tenants)
+        self._chain = middleware or None  # told of every settlement and release
         self._receiver: Receiver = driver.open(spec, prefetch)
         # A plain Lock: get/ack take it twice per message, and ``with lock`` is C code.
         self._lock = threading.Lock()
@@ -137,6 +140,8 @@ class Consumer:
                 self._receiver.nack(item, settle.delay)
             else:
                 self._receiver.dead_letter(item, settle.reason or "rejected")
+            if self._chain is not None and not closed:
+                self._chain.settled(item, settle.action, settle.delay, settle.reason)
         finally:
             with self._lock:
                 if state.done(item):  # only a get() waiting for room waits on a settlement
@@ -165,6 +170,8 @@ class Consumer:
             items = self._state.unstarted()
         if items:
             self._receiver.release(items)
+            if self._chain is not None:
+                self._chain.released(items)
         return len(items)
 
     def close(self) -> None:
@@ -182,6 +189,8 @@ class Consumer:
         try:
             if held:
                 self._receiver.release(held)
+                if self._chain is not None:
+                    self._chain.released(held)
         finally:
             self._receiver.close()
             if self._keeper is not None and self._keeper is not threading.current_thread():

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from .errors import AlreadySettled
 from .messages import Received
-from .policy import Outcome
+from .policy import Decision
 from .spec import QueueSpec
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class Delivery(BaseDelivery):
     def _spec(self) -> QueueSpec:
         return self._consumer._state.spec
 
-    def _apply(self, result: Outcome) -> None:
+    def _apply(self, result: Decision) -> None:
         """Settle as a worker decided, keeping the handler's error as the reason."""
         self._mark(SETTLED_AS[result.action])
         self._consumer._settle(self._item, result.action, result.delay, result.reason)

@@ -11,6 +11,7 @@ from .driver import Capabilities, Driver
 from .errors import PublishError
 from .lanes import Lane
 from .messages import CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
+from .middleware import Chain
 from .names import check_tenant
 from .spec import QueueSpec
 
@@ -94,9 +95,25 @@ class Producer:
     ...     p.publish("reports", {"day": "2026-11-21"}, tenant="acme", priority=5)
     """
 
-    def __init__(self, driver: Driver, spec_of: Callable[[str], QueueSpec]) -> None:
+    def __init__(
+        self, driver: Driver, spec_of: Callable[[str], QueueSpec], chain: Chain | None = None
+    ) -> None:
         self._driver = driver
         self._spec_of = spec_of
+        self._chain = chain or None  # an empty chain costs nothing per publish
+
+    def _send(self, spec: QueueSpec, batch: Sequence[Outgoing]) -> None:
+        chain = self._chain
+        if chain is None:
+            self._driver.publish(spec, batch)
+            return
+        ctx = chain.before_publish(spec.name, batch)
+        try:
+            self._driver.publish(spec, batch)
+        except BaseException as exc:
+            chain.after_publish(ctx, exc)
+            raise
+        chain.after_publish(ctx, None)
 
     def publish(
         self,
@@ -121,7 +138,7 @@ class Producer:
             delay=delay,
             message_id=message_id,
         )
-        self._driver.publish(spec, [msg])
+        self._send(spec, [msg])
         return msg.id
 
     def publish_many(self, queue: str, messages: Iterable[Any]) -> list[str]:
@@ -129,7 +146,7 @@ class Producer:
         spec = self._spec_of(queue)
         batch: Sequence[Outgoing] = prepare_many(spec, self._driver.capabilities, messages)
         if batch:
-            self._driver.publish(spec, batch)
+            self._send(spec, batch)
         return [m.id for m in batch]
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends import create_async_driver
 from ..config import BackendSettings
 from ..driver import AsyncDriver, DeadLetter, QueueStats
+from ..middleware import Chain, Middleware, check_middleware
 from ..names import check_queue
 from ..settings import Settings, load
 from ..spec import QueueSpec
@@ -18,27 +19,44 @@ from .consumer import Consumer
 from .producer import Producer
 
 if TYPE_CHECKING:
+    from ..retry import RetryPolicy
     from .consumer import Delivery
     from .worker import Worker
 
 __all__ = ["Broker", "connect"]
 
 
-async def connect(url: str | Settings | BackendSettings | None = None, **options: Any) -> Broker:
+async def connect(
+    url: str | Settings | BackendSettings | None = None,
+    *,
+    middleware: Sequence[Middleware] | None = None,
+    **options: Any,
+) -> Broker:
     """Connect to the broker a URL or settings name; ``WORKQ_URL`` if given nothing.
+
+    ``middleware`` (``workq.Middleware`` objects, the same as the sync API takes) wraps
+    every publish, handler and settlement made through this broker.
 
     >>> broker = await workq.aio.connect("memory://")   # doctest: +SKIP
     """
+    chosen = check_middleware(middleware)
     settings = load(url, **options)
-    return Broker(await create_async_driver(settings), settings)
+    return Broker(await create_async_driver(settings), settings, middleware=chosen)
 
 
 class Broker:
     """An async connection to one broker. ``async with``; ``await close()`` is idempotent."""
 
-    def __init__(self, driver: AsyncDriver, settings: BackendSettings) -> None:
+    def __init__(
+        self,
+        driver: AsyncDriver,
+        settings: BackendSettings,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> None:
         self.driver = driver
         self.settings = settings
+        self.middleware = check_middleware(middleware)
+        self.chain = Chain(self.middleware, driver.capabilities.backend)
         self._specs = SpecCache()
         self._declaring = asyncio.Lock()
         self._closed = False
@@ -69,16 +87,23 @@ class Broker:
 
     def producer(self) -> Producer:
         """A producer; ``async with broker.producer() as p: await p.publish(...)``."""
-        return Producer(self.driver, self.spec)
+        return Producer(self.driver, self.spec, self.chain)
 
     def consumer(
-        self, queue: str, prefetch: int = 1, tenants: Sequence[str] | None = None
+        self,
+        queue: str,
+        prefetch: int = 1,
+        tenants: Sequence[str] | None = None,
+        *,
+        middleware: Sequence[Middleware] | None = None,
     ) -> _ConsumerContext:
         """A consumer holding at most ``prefetch`` unsettled deliveries.
 
         ``async with broker.consumer("q") as c: async for d in c: ...``
+        ``middleware`` is added after the broker's for this consumer's settlements.
         """
-        return _ConsumerContext(self, queue, prefetch, tenants)
+        chain = self.chain.with_more(check_middleware(middleware))
+        return _ConsumerContext(self, queue, prefetch, tenants, chain)
 
     def worker(
         self,
@@ -88,8 +113,15 @@ class Broker:
         prefetch: int | None = None,
         tenants: Sequence[str] | None = None,
         shutdown_timeout: float = 30.0,
+        *,
+        middleware: Sequence[Middleware] | None = None,
+        retry: RetryPolicy | None = None,
+        max_outage: float | None = None,
     ) -> Worker:
-        """A worker running async ``handler`` on ``concurrency`` tasks: ``await worker.run()``."""
+        """A worker running async ``handler`` on ``concurrency`` tasks: ``await worker.run()``.
+
+        ``middleware``, ``retry`` and ``max_outage`` as for the sync ``Broker.worker``.
+        """
         from .worker import Worker
 
         return Worker(
@@ -100,6 +132,9 @@ class Broker:
             prefetch=prefetch,
             tenants=tenants,
             shutdown_timeout=shutdown_timeout,
+            middleware=middleware,
+            retry=retry,
+            max_outage=max_outage,
         )
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
@@ -135,14 +170,22 @@ class _ConsumerContext:
     """What ``broker.consumer()`` returns: ``async with`` it to get the consumer."""
 
     def __init__(
-        self, broker: Broker, queue: str, prefetch: int, tenants: Sequence[str] | None
+        self,
+        broker: Broker,
+        queue: str,
+        prefetch: int,
+        tenants: Sequence[str] | None,
+        chain: Chain | None = None,
     ) -> None:
         self._args = (broker, queue, prefetch, tenants)
+        self._chain = chain
         self._consumer: Consumer | None = None
 
     async def open(self) -> Consumer:
         broker, queue, prefetch, tenants = self._args
-        self._consumer = Consumer(broker.driver, await broker.spec(queue), prefetch, tenants)
+        self._consumer = Consumer(
+            broker.driver, await broker.spec(queue), prefetch, tenants, middleware=self._chain
+        )
         return await self._consumer.open()
 
     def __await__(self) -> Any:

@@ -13,7 +13,8 @@ from ..delivery import SETTLED_AS, BaseDelivery
 from ..driver import AsyncDriver, AsyncReceiver
 from ..holding import Holding
 from ..messages import Received
-from ..policy import Outcome
+from ..middleware import Chain
+from ..policy import Decision
 from ..spec import QueueSpec
 
 __all__ = ["Consumer", "Delivery"]
@@ -51,7 +52,7 @@ class Delivery(BaseDelivery):
         self._mark("rejected")
         await self._consumer._settle(self._item, "reject", reason=reason)
 
-    async def _apply(self, result: Outcome) -> None:
+    async def _apply(self, result: Decision) -> None:
         self._mark(SETTLED_AS[result.action])
         await self._consumer._settle(self._item, result.action, result.delay, result.reason)
 
@@ -65,9 +66,11 @@ class Consumer:
         spec: QueueSpec,
         prefetch: int = 1,
         tenants: Sequence[str] | None = None,
+        middleware: Chain | None = None,
     ) -> None:
         self._driver = driver
         self._state = Holding(spec, driver.capabilities, prefetch, tenants)
+        self._chain = middleware or None  # told of every settlement and release
         self._receiver: AsyncReceiver | None = None
         self._changed = asyncio.Event()
         self._get_lock = asyncio.Lock()
@@ -163,6 +166,8 @@ class Consumer:
                 await receiver.nack(item, settle.delay)
             else:
                 await receiver.dead_letter(item, settle.reason or "rejected")
+            if self._chain is not None and receiver is not None and not state.closed:
+                self._chain.settled(item, settle.action, settle.delay, settle.reason)
         finally:
             if state.done(item):  # only a get() waiting for room waits on a settlement
                 self._changed.set()
@@ -184,6 +189,8 @@ class Consumer:
             items = self._state.unstarted()
         if items and self._receiver is not None:
             await self._receiver.release(items)
+            if self._chain is not None:
+                self._chain.released(items)
         return len(items)
 
     async def close(self) -> None:
@@ -202,6 +209,8 @@ class Consumer:
             try:
                 if held:
                     await self._receiver.release(held)
+                    if self._chain is not None:
+                        self._chain.released(held)
             finally:
                 await self._receiver.close()
 

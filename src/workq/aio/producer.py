@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from ..driver import AsyncDriver
+from ..messages import Outgoing
+from ..middleware import Chain
 from ..producer import prepare, prepare_many
 from ..spec import QueueSpec
 
@@ -20,9 +22,28 @@ class Producer:
     ...     await p.publish("reports", {"day": "2026-11-21"}, tenant="acme")
     """
 
-    def __init__(self, driver: AsyncDriver, spec_of: Callable[[str], Awaitable[QueueSpec]]) -> None:
+    def __init__(
+        self,
+        driver: AsyncDriver,
+        spec_of: Callable[[str], Awaitable[QueueSpec]],
+        chain: Chain | None = None,
+    ) -> None:
         self._driver = driver
         self._spec_of = spec_of
+        self._chain = chain or None
+
+    async def _send(self, spec: QueueSpec, batch: Sequence[Outgoing]) -> None:
+        chain = self._chain
+        if chain is None:
+            await self._driver.publish(spec, batch)
+            return
+        ctx = chain.before_publish(spec.name, batch)
+        try:
+            await self._driver.publish(spec, batch)
+        except BaseException as exc:
+            chain.after_publish(ctx, exc)
+            raise
+        chain.after_publish(ctx, None)
 
     async def publish(
         self,
@@ -47,7 +68,7 @@ class Producer:
             delay=delay,
             message_id=message_id,
         )
-        await self._driver.publish(spec, [msg])
+        await self._send(spec, [msg])
         return msg.id
 
     async def publish_many(self, queue: str, messages: Iterable[Any]) -> list[str]:
@@ -55,7 +76,7 @@ class Producer:
         spec = await self._spec_of(queue)
         batch = prepare_many(spec, self._driver.capabilities, messages)
         if batch:
-            await self._driver.publish(spec, batch)
+            await self._send(spec, batch)
         return [m.id for m in batch]
 
     async def close(self) -> None:
