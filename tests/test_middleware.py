@@ -134,6 +134,7 @@ def test_async_middleware_is_the_same_object_and_sees_the_same() -> None:
             worker = broker.worker("q", handle, concurrency=2)
             run = asyncio.create_task(worker.run())
             while len(seen) < 2:
+                assert not run.done(), "the worker ended early"
                 await asyncio.sleep(0.01)
             worker.stop()
             await asyncio.wait_for(run, 10)
@@ -223,9 +224,9 @@ def test_retry_policy_and_outcome_values() -> None:
 
 
 def test_bad_middleware_and_worker_arguments_are_named() -> None:
-    with pytest.raises(TypeError, match="not a workq.Middleware"):
+    with pytest.raises(TypeError, match=r"not a workq\.Middleware"):
         workq.connect("memory://", middleware=[object()])  # type: ignore[list-item]
-    with pytest.raises(TypeError, match="a list of workq.Middleware"):
+    with pytest.raises(TypeError, match=r"a list of workq\.Middleware"):
         workq.connect("memory://", middleware=workq.Middleware())  # type: ignore[arg-type]
     with workq.connect("memory://") as broker:
         with pytest.raises(TypeError, match="retry="):

@@ -157,6 +157,10 @@ class Broker:
         """Ready, in-flight and dead-letter counts, per lane."""
         return self.driver.stats(self.spec(queue))
 
+    def queues(self) -> list[str]:
+        """Names of the workq queues on the broker (``Unsupported`` where it cannot list)."""
+        return self.driver.queues()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -216,10 +216,32 @@ def publish(
 def stats(
     queue: Annotated[str, typer.Argument(help="Queue name.")],
     url: UrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Per lane: ready, in flight and delayed messages; and the dead letters."""
     with connect(url) as broker:
         s = broker.stats(queue)
+    if as_json:
+        _print_json(
+            {
+                "queue": s.queue,
+                "ready": s.ready,
+                "in_flight": s.in_flight,
+                "delayed": s.delayed,
+                "dead_letters": s.dead_letters,
+                "lanes": [
+                    {
+                        "tenant": lane.lane.tenant,
+                        "priority": lane.lane.priority,
+                        "ready": lane.ready,
+                        "in_flight": lane.in_flight,
+                        "delayed": lane.delayed,
+                    }
+                    for lane in s.lanes
+                ],
+            }
+        )
+        return
     table = Table(title=f"queue {queue}", caption=f"dead letters: {s.dead_letters}")
     table.add_column("tenant")
     table.add_column("priority", justify="right")
@@ -245,6 +267,28 @@ def stats(
     out.print(table)
 
 
+def _print_json(data: Any) -> None:
+    # Plain stdout, not rich: the output is for scripts (jq), with no wrapping or markup.
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+@cli.command()
+@_friendly
+def queues(
+    url: UrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List the broker's workq queues."""
+    with connect(url) as broker:
+        names = broker.queues()
+    if as_json:
+        _print_json(names)
+    else:
+        for name in names:
+            out.print(name, highlight=False)
+
+
 def _preview(body: bytes, width: int = 60) -> str:
     text = body.decode(errors="replace")
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -259,15 +303,40 @@ def dlq(
     redrive: Annotated[
         bool, typer.Option("--redrive", help="Move every dead letter back to the queue.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Show a queue's dead letters with their reasons, or move them back (--redrive)."""
     with connect(url) as broker:
         if redrive:
             moved = broker.redrive(queue)
-            out.print(f"moved {moved} dead letter(s) back to {queue}")
+            if as_json:
+                _print_json({"queue": queue, "moved": moved})
+            else:
+                out.print(f"moved {moved} dead letter(s) back to {queue}")
             return
         dead = broker.dead_letters(queue, limit=limit)
         total = broker.stats(queue).dead_letters
+    if as_json:
+        _print_json(
+            {
+                "queue": queue,
+                "total": total,
+                "dead_letters": [
+                    {
+                        "id": d.id,
+                        "tenant": d.tenant,
+                        "priority": d.priority,
+                        "attempt": d.attempt,
+                        "reason": d.reason,
+                        "headers": d.headers,
+                        "enqueued_at": d.enqueued_at,
+                        "body": d.body.decode(errors="replace"),
+                    }
+                    for d in dead
+                ],
+            }
+        )
+        return
     table = Table(title=f"dead letters of {queue}", caption=f"showing {len(dead)} of {total}")
     for name in ("id", "tenant", "priority", "attempt", "reason", "body"):
         table.add_column(name, overflow="fold")

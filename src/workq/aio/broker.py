@@ -149,6 +149,10 @@ class Broker:
         """Ready, in-flight and dead-letter counts, per lane."""
         return await self.driver.stats(await self.spec(queue))
 
+    async def queues(self) -> list[str]:
+        """Names of the workq queues on the broker (``Unsupported`` where it cannot list)."""
+        return await self.driver.queues()
+
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
