@@ -213,8 +213,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
                 raise self._link.give_up() from exc
             self._stop.wait(self._link.next_wait())
             return None
-        self._link.up()
-        return consumer
+        return consumer  # connected once a get() has gone through (some drivers connect lazily)
 
     def _consume(
         self,
@@ -235,6 +234,8 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
             except BaseException:
                 slots.release()
                 raise
+            if not self._link.connected:
+                self._link.up()
             if delivery is None:
                 slots.release()
                 continue

@@ -153,4 +153,4 @@ def test_workq_run_rides_out_a_rabbitmq_restart(own_node: Node, tmp_path: Path) 
     finally:
         assert run.stop() == 0, "".join(run.lines)
     text = "".join(run.lines)
-    assert text.count("connection lost") <= 1 and text.count("connection back") <= 1
+    assert text.count("connection lost") <= 1 and text.count("connection back") <= 1, text

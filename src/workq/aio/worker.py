@@ -109,8 +109,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
                 raise self._link.give_up() from exc
             await self._sleep(self._link.next_wait())
             return None
-        self._link.up()
-        return consumer
+        return consumer  # connected once a get() has gone through (some drivers connect lazily)
 
     async def _consume(
         self, consumer: Consumer, slots: asyncio.Semaphore, tasks: set[asyncio.Task[None]]
@@ -129,6 +128,8 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
             except BaseException:
                 slots.release()
                 raise
+            if not self._link.connected:
+                self._link.up()
             if delivery is None:
                 slots.release()
                 continue
