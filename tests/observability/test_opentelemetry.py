@@ -133,3 +133,57 @@ def test_trace_continues_from_producer_to_consumer(
 
     mid2 = asyncio.run(main())
     check_trace(exp, q2, mid2, url.split(":")[0])
+
+
+def test_batches_failures_and_settlement_events(
+    exporter: tuple[InMemorySpanExporter, TracerProvider],
+) -> None:
+    exp, provider = exporter
+    otel = OpenTelemetry(tracer_provider=provider)
+    q = unique()
+    with workq.connect("memory://", middleware=[otel]) as broker:
+        broker.declare(q, max_attempts=1)
+        ids = broker.producer().publish_many(q, ["fails", "ok"])
+
+        def handle(d: workq.Delivery) -> None:
+            if d.text() == "fails":
+                raise KeyError("boom")
+
+        worker = broker.worker(q, handle)
+        t = threading.Thread(target=worker.run)
+        t.start()
+        try:
+            until(lambda: worker.processed == 2, what="both")
+        finally:
+            worker.stop()
+            t.join(10)
+    (send,) = [s for s in exp.get_finished_spans() if s.name == f"send {q}"]
+    assert (send.attributes or {})["messaging.batch.message_count"] == 2
+    processes = {
+        (s.attributes or {})["messaging.message.id"]: s
+        for s in exp.get_finished_spans()
+        if s.name == f"process {q}"
+    }
+    failed, ok = processes[ids[0]], processes[ids[1]]
+    assert failed.parent is not None and failed.parent.span_id == send.context.span_id
+    assert not failed.status.is_ok and (failed.attributes or {})["workq.outcome"] == "dead_letter"
+    assert [e.name for e in failed.events] == ["settle", "exception"]
+    settle = dict(failed.events[0].attributes or {})
+    assert settle["workq.outcome"] == "dead_letter" and "KeyError" in str(settle["workq.reason"])
+    assert ok.status.is_ok and [e.name for e in ok.events] == ["settle"]
+
+
+def test_a_failed_publish_ends_its_span_with_the_error(
+    exporter: tuple[InMemorySpanExporter, TracerProvider],
+) -> None:
+    exp, provider = exporter
+    from .flaky import flaky
+
+    broker, switch = flaky("memory://", middleware=[OpenTelemetry(tracer_provider=provider)])
+    with broker:
+        broker.declare("q")
+        switch.down()
+        with pytest.raises(workq.BrokerUnavailable):
+            broker.producer().publish("q", "x")
+    (send,) = exp.get_finished_spans()
+    assert not send.status.is_ok and send.events[0].name == "exception"

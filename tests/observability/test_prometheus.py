@@ -96,3 +96,40 @@ def test_bad_options_are_named() -> None:
         Prometheus(max_tenants=-1)
     with pytest.raises(ValueError, match="stats_interval"):
         Prometheus(stats_interval=0)
+
+
+def test_async_worker_refreshes_queue_gauges_and_bounds_outages() -> None:
+    import asyncio
+
+    from .flaky import flaky_async
+
+    reg = CollectorRegistry()
+    q = unique()
+
+    async def main() -> None:
+        broker, switch = flaky_async("memory://", middleware=[Prometheus(reg, stats_interval=0.05)])
+        async with broker:
+            async with broker.producer() as p:
+                await p.publish_many(q, ["a", "b"])
+
+            async def handle(d: workq.aio.Delivery) -> None:
+                await d.reject("no")  # settled by the handler itself
+
+            worker = broker.worker(q, handle)
+            run = asyncio.create_task(worker.run())
+            while value(reg, "workq_dead_letters", queue=q) < 2:
+                assert not run.done()
+                await asyncio.sleep(0.02)
+            switch.down()
+            bounded = broker.worker(q, handle, max_outage=0.2)
+            with pytest.raises(workq.BrokerUnavailable, match="max_outage"):
+                await bounded.run()
+            worker.stop()
+            await asyncio.wait_for(run, 10)
+            switch.up()
+            assert worker.settled["dead_letter"] == 2 and worker.processed == 2
+
+    asyncio.run(main())
+    assert (
+        value(reg, "workq_messages_processed_total", queue=q, tenant="", outcome="dead_letter") == 2
+    )
