@@ -269,3 +269,23 @@ def test_app_middleware_and_per_handler_retry_wrap_sync_and_async_handlers() -> 
     assert not app.connected
     # Published from outside the app (no middleware), so no header came along.
     assert rec.names("before_process") == [None, None]
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "workq.middleware",
+        "workq.retry",
+        "workq.outcome",
+        "workq.policy",
+        "workq.logs",
+        "workq.backends",
+        "workq.contrib.prometheus",
+    ],
+)
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
