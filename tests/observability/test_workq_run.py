@@ -153,4 +153,8 @@ def test_workq_run_rides_out_a_rabbitmq_restart(own_node: Node, tmp_path: Path) 
     finally:
         assert run.stop() == 0, "".join(run.lines)
     text = "".join(run.lines)
-    assert text.count("connection lost") <= 1 and text.count("connection back") <= 1, text
+    # One warning per outage and one info line per recovery, not one per reconnect
+    # attempt (the restart takes several). A node that accepts connections before its
+    # queues are back may make that two short outages, not more.
+    lost, back = text.count("connection lost"), text.count("connection back")
+    assert lost == back and lost <= 2, text
