@@ -59,7 +59,7 @@ __all__ = [
 log = logging.getLogger("workq")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PublishContext:
     """One ``publish`` or ``publish_many`` call, as middleware sees it.
 
@@ -83,7 +83,7 @@ class PublishContext:
         return len(self.messages) > 1
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ProcessContext:
     """One delivery through a worker's handler.
 
@@ -94,14 +94,14 @@ class ProcessContext:
     queue: str
     backend: str
     delivery: BaseDelivery
-    started: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # time.monotonic() when the handler started
     error: BaseException | None = None
     duration: float | None = None
     outcome: Outcome | None = None
     state: dict[Any, Any] = field(default_factory=dict)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SettleContext:
     """A delivery settled: ``outcome`` with its ``delay`` (retry) or ``reason`` (dead
     letter). ``delivery`` carries the message's data (id, tenant, attempt, headers...)."""
@@ -229,6 +229,8 @@ class Chain:
 
     def _quietly(self, hook: str, ctx: Any, reverse: bool = False) -> None:
         chosen = self._hooks[hook]
+        if not chosen:
+            return
         for m in reversed(chosen) if reverse else chosen:
             try:
                 getattr(m, hook)(ctx)

@@ -77,21 +77,20 @@ def check_worker_args(
 
 
 class Tally(Middleware):
-    """The worker's own bookkeeping, kept through the middleware path like any other."""
+    """The worker's own bookkeeping, kept through the middleware path like any other:
+    handlers finished, and how their deliveries ended."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.processed = 0
-        self.settled: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
 
     def after_process(self, ctx: ProcessContext) -> None:
-        if ctx.outcome is not Outcome.RELEASE:  # cut off at shutdown: not processed
-            with self._lock:
-                self.processed += 1
-
-    def on_settle(self, ctx: SettleContext) -> None:
+        outcome = ctx.outcome or Outcome.ACK
         with self._lock:
-            self.settled[ctx.outcome] += 1
+            self.outcomes[outcome] += 1
+            if outcome is not Outcome.RELEASE:  # cut off at shutdown: not processed
+                self.processed += 1
 
 
 class Processing:
@@ -103,11 +102,10 @@ class Processing:
         self.retry = retry
 
     def context(self, delivery: BaseDelivery) -> ProcessContext:
-        return ProcessContext(self.queue, self.chain.backend, delivery)
+        return ProcessContext(self.queue, self.chain.backend, delivery, time.monotonic())
 
     def begin(self, ctx: ProcessContext) -> None:
         """The ``before_process`` hooks; what they raise counts as the handler's error."""
-        ctx.started = time.monotonic()
         self.chain.before_process(ctx)
 
     def end(

@@ -113,8 +113,9 @@ class WorkerBase(Generic[B, H]):
 
     @property
     def settled(self) -> dict[str, int]:
-        """How many deliveries this worker's consumers settled, by outcome."""
-        return {k.value: v for k, v in self._tally.settled.items()}
+        """How the deliveries this worker handled ended, by outcome (``ack``, ``retry``,
+        ``dead_letter``, and ``release`` for handlers cut off at shutdown)."""
+        return {k.value: v for k, v in self._tally.outcomes.items()}
 
     @property
     def connected(self) -> bool:
