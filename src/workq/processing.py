@@ -19,7 +19,7 @@ import tenacity
 
 from .delivery import BaseDelivery
 from .errors import BrokerUnavailable, PublishError, WorkqError
-from .middleware import Chain, Middleware, ProcessContext, SettleContext, check_middleware
+from .middleware import Chain, Middleware, ProcessContext, check_middleware
 from .outcome import Outcome
 from .policy import Decision, decide, log_handler_error
 from .retry import RetryPolicy
