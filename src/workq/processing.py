@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,9 +16,11 @@ from typing import Any
 
 import tenacity
 
+from .checks import check_callable, check_int, check_seconds
 from .delivery import BaseDelivery
 from .errors import BrokerUnavailable, PublishError, WorkqError
 from .middleware import Chain, Middleware, ProcessContext, check_middleware
+from .names import check_tenants
 from .outcome import Outcome
 from .policy import Decision, decide, log_handler_error
 from .retry import RetryPolicy
@@ -48,29 +49,19 @@ def check_worker_args(
     max_outage: float | None = None,
     check_handler: bool = True,
 ) -> None:
-    """``TypeError``/``ValueError`` naming the first bad worker argument, before any I/O."""
-    if check_handler and not callable(handler):
-        raise TypeError(f"handler={handler!r} is not callable: pass a function taking a Delivery")
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency={concurrency!r} must be an int >= 1")
-    if prefetch is not None and (
-        isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < concurrency
-    ):
-        raise ValueError(
-            f"prefetch={prefetch!r} must be an int >= concurrency ({concurrency}), or None"
-        )
-    if isinstance(tenants, str):
-        raise TypeError(f"tenants must be a list of names, not the string {tenants!r}")
-    for name, value in (("shutdown_timeout", shutdown_timeout), ("max_outage", max_outage)):
-        if value is None and name == "max_outage":
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise ValueError(f"{name}={value!r} must be a finite number of seconds >= 0")
+    """``TypeError``/``ValueError`` naming the first bad worker argument, before any I/O.
+
+    The same rules as ``broker.worker()`` applies (``workq.checks``), plus this layer's
+    own arguments; the App checks a handler's options with it at decoration time.
+    """
+    if check_handler:
+        check_callable("handler", handler)
+    check_int("concurrency", concurrency, 1)
+    if prefetch is not None:
+        check_int("prefetch", prefetch, concurrency)
+    check_tenants(tenants)
+    check_seconds("shutdown_timeout", shutdown_timeout)
+    check_seconds("max_outage", max_outage, optional=True)
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise TypeError(f"retry={retry!r} must be a workq.RetryPolicy or None")
     check_middleware(middleware)

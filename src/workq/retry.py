@@ -8,23 +8,10 @@
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
 __all__ = ["RetryPolicy"]
-
-
-def _positive(name: str, value: object, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"RetryPolicy {name}={value!r} must be a finite number of seconds >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +37,10 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        _positive("base", self.base, allow_none=True)
-        _positive("cap", self.cap)
+        from .checks import check_seconds
+
+        check_seconds("RetryPolicy base", self.base, optional=True)
+        check_seconds("RetryPolicy cap", self.cap)
         if not isinstance(self.jitter, bool):
             raise TypeError(f"RetryPolicy jitter={self.jitter!r} must be True or False")
         retry_on = self.retry_on

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..backends import create_async_driver
+from ..checks import Gate, check_int, check_worker_args
 from ..config import BackendSettings
 from ..driver import AsyncDriver, DeadLetter, QueueStats
+from ..holding import CLOSE_TIMEOUT
 from ..middleware import Chain, Middleware, check_middleware
-from ..names import check_queue
+from ..names import check_tenants
 from ..settings import Settings, load
 from ..spec import QueueSpec
 from ..specs import SpecCache, make_spec
@@ -20,10 +24,12 @@ from .producer import Producer
 
 if TYPE_CHECKING:
     from ..retry import RetryPolicy
-    from .consumer import Delivery
+    from .delivery import Delivery
     from .worker import Worker
 
 __all__ = ["Broker", "connect"]
+
+log = logging.getLogger("workq")
 
 
 async def connect(
@@ -45,7 +51,11 @@ async def connect(
 
 
 class Broker:
-    """An async connection to one broker. ``async with``; ``await close()`` is idempotent."""
+    """An async connection to one broker. ``async with``; ``await close()`` is idempotent.
+
+    Closing it closes its consumers (their unsettled deliveries go back to the queue);
+    then every call on it, its producers or its consumers raises ``workq.Closed``.
+    """
 
     def __init__(
         self,
@@ -59,14 +69,20 @@ class Broker:
         self.chain = Chain(self.middleware, driver.capabilities.backend)
         self._specs = SpecCache()
         self._declaring = asyncio.Lock()
-        self._closed = False
+        self._gate = Gate("broker")
+        self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
 
     @property
     def backend(self) -> str:
         return self.driver.capabilities.backend
 
+    @property
+    def closed(self) -> bool:
+        return self._gate.closed
+
     async def declare(self, queue: str, **settings: Any) -> QueueSpec:
         """Declare a queue (idempotent); a conflicting re-declaration raises ConfigurationError."""
+        self._gate.check("declare")
         spec = make_spec(queue, settings)
         known = self._specs.explicit(spec)
         if known is not None:
@@ -75,9 +91,10 @@ class Broker:
 
     async def spec(self, queue: str) -> QueueSpec:
         """The queue's spec, declaring it with defaults on first use."""
-        known = self._specs.get(check_queue(queue))
+        known = self._specs.get(queue)
         if known is not None:
             return known
+        self._gate.check("use a queue")
         async with self._declaring:
             known = self._specs.get(queue)
             if known is not None:
@@ -87,7 +104,8 @@ class Broker:
 
     def producer(self) -> Producer:
         """A producer; ``async with broker.producer() as p: await p.publish(...)``."""
-        return Producer(self.driver, self.spec, self.chain)
+        self._gate.check("open a producer")
+        return Producer(self.driver, self.spec, parent=self._gate, chain=self.chain)
 
     def consumer(
         self,
@@ -102,6 +120,9 @@ class Broker:
         ``async with broker.consumer("q") as c: async for d in c: ...``
         ``middleware`` is added after the broker's for this consumer's settlements.
         """
+        self._gate.check("open a consumer")
+        check_int("prefetch", prefetch, 1)
+        check_tenants(tenants)
         chain = self.chain.with_more(check_middleware(middleware))
         return _ConsumerContext(self, queue, prefetch, tenants, chain)
 
@@ -124,6 +145,8 @@ class Broker:
         """
         from .worker import Worker
 
+        self._gate.check("make a worker")
+        check_worker_args(handler, concurrency, prefetch, shutdown_timeout)
         return Worker(
             self,
             queue,
@@ -139,26 +162,46 @@ class Broker:
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """What is in the queue's dead-letter queue, oldest first; reading removes nothing."""
+        self._gate.check("read dead letters")
+        check_int("limit", limit, 1)
         return await self.driver.dead_letters(await self.spec(queue), limit)
 
     async def redrive(self, queue: str) -> int:
         """Move every dead letter back to the queue; return how many moved."""
+        self._gate.check("redrive")
         return await self.driver.redrive(await self.spec(queue))
 
     async def stats(self, queue: str) -> QueueStats:
         """Ready, in-flight and dead-letter counts, per lane."""
+        self._gate.check("read stats")
         return await self.driver.stats(await self.spec(queue))
 
     async def queues(self) -> list[str]:
         """Names of the workq queues on the broker (``Unsupported`` where it cannot list)."""
+        self._gate.check("list queues")
         return await self.driver.queues()
 
     async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self.driver.close()
+        """Close the consumers, then the connection. Idempotent; returns within a few
+        seconds even if the broker does not answer."""
+        if not self._gate.close():
+            return
+        try:
+            for consumer in list(self._consumers):
+                await consumer.close()
+        finally:
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.driver.close()
+            except TimeoutError:
+                log.warning(
+                    "closing the %s broker did not finish within %.1fs; going on without waiting",
+                    self.backend,
+                    CLOSE_TIMEOUT,
+                )
 
     async def __aenter__(self) -> Broker:
+        self._gate.check("use")
         return self
 
     async def __aexit__(
@@ -167,7 +210,8 @@ class Broker:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<workq.aio.Broker {self.settings.redacted_url()}>"
+        state = " closed" if self._gate.closed else ""
+        return f"<workq.aio.Broker {self.settings.redacted_url()}{state}>"
 
 
 class _ConsumerContext:
@@ -187,9 +231,16 @@ class _ConsumerContext:
 
     async def open(self) -> Consumer:
         broker, queue, prefetch, tenants = self._args
+        broker._gate.check("open a consumer")
         self._consumer = Consumer(
-            broker.driver, await broker.spec(queue), prefetch, tenants, middleware=self._chain
+            broker.driver,
+            await broker.spec(queue),
+            prefetch,
+            tenants,
+            parent=broker._gate,
+            middleware=self._chain,
         )
+        broker._consumers.add(self._consumer)
         return await self._consumer.open()
 
     def __await__(self) -> Any:
