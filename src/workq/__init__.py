@@ -32,7 +32,10 @@ from .errors import (
 )
 from .lanes import Lane
 from .messages import Message
+from .middleware import Middleware, ProcessContext, PublishContext, SettleContext
+from .outcome import Outcome
 from .producer import MessageTooLarge, Producer
+from .retry import RetryPolicy
 from .settings import Settings
 from .spec import QueueSpec
 from .worker import Worker
@@ -53,13 +56,19 @@ __all__ = [
     "LaneStats",
     "Message",
     "MessageTooLarge",
+    "Middleware",
+    "Outcome",
+    "ProcessContext",
     "Producer",
+    "PublishContext",
     "PublishError",
     "QueueSpec",
     "QueueStats",
     "Reject",
     "Retry",
+    "RetryPolicy",
     "Settings",
+    "SettleContext",
     "Unsupported",
     "Worker",
     "WorkqError",

@@ -222,6 +222,12 @@ class Driver(ABC):
     def close(self) -> None:
         """Close connections. Idempotent."""
 
+    def queues(self) -> list[str]:
+        """Names of the workq queues that exist on the broker (optional; for operators)."""
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, "listing queues")
+
 
 class AsyncReceiver(ABC):
     """The async twin of :class:`Receiver`; same methods, as coroutines.
@@ -270,6 +276,11 @@ class AsyncDriver(ABC):
     async def redrive(self, spec: QueueSpec) -> int: ...
     @abstractmethod
     async def close(self) -> None: ...
+
+    async def queues(self) -> list[str]:
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, "listing queues")
 
 
 class _OnThreads:
@@ -349,6 +360,9 @@ class _ThreadedDriver(_OnThreads, AsyncDriver):
 
     async def redrive(self, spec: QueueSpec) -> int:
         return await self._call(self.sync.redrive, spec)
+
+    async def queues(self) -> list[str]:
+        return await self._call(self.sync.queues)
 
     async def close(self) -> None:
         with contextlib.suppress(RuntimeError):
