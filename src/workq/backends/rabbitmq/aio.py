@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +17,6 @@ import aio_pika
 import aiormq
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ...driver import AsyncDriver, AsyncReceiver, DeadLetter, LaneStats, QueueStats
@@ -27,30 +24,25 @@ from ...errors import BrokerUnavailable, ConfigurationError, PublishError
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
-from .driver import CAPABILITIES, SYNC_TIMEOUT, tls_context
+from .codec import ATTEMPT, Envelope, copy_of, envelope, reason_of, received
+from .connection import CAPABILITIES, SYNC_TIMEOUT, tls_context
 from .settings import RabbitMQSettings
 from .topology import (
-    ATTEMPT,
     DELAY_REDECLARE,
-    REASON,
     Declared,
     Registry,
     Topology,
     check_declared,
     config_error,
-    copy_of,
     delay_ms,
     delay_record,
     lane_record,
     meta_queue,
-    outgoing_headers,
     queue_type,
-    reason_of,
-    received,
     spec_record,
 )
 
-__all__ = ["AsyncRabbitMQDriver", "AsyncRabbitMQReceiver"]
+__all__ = ["AsyncRabbitMQDriver"]
 
 log = logging.getLogger("workq.rabbitmq")
 
@@ -71,14 +63,14 @@ class _Retry(Exception):
     pass
 
 
-def _properties(topo: Topology, msg: Outgoing, headers: dict[str, Any]) -> Any:
-    """The AMQP properties of ``msg``, as ``aio_pika.Message`` would set them."""
+def properties(e: Envelope) -> Any:
+    """The AMQP properties of ``e``, as ``aio_pika.Message`` would set them."""
     return aiormq.spec.Basic.Properties(
-        headers=headers,
+        headers=e.headers,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=msg.id,
-        timestamp=datetime.fromtimestamp(int(msg.enqueued_at), tz=UTC),
-        priority=msg.lane.priority if topo.native_priority else None,
+        message_id=e.message_id,
+        timestamp=None if e.timestamp is None else datetime.fromtimestamp(e.timestamp, tz=UTC),
+        priority=e.priority,
     )
 
 
@@ -381,22 +373,13 @@ class AsyncRabbitMQDriver(AsyncDriver):
             # Straight to aio-pika's own aiormq channel, as ``Exchange.publish`` does, but
             # without waiting for each socket write before sending the next message (the
             # confirm is still awaited) and without building an ``aio_pika.Message``.
-            if dead is not None:
-                headers = outgoing_headers(msg)
-                headers[REASON] = dead
-                exchange, key = topo.dlx, ""
-            elif msg.delay:
-                headers = outgoing_headers(msg, delay_ms(msg.delay))
-                exchange, key = topo.delay_exchange, topo.routing_key(msg.lane)
-            else:
-                headers = outgoing_headers(msg)
-                exchange, key = topo.exchange, topo.routing_key(msg.lane)
+            e = envelope(topo, msg, dead)
             return await ch.basic_publish(
-                msg.body,
-                exchange=exchange,
-                routing_key=key,
-                properties=_properties(topo, msg, headers),
-                mandatory=True,
+                e.body,
+                exchange=e.exchange,
+                routing_key=e.routing_key,
+                properties=properties(e),
+                mandatory=e.mandatory,
                 wait=False,
             )
 
@@ -454,6 +437,8 @@ class AsyncRabbitMQDriver(AsyncDriver):
         return topo.known_lanes(await self._registry(topo))
 
     async def open(self, spec: QueueSpec, prefetch: int) -> AsyncReceiver:
+        from .aio_receiver import AsyncRabbitMQReceiver
+
         return AsyncRabbitMQReceiver(self, self.topology(spec), prefetch)
 
     async def stats(self, spec: QueueSpec) -> QueueStats:
@@ -557,174 +542,3 @@ class AsyncRabbitMQDriver(AsyncDriver):
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 await self.conn.close()
-
-
-class AsyncRabbitMQReceiver(AsyncReceiver):
-    """One async consumer: pushed to on one lane queue, ``basic_get`` across several."""
-
-    def __init__(self, driver: AsyncRabbitMQDriver, topo: Topology, prefetch: int) -> None:
-        self._driver = driver
-        self._topo = topo
-        self._prefetch = prefetch
-        self._channel: AbstractChannel | None = None
-        self._gen = -1
-        self._consuming: str | None = None
-        self._ctag: str | None = None
-        self._underlay: Any = None
-        self._buffer: deque[Received] = deque()
-        self._event = asyncio.Event()
-        self._closed = False
-
-    async def _chan(self) -> AbstractChannel:
-        await self._driver.connection()
-        if self._channel is None or self._channel.is_closed or self._gen != self._driver.generation:
-            self._buffer.clear()  # held on a dead channel: the broker requeues them
-            self._channel = await self._driver.channel()
-            await self._channel.set_qos(prefetch_count=self._prefetch)
-            # Consumed and acked on aio-pika's own aiormq channel: aio-pika's message
-            # wrapper and second task per delivery cost more than the rest of a delivery.
-            self._underlay = await self._channel.get_underlay_channel()
-            self._gen = self._driver.generation
-            self._consuming = self._ctag = None
-        return self._channel
-
-    def _item(self, m: AbstractIncomingMessage) -> Received:
-        token = (self._gen, self._channel, m.delivery_tag)
-        return self._driver._received(self._topo, m, token)
-
-    async def _on_delivered(self, m: DeliveredMessage) -> None:
-        props = m.header.properties
-        stamp = props.timestamp
-        item = received(
-            self._topo,
-            body=m.body,
-            headers=props.headers,
-            message_id=props.message_id,
-            priority=props.priority,
-            redelivered=bool(m.delivery.redelivered),  # type: ignore[union-attr]
-            timestamp=int(stamp.timestamp()) if stamp else None,
-            token=(self._gen, self._channel, m.delivery.delivery_tag),  # type: ignore[union-attr]
-        )
-        buffer = self._buffer
-        buffer.append(item)
-        if len(buffer) == 1:  # only an empty buffer has a waiter
-            self._event.set()
-
-    async def _stop_consume(self) -> None:
-        if self._consuming is None:
-            return
-        with contextlib.suppress(Exception):
-            await self._underlay.basic_cancel(self._ctag)
-        self._consuming = self._ctag = None
-        items = list(self._buffer)
-        self._buffer.clear()
-        await self.release(items)
-
-    async def receive(
-        self, lanes: Sequence[Lane], max_count: int, timeout: float
-    ) -> list[Received]:
-        topo = self._topo
-        ordered = topo.levels(lanes)
-        if not ordered:
-            return []
-        deadline = time.monotonic() + max(timeout, 0.0)
-        if len(ordered) == 1 and len(ordered[0]) == 1:
-            queue = ordered[0][0]
-            while True:
-                await self._chan()
-                if self._consuming != queue:
-                    await self._stop_consume()
-                    await self._driver._ensure_base(topo)
-                    ok = await self._underlay.basic_consume(queue, self._on_delivered)
-                    self._ctag = ok.consumer_tag
-                    self._consuming = queue
-                if not self._buffer:
-                    self._event.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(
-                            self._event.wait(), max(deadline - time.monotonic(), 0.0)
-                        )
-                out: list[Received] = []
-                while self._buffer and len(out) < max_count:
-                    out.append(self._buffer.popleft())
-                if out or time.monotonic() >= deadline or self._closed:
-                    return out
-        pause = 0.01
-        while True:
-            await self._stop_consume()
-            got = await self._get(ordered, max_count)
-            remaining = deadline - time.monotonic()
-            if got or remaining <= 0 or self._closed:
-                return got
-            await asyncio.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.2)
-
-    async def _get(self, levels: list[list[str]], max_count: int) -> list[Received]:
-        ch = await self._chan()
-        out: list[Received] = []
-        for level in levels:
-            live = list(level)
-            while live and len(out) < max_count:
-                for name in list(live):
-                    if len(out) >= max_count:
-                        break
-                    q = await ch.get_queue(name, ensure=False)
-                    m = await q.get(no_ack=False, fail=False)
-                    if m is None:
-                        live.remove(name)
-                    else:
-                        out.append(self._item(m))
-            if len(out) >= max_count:
-                break
-        return out
-
-    async def _ack_now(self, item: Received) -> None:
-        gen, channel, tag = item.token
-        if (
-            gen != self._driver.generation
-            or channel is not self._channel
-            or channel is None
-            or channel.is_closed
-        ):
-            log.info("delivery %s came from a lost channel: the broker redelivers it", item.id)
-            return
-        # Acks exactly this delivery tag. Not waiting for the socket write, as the sync
-        # driver does not: a lost ack means a redelivery, which at-least-once allows.
-        await self._underlay.basic_ack(tag, wait=False)
-
-    async def ack(self, item: Received) -> None:
-        await self._ack_now(item)
-
-    async def nack(self, item: Received, delay: float | None) -> None:
-        await self._driver.publish_to(self._topo, [copy_of(item, item.attempt + 1, delay)])
-        await self._ack_now(item)
-
-    async def dead_letter(self, item: Received, reason: str) -> None:
-        await self._driver.publish_to(self._topo, [copy_of(item, item.attempt)], dead=reason)
-        await self._ack_now(item)
-
-    async def extend(self, items: Sequence[Received], seconds: float) -> None:
-        """Nothing to do: RabbitMQ holds a delivery as long as its channel lives."""
-
-    async def release(self, items: Sequence[Received]) -> None:
-        if not items:
-            return
-        # Re-published with the same attempt, then acked: see the sync receiver.
-        await self._driver.publish_to(self._topo, [copy_of(i, i.attempt) for i in items])
-        for item in items:
-            await self._ack_now(item)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._event.set()
-        try:
-            await self._stop_consume()
-        except GONE:
-            pass  # the connection is gone, so the broker has requeued everything
-        finally:
-            if self._channel is not None and not self._channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await self._channel.close()
-            self._channel = None

@@ -19,37 +19,19 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from ...errors import ConfigurationError
 from ...lanes import Lane
-from ...messages import META_PREFIX, Outgoing, Received, split_meta
 from ...spec import QueueSpec
 
 QueueType = Literal["quorum", "classic"]
 OPTIONS = frozenset({"queue_type"})
-REASON = META_PREFIX + "reason"
 #: The delay bucket header the delay exchange routes on. Not ``x-``-prefixed: a headers
 #: exchange ignores ``x-`` arguments when matching, so such a binding would match anything.
 DELAY = "workq-delay-ms"
-ATTEMPT = META_PREFIX + "attempt"
-#: Headers the broker adds; they are not the user's.
-BROKER_HEADERS = frozenset(
-    {
-        "x-death",
-        "x-delivery-count",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        "x-stream-offset",
-        DELAY,
-    }
-)
 #: A delay queue is deleted by the broker once unused this long beyond its TTL.
 DELAY_EXPIRES_MARGIN = 600.0
 #: Re-declare a delay queue before half its expiry has passed, so it never expires
@@ -293,91 +275,6 @@ def normalized(spec: QueueSpec, kind: QueueType) -> QueueSpec:
 def check_declared(stored: QueueSpec, spec: QueueSpec, kind: QueueType) -> None:
     """Raise ``ConfigurationError`` naming each setting ``spec`` changes from ``stored``."""
     stored.check_same(normalized(spec, kind))
-
-
-# --- message mapping -----------------------------------------------------------------
-
-
-_ENQUEUED_AT = META_PREFIX + "enqueued-at"
-_TENANT = META_PREFIX + "tenant"
-_PRIORITY = META_PREFIX + "priority"
-
-
-def outgoing_headers(msg: Outgoing, delay_bucket: int | None = None) -> dict[str, str]:
-    """The user's headers plus workq's metadata, leaving out what :func:`received`
-    would read back anyway: the id (it is the ``message_id`` property), attempt 1 and
-    priority 0. Fewer headers are cheaper to encode, send and parse."""
-    headers = dict(msg.headers)
-    headers[_ENQUEUED_AT] = repr(msg.enqueued_at)
-    lane = msg.lane
-    if lane.tenant is not None:
-        headers[_TENANT] = lane.tenant
-    if lane.priority:
-        headers[_PRIORITY] = str(lane.priority)
-    if msg.attempt != 1:
-        headers[ATTEMPT] = str(msg.attempt)
-    if delay_bucket is not None:
-        headers[DELAY] = str(delay_bucket)
-    return headers
-
-
-def received(
-    topo: Topology,
-    *,
-    body: bytes,
-    headers: Mapping[str, Any] | None,
-    message_id: str | None,
-    priority: int | None,
-    redelivered: bool,
-    timestamp: int | None,
-    token: Any,
-) -> Received:
-    """A :class:`Received` from an AMQP delivery's properties."""
-    raw = dict(headers or {})
-    delivery_count = raw.get("x-delivery-count")
-    strings = {
-        k: (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-        if k not in BROKER_HEADERS and isinstance(v, str | bytes)
-    }
-    user, meta = split_meta(strings)
-    meta.pop("reason", None)
-    tenant = meta.get("tenant")
-    prio = int(meta.get("priority", priority or 0))
-    stored_attempt = int(meta.get("attempt", "1"))
-    if topo.kind == "quorum":
-        extra = int(delivery_count) if isinstance(delivery_count, int) else 0
-    else:
-        # Classic queues only say "delivered before": at least one more attempt.
-        extra = 1 if redelivered else 0
-    enqueued = meta.get("enqueued-at")
-    return Received(
-        lane=Lane(topo.name, tenant, prio),
-        id=meta.get("id") or message_id or "",
-        body=body,
-        headers=user,
-        attempt=stored_attempt + extra,
-        enqueued_at=float(enqueued) if enqueued else float(timestamp or time.time()),
-        token=token,
-    )
-
-
-def copy_of(item: Received, attempt: int, delay: float | None = None) -> Outgoing:
-    """An :class:`Outgoing` re-publishing a received message with ``attempt``."""
-    return Outgoing(
-        lane=item.lane,
-        id=item.id,
-        body=item.body,
-        headers=dict(item.headers),
-        delay=delay or None,
-        attempt=attempt,
-        enqueued_at=item.enqueued_at,
-    )
-
-
-def reason_of(headers: Mapping[str, Any] | None) -> str:
-    value = (headers or {}).get(REASON, "")
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def config_error(topo_name: str, reply_text: str) -> ConfigurationError:

@@ -1,0 +1,477 @@
+"""The sync RabbitMQ driver on pika: declarations, the registry, publishing.
+
+Every call runs on the I/O thread of ``client.py``. See ``topology.py`` for how queues,
+lanes, delays and dead letters map onto RabbitMQ, and ``codec.py`` for messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import pika.exceptions
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from ...driver import DeadLetter, Driver, LaneStats, QueueStats, Receiver
+from ...errors import BrokerUnavailable, ConfigurationError, PublishError
+from ...lanes import Lane
+from ...messages import Outgoing, Received
+from ...spec import QueueSpec
+from .client import Batch, IOThread
+from .codec import ATTEMPT, Envelope, copy_of, envelope, reason_of, received
+from .connection import CAPABILITIES, SYNC_TIMEOUT
+from .settings import RabbitMQSettings
+from .topology import (
+    DELAY_REDECLARE,
+    Declared,
+    Registry,
+    Topology,
+    check_declared,
+    config_error,
+    delay_ms,
+    delay_record,
+    lane_record,
+    meta_queue,
+    queue_type,
+    spec_record,
+)
+
+__all__ = ["RabbitMQDriver", "pika_received"]
+
+log = logging.getLogger("workq.rabbitmq")
+
+#: Messages per pipelined part of one publish (see ``RabbitMQDriver.publish_to``).
+PUBLISH_PART = 50
+
+
+def pika_received(
+    topo: Topology, props: Any, body: bytes, redelivered: bool = False, token: Any = None
+) -> Received:
+    """A :class:`Received` from a pika delivery's properties."""
+    return received(
+        topo,
+        body=body,
+        headers=props.headers,
+        message_id=props.message_id,
+        priority=props.priority,
+        redelivered=redelivered,
+        timestamp=props.timestamp,
+        token=token,
+    )
+
+
+class _Retry(Exception):
+    """A publish attempt left some messages unconfirmed; try those again."""
+
+
+def _declare(ch_fn: Callable[[], Any], topo_name: str, fn: Callable[[Any], Any]) -> Any:
+    try:
+        return fn(ch_fn())
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 406:
+            raise config_error(topo_name, exc.reply_text) from None
+        if exc.reply_code == 404:
+            # A replicated queue whose node is down or still recovering: transient.
+            raise BrokerUnavailable(
+                f"queue {topo_name!r} is not available right now ({exc.reply_text}); "
+                "retry once the node or its replicas are back"
+            ) from exc
+        raise
+
+
+class RabbitMQDriver(Driver):
+    """The sync RabbitMQ driver (pika, one I/O thread per driver)."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, settings: RabbitMQSettings) -> None:
+        self.settings = settings
+        self.io = IOThread(settings)
+        self._topos: dict[str, Topology] = {}
+        try:
+            self.io.call(self.io.connection, timeout=settings.connect_timeout * 10)
+        except BaseException:
+            self.io.close()
+            raise
+
+    # -- topology (I/O thread) -----------------------------------------------------------
+
+    def topology(self, spec: QueueSpec) -> Topology:
+        topo = self._topos.get(spec.name)
+        if topo is None or topo.max_priority != spec.max_priority:
+            topo = Topology.of(spec, self.settings.queue_type)
+            self._topos[spec.name] = topo
+        return topo
+
+    def _ensure_base(self, topo: Topology) -> None:
+        io = self.io
+        if io.declared.fresh(topo.exchange):
+            return
+
+        def run(ch: Any) -> None:
+            ch.exchange_declare(topo.exchange, "direct", durable=True)
+            ch.exchange_declare(topo.dlx, "fanout", durable=True)
+            ch.exchange_declare(topo.delay_exchange, "headers", durable=True)
+            ch.queue_declare(topo.dlq, durable=True, arguments=topo.queue_args())
+            ch.queue_bind(topo.dlq, topo.dlx)
+            default = Lane(topo.name)
+            ch.queue_declare(topo.lane_queue(default), durable=True, arguments=topo.lane_args())
+            ch.queue_bind(topo.lane_queue(default), topo.exchange, topo.routing_key(default))
+
+        _declare(io.admin, topo.name, run)
+        _declare(
+            io.admin,
+            topo.name,
+            lambda ch: ch.queue_declare(topo.meta, durable=True, arguments=topo.queue_args()),
+        )
+        io.declared.mark(topo.exchange)
+        io.declared.mark(topo.lane_queue(Lane(topo.name)))
+
+    def _ensure_lanes(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> None:
+        """Declare missing lane and delay queues, and record them in the registry."""
+        io = self.io
+        out: list[bytes] = []
+        for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
+            qname = topo.lane_queue(lane)
+            if io.declared.fresh(qname):
+                continue
+            phys = topo.physical(lane)
+
+            def run(ch: Any, qname: str = qname, phys: Lane = phys) -> None:
+                ch.queue_declare(qname, durable=True, arguments=topo.lane_args())
+                ch.queue_bind(qname, topo.exchange, topo.routing_key(phys))
+
+            _declare(io.admin, topo.name, run)
+            io.declared.mark(qname)
+            out.append(lane_record(phys))
+        for ms in sorted(delays):
+            qname = topo.delay_queue(ms)
+            if io.declared.fresh(qname, DELAY_REDECLARE):
+                continue
+
+            def run_delay(ch: Any, qname: str = qname, ms: int = ms) -> None:
+                ch.queue_declare(qname, durable=True, arguments=topo.delay_args(ms))
+                ch.queue_bind(qname, topo.delay_exchange, "", arguments=topo.delay_binding(ms))
+
+            _declare(io.admin, topo.name, run_delay)
+            fresh = qname not in io.declared.names
+            io.declared.mark(qname)
+            if fresh:
+                out.append(delay_record(ms))
+        if out:
+            try:
+                self._registry(topo, write=out)
+            except BrokerUnavailable as exc:
+                # Messages still flow to the lane; record it again on the next publish.
+                log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
+                io.declared = Declared()
+
+    def _stored_spec(self, name: str) -> QueueSpec | None:
+        """The spec in an existing registry of ``name``, read without declaring anything
+        (declaring with defaults would clash with a queue declared differently)."""
+        io = self.io
+        ch = io.channel()
+        try:
+            try:
+                ch.queue_declare(meta_queue(name), passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return None  # never declared: the defaults apply
+                raise
+            reg = Registry(name)
+            while True:
+                method, _props, body = ch.basic_get(meta_queue(name), auto_ack=False)
+                if method is None:
+                    return reg.spec
+                reg.add(body)
+        finally:
+            with contextlib.suppress(Exception):
+                if ch.is_open:
+                    ch.close()  # what was read goes back
+
+    def _registry(self, topo: Topology, write: Sequence[bytes] = ()) -> Registry:
+        """Read the queue's registry (and add ``write`` to it); I/O thread only.
+
+        The registry is a small queue of records, each a set of facts; the union of all
+        of them is the registry. Reading gets every record and puts it back; writing
+        publishes one merged record (confirmed) and only then acks the ones it replaces.
+        A record held by a concurrent reader is missed this time and seen the next.
+        """
+        io = self.io
+        reg = io.regs.get(topo.name)
+        if reg is None:
+            reg = io.regs[topo.name] = Registry(topo.name)
+        self._ensure_base(topo)
+        ch = io.channel()
+        try:
+            last = None
+            while True:
+                method, _props, body = _declare(
+                    lambda: ch, topo.name, lambda c: c.basic_get(topo.meta, auto_ack=False)
+                )
+                if method is None:
+                    break
+                last = method.delivery_tag
+                reg.add(body)
+            if write:
+                for body in write:
+                    reg.add(body)
+                batch = io.publish([Envelope("", topo.meta, reg.dump(), mandatory=False)])
+                deadline = time.monotonic() + SYNC_TIMEOUT
+                while not batch.done.is_set():
+                    if time.monotonic() > deadline:
+                        raise BrokerUnavailable(
+                            f"queue {topo.name!r}: no confirm for its registry record "
+                            f"within {SYNC_TIMEOUT}s"
+                        )
+                    io.connection().process_data_events(time_limit=0.02)
+                if batch.errors:
+                    raise BrokerUnavailable(
+                        f"queue {topo.name!r}: writing its registry record failed "
+                        f"({next(iter(batch.errors.values()))})"
+                    )
+                if last is not None:
+                    ch.basic_ack(last, multiple=True)
+        finally:
+            with contextlib.suppress(Exception):
+                if ch.is_open:
+                    ch.close()  # what was read and not replaced goes back
+        return reg
+
+    # -- Driver API ----------------------------------------------------------------------
+
+    def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        def op() -> QueueSpec:
+            if implicit and (stored := self._stored_spec(spec.name)) is not None:
+                # Adopt what was declared elsewhere, declaring it the same way.
+                self._ensure_base(Topology.of(stored, self.settings.queue_type))
+                return stored
+            kind = queue_type(spec, self.settings.queue_type)
+            topo = Topology.of(spec, self.settings.queue_type)
+            reg = self._registry(topo)
+            if reg.spec is None or (not implicit and reg.explicit is None):
+                reg = self._registry(topo, write=[spec_record(spec, kind, implicit)])
+            if implicit:
+                return reg.spec or spec
+            if reg.explicit is not None:  # None only while the registry is unavailable
+                check_declared(reg.explicit, spec, kind)
+            return spec
+
+        effective: QueueSpec = self.io.call(op, timeout=SYNC_TIMEOUT * 3)
+        self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
+        return effective
+
+    def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
+        self.publish_to(self.topology(spec), messages)
+
+    def publish_to(
+        self, topo: Topology, messages: Sequence[Outgoing], dead: str | None = None
+    ) -> None:
+        """Publish and wait for every confirm, retrying what is not confirmed (bounded)."""
+        if not messages:
+            return
+        lanes = {m.lane for m in messages}
+        delays = {delay_ms(m.delay) for m in messages if m.delay and dead is None}
+        left = list(range(len(messages)))
+        errors: dict[int, str] = {}
+        io = self.io
+
+        def attempt() -> None:
+            nonlocal left, errors
+
+            def op(part: list[int]) -> Batch:
+                self._ensure_base(topo)
+                self._ensure_lanes(topo, lanes, delays)
+                batch = io.publish([envelope(topo, messages[i], dead) for i in part])
+                io.pump()  # on the wire now, not after every queued part is encoded
+                return batch
+
+            # Handed to the I/O thread in parts without waiting, so the broker works on
+            # the first part while later ones are still being encoded; then every
+            # confirm is awaited. (Encoding on the I/O thread: this thread would hold the
+            # GIL while building every part before the first one could be sent.)
+            parts = [left[i : i + PUBLISH_PART] for i in range(0, len(left), PUBLISH_PART)]
+            sent: list[tuple[list[int], Future[Batch]]] = []
+            failed: list[tuple[int, str]] = []
+            cause: BaseException | None = None
+            for part in parts:
+                try:
+                    sent.append((part, io.submit(functools.partial(op, part))))
+                except Exception as exc:
+                    failed += [(i, repr(exc)) for i in part]
+                    cause = exc
+            deadline = time.monotonic() + self.settings.publish_timeout
+            for part, fut in sent:
+                try:
+                    batch = fut.result()
+                except ConfigurationError:
+                    raise
+                except Exception as exc:
+                    failed += [(i, repr(exc)) for i in part]
+                    cause = exc
+                    continue
+                if not batch.done.wait(max(deadline - time.monotonic(), 0.0)):
+                    failed += [(i, "no confirm within publish_timeout") for i in part]
+                    continue
+                failed += [(part[i], err) for i, err in batch.errors.items()]
+            if cause is not None:
+                log.warning("queue %r: publish failed (%r); retrying", topo.name, cause)
+            if any("unroutable" in err for _, err in failed):
+                io.declared = Declared()
+            errors = dict(failed)
+            left = [i for i, _ in failed]
+            if any("nacked" in err for _, err in failed):
+                # A channel's quorum-queue session can stay stuck on a lost leader: retry
+                # on a fresh channel.
+                io.call(io.reset_pub)
+            if left:
+                log.warning(
+                    "queue %r: %d message(s) not confirmed (%s); retrying",
+                    topo.name,
+                    len(left),
+                    next(iter(errors.values())),
+                )
+                raise _Retry() from cause
+
+        try:
+            for retry in Retrying(
+                stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
+                wait=wait_exponential(multiplier=0.1, max=2),
+                retry=retry_if_exception_type(_Retry),
+                reraise=True,
+            ):
+                with retry:
+                    attempt()
+        except _Retry as exc:
+            sample = next(iter(errors.values()), "unknown")
+            raise PublishError(
+                f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "
+                f"confirmed by RabbitMQ at {self.settings.redacted_url()} after "
+                f"{self.settings.publish_retries} attempts ({sample}); they may or may not "
+                "be enqueued: publish them again"
+            ) from exc.__cause__
+
+    def lanes(self, spec: QueueSpec) -> list[Lane]:
+        topo = self.topology(spec)
+
+        return self.io.call(lambda: topo.known_lanes(self._registry(topo)))
+
+    def open(self, spec: QueueSpec, prefetch: int) -> Receiver:
+        from .receiver import RabbitMQReceiver
+
+        return RabbitMQReceiver(self, self.topology(spec), prefetch)
+
+    def stats(self, spec: QueueSpec) -> QueueStats:
+        topo = self.topology(spec)
+
+        def op() -> QueueStats:
+            registry = self._registry(topo)
+            ch = self.io.admin()
+            out = []
+            for lane in topo.known_lanes(registry):
+                ok = ch.queue_declare(topo.lane_queue(lane), passive=True)
+                out.append(LaneStats(lane, ok.method.message_count, 0))
+            delayed = 0
+            for ms in registry.delays:
+                try:
+                    delayed += ch.queue_declare(
+                        topo.delay_queue(ms), passive=True
+                    ).method.message_count
+                except pika.exceptions.ChannelClosedByBroker:
+                    ch = self.io.admin()  # expired delay queue: nothing in it
+            if delayed and out:
+                out[0] = LaneStats(out[0].lane, out[0].ready, out[0].in_flight, delayed)
+            dead = ch.queue_declare(topo.dlq, passive=True).method.message_count
+            return QueueStats(queue=topo.name, lanes=out, dead_letters=dead)
+
+        return self.io.call(op)
+
+    def _read_dlq(
+        self, topo: Topology, limit: int, take: bool
+    ) -> list[tuple[Any, Any, Any, bytes]]:
+        """Get up to ``limit`` dead letters on a fresh channel; requeue them unless ``take``."""
+        ch = self.io.channel()
+        got: list[tuple[Any, Any, bytes]] = []
+        try:
+            while len(got) < limit:
+                method, props, body = ch.basic_get(topo.dlq, auto_ack=False)
+                if method is None:
+                    break
+                got.append((method, props, body))
+            if not take:
+                ch.basic_nack(0, multiple=True, requeue=True)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                ch.close()
+            raise
+        if not take:
+            ch.close()
+        return [(ch, m, p, b) for m, p, b in got]
+
+    def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
+        topo = self.topology(spec)
+        if limit <= 0:
+            return []
+
+        def op() -> list[DeadLetter]:
+            self._ensure_base(topo)
+            out = []
+            for _ch, _m, props, body in self._read_dlq(topo, limit, take=False):
+                item = pika_received(topo, props, body)
+                out.append(
+                    DeadLetter(
+                        id=item.id,
+                        queue=topo.name,
+                        tenant=item.lane.tenant,
+                        priority=item.lane.priority,
+                        body=body,
+                        headers=item.headers,
+                        reason=reason_of(props.headers),
+                        attempt=int((props.headers or {}).get(ATTEMPT, 1)),
+                        enqueued_at=item.enqueued_at,
+                    )
+                )
+            return out
+
+        return self.io.call(op)
+
+    def redrive(self, spec: QueueSpec) -> int:
+        topo = self.topology(spec)
+        moved = 0
+        while True:
+
+            def take() -> list[Any]:
+                self._ensure_base(topo)
+                return self._read_dlq(topo, 100, take=True)
+
+            got = self.io.call(take)
+            if not got:
+                return moved
+            ch = got[0][0]
+            msgs = [copy_of(pika_received(topo, p, b), attempt=1) for _ch, _m, p, b in got]
+            try:
+                self.publish_to(topo, msgs)
+            except BaseException:
+                self.io.call(ch.close)  # unacked: back to the dead-letter queue
+                raise
+            last = got[-1][1].delivery_tag
+
+            def done(ch: Any = ch, last: int = last) -> None:
+                ch.basic_ack(last, multiple=True)
+                ch.close()
+
+            self.io.call(done)
+            moved += len(got)
+
+    def close(self) -> None:
+        self.io.close()
