@@ -17,7 +17,13 @@ import aio_pika
 import aiormq
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from ...driver import AsyncDriver, AsyncReceiver, DeadLetter, LaneStats, QueueStats
 from ...errors import BrokerUnavailable, ConfigurationError, PublishError
@@ -25,7 +31,15 @@ from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .codec import ATTEMPT, Envelope, copy_of, envelope, reason_of, received
-from .connection import CAPABILITIES, SYNC_TIMEOUT, tls_context
+from .connection import (
+    CAPABILITIES,
+    CLOSE_TIMEOUT,
+    SYNC_TIMEOUT,
+    Deadline,
+    connect_failed,
+    endpoints,
+    tls_context,
+)
 from .settings import RabbitMQSettings
 from .topology import (
     DELAY_REDECLARE,
@@ -61,6 +75,11 @@ GONE: tuple[type[BaseException], ...] = (BrokerUnavailable, PublishError, *CONNE
 
 class _Retry(Exception):
     pass
+
+
+#: Pauses between connect and publish attempts (capped by what is left of the bound).
+connect_backoff = wait_exponential(multiplier=0.2, max=5)
+publish_backoff = wait_exponential(multiplier=0.1, max=2)
 
 
 def properties(e: Envelope) -> Any:
@@ -113,41 +132,47 @@ class AsyncRabbitMQDriver(AsyncDriver):
             return self.conn  # type: ignore[no-any-return]
 
     async def _connect(self) -> Any:
+        """Connect within ``connect_timeout`` in all, retries over the host list included."""
         s = self.settings
         attempts = max(s.reconnect_attempts, 1)
-        last: BaseException | None = None
+        deadline = Deadline(s.connect_timeout)
+        hosts = endpoints(s)
+        tries = 0
+
+        async def once() -> Any:
+            last: BaseException | None = None
+            for i, (host, port) in enumerate(hosts):
+                budget = deadline.left() / (len(hosts) - i)
+                try:
+                    async with asyncio.timeout(max(budget, 0.1)):
+                        return await aio_pika.connect(
+                            host=host,
+                            port=port,
+                            login=s.username,
+                            password=s.password.get_secret_value(),
+                            virtualhost=s.vhost,
+                            ssl=s.tls,
+                            ssl_context=tls_context(s) if s.tls else None,
+                            timeout=max(budget, 0.1),
+                            heartbeat=s.heartbeat,
+                        )
+                except CONNECT_ERRORS as exc:
+                    last = exc
+            assert last is not None
+            raise last
+
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(attempts),
-                wait=wait_exponential(multiplier=0.2, max=5),
+                stop=stop_after_attempt(attempts) | stop_after_delay(s.connect_timeout),
+                wait=lambda state: min(float(connect_backoff(state)), deadline.left()),
                 retry=retry_if_exception_type(CONNECT_ERRORS),
                 reraise=True,
             ):
                 with attempt:
-                    for item in s.hosts:
-                        host, _, port = item.rpartition(":")
-                        try:
-                            return await aio_pika.connect(
-                                host=host,
-                                port=int(port),
-                                login=s.username,
-                                password=s.password.get_secret_value(),
-                                virtualhost=s.vhost,
-                                ssl=s.tls,
-                                ssl_context=tls_context(s) if s.tls else None,
-                                timeout=s.connect_timeout,
-                                heartbeat=s.heartbeat,
-                            )
-                        except CONNECT_ERRORS as exc:
-                            last = exc
-                    assert last is not None
-                    raise last
+                    tries += 1
+                    return await once()
         except CONNECT_ERRORS as exc:
-            raise BrokerUnavailable(
-                f"cannot connect to RabbitMQ at {s.redacted_url()} after {attempts} attempts "
-                f"over {len(s.hosts)} host(s): {exc!r}. Check the broker is running and the "
-                "URL (hosts, credentials, vhost) is right"
-            ) from exc
+            raise connect_failed(s, tries, exc) from exc
         raise BrokerUnavailable(f"cannot connect to RabbitMQ at {s.redacted_url()}")
 
     async def channel(self, confirms: bool = False) -> AbstractChannel:
@@ -166,7 +191,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
         self._admin = self._pub = None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5)
+                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
 
     async def admin(self) -> AbstractChannel:
         if self._admin is None or self._admin.is_closed:
@@ -399,7 +424,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 raise _Retry() from exc
             results = await asyncio.wait_for(
                 asyncio.gather(*(one(ch, m) for m in left), return_exceptions=True),
-                self.settings.publish_timeout,
+                deadline.left(),
             )
             failed = [
                 (m, r) for m, r in zip(left, results, strict=True) if isinstance(r, BaseException)
@@ -414,22 +439,27 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 errors = [r for _, r in failed]
                 raise _Retry()
 
+        # One bound for the whole call, retries (and any reconnect) included.
+        deadline = Deadline(self.settings.publish_timeout)
         try:
-            async for retry in AsyncRetrying(
-                stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
-                wait=wait_exponential(multiplier=0.1, max=2),
-                retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
-                reraise=True,
-            ):
-                with retry:
-                    await attempt()
+            async with asyncio.timeout(self.settings.publish_timeout):
+                async for retry in AsyncRetrying(
+                    stop=stop_after_attempt(max(self.settings.publish_retries, 1))
+                    | stop_after_delay(self.settings.publish_timeout),
+                    wait=lambda state: min(float(publish_backoff(state)), deadline.left()),
+                    retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
+                    reraise=True,
+                ):
+                    with retry:
+                        await attempt()
         except (TimeoutError, _Retry) as exc:
             sample = repr(errors[0]) if errors else "no confirm within publish_timeout"
             raise PublishError(
                 f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "
-                f"confirmed by RabbitMQ at {self.settings.redacted_url()} after "
-                f"{self.settings.publish_retries} attempts ({sample}); they may or may not "
-                "be enqueued: publish them again"
+                f"confirmed by RabbitMQ at {self.settings.redacted_url()} within "
+                f"publish_timeout={self.settings.publish_timeout}s "
+                f"(publish_retries={self.settings.publish_retries}; {sample}); they may or "
+                "may not be enqueued: publish them again"
             ) from exc
 
     async def lanes(self, spec: QueueSpec) -> list[Lane]:
@@ -540,5 +570,6 @@ class AsyncRabbitMQDriver(AsyncDriver):
             return
         self._closed = True
         if self.conn is not None:
+            # Bounded: on a black-holed network the broker never answers the close.
             with contextlib.suppress(Exception):
-                await self.conn.close()
+                await asyncio.wait_for(self.conn.close(), CLOSE_TIMEOUT)

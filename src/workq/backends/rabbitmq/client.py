@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -19,16 +20,18 @@ import pika
 import pika.exceptions
 import pika.spec
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential,
 )
 
 from ...errors import BrokerUnavailable, WorkqError
 from .codec import Envelope
-from .connection import endpoints, tls_context
-from .frames import Wire, enable_confirms
+from .connection import CLOSE_TIMEOUT, Deadline, connect_failed, endpoints, tls_context
+from .frames import Wire, abort, enable_confirms
 from .settings import RabbitMQSettings
 from .topology import Declared, Registry
 
@@ -36,6 +39,11 @@ __all__ = ["CONNECTION_ERRORS", "GONE", "Batch", "IOThread", "connection_paramet
 
 log = logging.getLogger("workq.rabbitmq")
 T = TypeVar("T")
+
+#: How often the watchdog looks for a stuck command.
+WATCH_EVERY = 0.25
+#: Pause between connect attempts (capped by what is left of ``connect_timeout``).
+backoff = wait_exponential(multiplier=0.2, max=5)
 
 #: Errors meaning the connection (not just one call) is gone.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -49,11 +57,16 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 GONE: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
 
 
-def connection_parameters(settings: RabbitMQSettings) -> list[pika.ConnectionParameters]:
-    """One parameter set per host, in failover order."""
+def connection_parameters(
+    settings: RabbitMQSettings, budget: float | None = None
+) -> list[pika.ConnectionParameters]:
+    """One parameter set per host, in failover order, sharing ``budget`` seconds
+    (default ``connect_timeout``) for one pass over them all."""
+    hosts = endpoints(settings)
+    timeout = max((settings.connect_timeout if budget is None else budget) / len(hosts), 0.1)
     out = []
     credentials = pika.PlainCredentials(settings.username, settings.password.get_secret_value())
-    for host, port in endpoints(settings):
+    for host, port in hosts:
         ssl_options = None
         if settings.tls:
             ssl_options = pika.SSLOptions(tls_context(settings), server_hostname=host)
@@ -66,8 +79,8 @@ def connection_parameters(settings: RabbitMQSettings) -> list[pika.ConnectionPar
                 heartbeat=settings.heartbeat,
                 blocked_connection_timeout=settings.publish_timeout,
                 connection_attempts=1,
-                socket_timeout=settings.connect_timeout,
-                stack_timeout=settings.connect_timeout,
+                socket_timeout=timeout,
+                stack_timeout=timeout,
                 ssl_options=ssl_options,
             )
         )
@@ -120,8 +133,13 @@ class IOThread:
         self.declared = Declared()
         self.regs: dict[str, Registry] = {}
         self.on_lost: list[Callable[[], None]] = []
+        #: A command running longer than this is stuck: the watchdog cuts the connection.
+        self.stuck_after = max(settings.publish_timeout, 1.0)
+        self._abort_at: float | None = None
+        self._watch_stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="workq-rabbitmq-io", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._watch, name="workq-rabbitmq-watch", daemon=True).start()
 
     # -- running work on the I/O thread -----------------------------------------------
 
@@ -159,6 +177,10 @@ class IOThread:
         return True
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``fn`` on the I/O thread and return its result, within ``timeout``
+        (default: one connect and one stuck command, so no call ever waits forever)."""
+        if timeout is None:
+            timeout = self.settings.connect_timeout + self.stuck_after + WATCH_EVERY * 2
         try:
             return self.submit(fn).result(timeout)
         except TimeoutError as exc:
@@ -180,40 +202,44 @@ class IOThread:
             ) from exc
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._cmds and self.conn is None and not self._closed:
-                    self._cond.wait()
-                if self._closed and not self._cmds:
-                    break
-                batch = list(self._cmds)
-                self._cmds.clear()
-                self._woken = False
+        try:
+            while self._serve_once():
+                pass
+        finally:
+            self._close_conn()
+
+    def _serve_once(self) -> bool:
+        """Run what is queued, then pump events; False once closed and drained.
+
+        Nothing may end this thread but ``close()``: an unexpected error fails the
+        commands it was running with that error, drops the connection, and the next
+        command reconnects.
+        """
+        with self._cond:
+            while not self._cmds and self.conn is None and not self._closed:
+                self._cond.wait()
+            if self._closed and not self._cmds:
+                return False
+            batch = list(self._cmds)
+            self._cmds.clear()
+            self._woken = False
+        try:
             if batch and self.conn is None:
                 try:
                     self._connect()
-                except BrokerUnavailable as exc:
+                except Exception as exc:
+                    # Commands queued while this connect was tried waited for it: they
+                    # get its error too, and the next command tries again.
+                    with self._cond:
+                        batch += self._cmds
+                        self._cmds.clear()
+                    error = exc if isinstance(exc, BrokerUnavailable) else self._failed(exc)
                     for _, fut in batch:
                         if fut is not _POSTED and fut.set_running_or_notify_cancel():
-                            fut.set_exception(exc)
-                    continue
+                            fut.set_exception(error)
+                    return True
             for fn, fut in batch:
-                if fut is _POSTED:
-                    try:
-                        fn()
-                    except BaseException as exc:
-                        log.warning("rabbitmq I/O: %r", exc)
-                        if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, WorkqError):
-                            self._lost(exc)
-                    continue
-                if not fut.set_running_or_notify_cancel():
-                    continue
-                try:
-                    fut.set_result(fn())
-                except BaseException as exc:
-                    fut.set_exception(exc)
-                    if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, WorkqError):
-                        self._lost(exc)
+                self._execute(fn, fut)
             if self.conn is not None:
                 # A wake-up may have been consumed by a pump inside a command: never sleep
                 # on work already queued.
@@ -225,26 +251,83 @@ class IOThread:
                     self._lost(exc)
                 except pika.exceptions.AMQPError as exc:
                     log.warning("rabbitmq I/O: %r", exc)
-        self._close_conn()
+        except Exception as exc:
+            log.exception("rabbitmq I/O thread: unexpected error; reconnecting on next use")
+            error = self._failed(exc)
+            for _, fut in batch:
+                if fut is not _POSTED and not fut.done():
+                    with contextlib.suppress(Exception):
+                        fut.set_exception(error)
+            self._lost(exc)
+        return True
+
+    def _execute(self, fn: Callable[[], Any], fut: Future[Any]) -> None:
+        """Run one command; the watchdog cuts the connection if it hangs."""
+        self._abort_at = time.monotonic() + self.stuck_after
+        try:
+            if fut is _POSTED:
+                try:
+                    fn()
+                except Exception as exc:
+                    log.warning("rabbitmq I/O: %r", exc)
+                    if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, WorkqError):
+                        self._lost(exc)
+                return
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+                if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, WorkqError):
+                    self._lost(exc)
+        finally:
+            self._abort_at = None
+
+    def _failed(self, exc: BaseException) -> BrokerUnavailable:
+        return BrokerUnavailable(
+            f"the connection to RabbitMQ at {self.settings.redacted_url()} failed ({exc!r}); "
+            "it reconnects on the next call"
+        )
+
+    def _watch(self) -> None:
+        """Cut the connection under a command or a close that waits past its bound."""
+        while not self._watch_stop.wait(WATCH_EVERY):
+            at, conn = self._abort_at, self.conn
+            if at is not None and conn is not None and time.monotonic() > at:
+                log.warning(
+                    "RabbitMQ at %s did not answer within %ss; dropping the connection",
+                    self.settings.redacted_url(),
+                    self.stuck_after,
+                )
+                self._abort_at = None
+                with contextlib.suppress(Exception):
+                    abort(conn)
 
     def _connect(self) -> None:
-        attempts = max(self.settings.reconnect_attempts, 1)
-        params = connection_parameters(self.settings)
+        """Connect within ``connect_timeout`` in all, retries over the host list included."""
+        s = self.settings
+        attempts = max(s.reconnect_attempts, 1)
+        deadline = Deadline(s.connect_timeout)
+        tries = 0
+
+        def pause(state: RetryCallState) -> float:
+            return min(float(backoff(state)), deadline.left())
+
         try:
             for attempt in Retrying(
-                stop=stop_after_attempt(attempts),
-                wait=wait_exponential(multiplier=0.2, max=5),
-                retry=retry_if_exception_type(CONNECTION_ERRORS),
+                stop=stop_after_attempt(attempts) | stop_after_delay(s.connect_timeout),
+                wait=pause,
+                retry=retry_if_exception_type(Exception),
                 reraise=True,
             ):
                 with attempt:
-                    conn = pika.BlockingConnection(params)
-        except CONNECTION_ERRORS as exc:
-            raise BrokerUnavailable(
-                f"cannot connect to RabbitMQ at {self.settings.redacted_url()} after "
-                f"{attempts} attempts over {len(params)} host(s): {exc!r}. Check the broker "
-                "is running and the URL (hosts, credentials, vhost) is right"
-            ) from exc
+                    tries += 1
+                    if deadline.passed() and tries > 1:
+                        raise TimeoutError("connect_timeout passed")
+                    conn = pika.BlockingConnection(connection_parameters(s, deadline.left()))
+        except Exception as exc:
+            raise connect_failed(s, tries, exc) from exc
         self.conn = conn
         self.generation += 1
         self._admin = self._pub = None
@@ -254,8 +337,11 @@ class IOThread:
         conn, self.conn = self.conn, None
         self.generation += 1
         self._admin = self._pub = None
-        with contextlib.suppress(Exception):
-            if conn is not None and conn.is_open:
+        if conn is not None:
+            # Not a polite close: on a black-holed network it would wait for an answer.
+            with contextlib.suppress(Exception):
+                abort(conn)
+            with contextlib.suppress(Exception):
                 conn.close()
         self._fail_pending(f"connection lost: {exc!r}")
         self.declared = Declared()
@@ -271,6 +357,7 @@ class IOThread:
             batch.settle(index, error)
 
     def close(self) -> None:
+        """Close the connection; returns within a few seconds even on a dead network."""
         with self._cond:
             if self._closed:
                 return
@@ -281,14 +368,20 @@ class IOThread:
             with contextlib.suppress(Exception):
                 conn.add_callback_threadsafe(_noop)
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10)
+            # A command still running has until the watchdog cuts it; the close itself
+            # gets CLOSE_TIMEOUT. The thread is a daemon: never wait longer than that.
+            self._thread.join(timeout=CLOSE_TIMEOUT * 2)
+        self._watch_stop.set()
 
     def _close_conn(self) -> None:
         self._fail_pending("the driver was closed")
-        if self.conn is not None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self._abort_at = time.monotonic() + CLOSE_TIMEOUT
             with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = None
+                conn.close()
+            self._abort_at = None
+        self._watch_stop.set()
 
     # -- channels (I/O thread only) ----------------------------------------------------
 

@@ -9,6 +9,7 @@ pika's own marshalling (``tests/rabbitmq/test_frames.py``), and pika is pinned b
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ import pika.spec
 
 from .codec import Envelope
 
-__all__ = ["Wire", "ack_frame", "enable_confirms", "header_payload"]
+__all__ = ["Wire", "abort", "ack_frame", "enable_confirms", "header_payload"]
 
 _P = pika.spec.BasicProperties
 _U8 = struct.Struct(">B")
@@ -154,3 +155,14 @@ def enable_confirms(
     impl.add_on_return_callback(on_return)
     impl.add_on_close_callback(on_close)
     impl.confirm_delivery(ack_nack_callback=on_confirm)
+
+
+def abort(connection: Any) -> None:
+    """Cut a ``BlockingConnection``'s socket; safe from any thread.
+
+    A blocking call waiting for a reply that never comes (a black-holed network) then
+    fails at once with ``StreamLostError`` instead of waiting for the heartbeat.
+    """
+    transport = connection._impl._transport
+    if transport is not None:
+        transport._sock.shutdown(socket.SHUT_RDWR)

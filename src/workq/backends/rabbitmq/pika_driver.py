@@ -19,6 +19,7 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential,
 )
 
@@ -29,7 +30,7 @@ from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .client import Batch, IOThread
 from .codec import ATTEMPT, Envelope, copy_of, envelope, reason_of, received
-from .connection import CAPABILITIES, SYNC_TIMEOUT
+from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline
 from .settings import RabbitMQSettings
 from .topology import (
     DELAY_REDECLARE,
@@ -52,6 +53,8 @@ log = logging.getLogger("workq.rabbitmq")
 
 #: Messages per pipelined part of one publish (see ``RabbitMQDriver.publish_to``).
 PUBLISH_PART = 50
+#: Pause between publish attempts (capped by what is left of ``publish_timeout``).
+backoff = wait_exponential(multiplier=0.1, max=2)
 
 
 def pika_received(
@@ -99,7 +102,7 @@ class RabbitMQDriver(Driver):
         self.io = IOThread(settings)
         self._topos: dict[str, Topology] = {}
         try:
-            self.io.call(self.io.connection, timeout=settings.connect_timeout * 10)
+            self.io.call(self.io.connection, timeout=settings.connect_timeout + 1.0)
         except BaseException:
             self.io.close()
             raise
@@ -285,6 +288,8 @@ class RabbitMQDriver(Driver):
         left = list(range(len(messages)))
         errors: dict[int, str] = {}
         io = self.io
+        # One bound for the whole call, retries included.
+        deadline = Deadline(self.settings.publish_timeout)
 
         def attempt() -> None:
             nonlocal left, errors
@@ -310,17 +315,17 @@ class RabbitMQDriver(Driver):
                 except Exception as exc:
                     failed += [(i, repr(exc)) for i in part]
                     cause = exc
-            deadline = time.monotonic() + self.settings.publish_timeout
             for part, fut in sent:
                 try:
-                    batch = fut.result()
+                    batch = fut.result(deadline.left())
                 except ConfigurationError:
                     raise
                 except Exception as exc:
+                    fut.cancel()  # not started yet: never sent after this call gave up
                     failed += [(i, repr(exc)) for i in part]
                     cause = exc
                     continue
-                if not batch.done.wait(max(deadline - time.monotonic(), 0.0)):
+                if not batch.done.wait(deadline.left()):
                     failed += [(i, "no confirm within publish_timeout") for i in part]
                     continue
                 failed += [(part[i], err) for i, err in batch.errors.items()]
@@ -333,7 +338,7 @@ class RabbitMQDriver(Driver):
             if any("nacked" in err for _, err in failed):
                 # A channel's quorum-queue session can stay stuck on a lost leader: retry
                 # on a fresh channel.
-                io.call(io.reset_pub)
+                io.post(io.reset_pub)
             if left:
                 log.warning(
                     "queue %r: %d message(s) not confirmed (%s); retrying",
@@ -345,8 +350,9 @@ class RabbitMQDriver(Driver):
 
         try:
             for retry in Retrying(
-                stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
-                wait=wait_exponential(multiplier=0.1, max=2),
+                stop=stop_after_attempt(max(self.settings.publish_retries, 1))
+                | stop_after_delay(self.settings.publish_timeout),
+                wait=lambda state: min(float(backoff(state)), deadline.left()),
                 retry=retry_if_exception_type(_Retry),
                 reraise=True,
             ):
@@ -356,9 +362,10 @@ class RabbitMQDriver(Driver):
             sample = next(iter(errors.values()), "unknown")
             raise PublishError(
                 f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "
-                f"confirmed by RabbitMQ at {self.settings.redacted_url()} after "
-                f"{self.settings.publish_retries} attempts ({sample}); they may or may not "
-                "be enqueued: publish them again"
+                f"confirmed by RabbitMQ at {self.settings.redacted_url()} within "
+                f"publish_timeout={self.settings.publish_timeout}s "
+                f"(publish_retries={self.settings.publish_retries}; {sample}); they may or "
+                "may not be enqueued: publish them again"
             ) from exc.__cause__
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:
