@@ -109,6 +109,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
         self._regs: dict[str, Registry] = {}
         self._topos: dict[str, Topology] = {}
         self._closed = False
+        self._closing: set[asyncio.Task[Any]] = set()
 
     @classmethod
     async def connect(cls, settings: RabbitMQSettings) -> AsyncRabbitMQDriver:
@@ -192,6 +193,19 @@ class AsyncRabbitMQDriver(AsyncDriver):
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+
+    def drop(self) -> None:
+        """Give up on the connection at once (closing it in the background, bounded);
+        the next call reconnects. For a connection that no longer answers."""
+        conn, self.conn = self.conn, None
+        self._admin = self._pub = None
+        if conn is not None:
+            task = asyncio.get_running_loop().create_task(
+                asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+            )
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def admin(self) -> AbstractChannel:
         if self._admin is None or self._admin.is_closed:
@@ -453,6 +467,9 @@ class AsyncRabbitMQDriver(AsyncDriver):
                     with retry:
                         await attempt()
         except (TimeoutError, _Retry) as exc:
+            if isinstance(exc, TimeoutError):
+                # Silence, not a refusal: the connection may be dead without knowing it.
+                self.drop()
             sample = repr(errors[0]) if errors else "no confirm within publish_timeout"
             raise PublishError(
                 f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "

@@ -349,6 +349,15 @@ class IOThread:
             with contextlib.suppress(Exception):
                 cb()
 
+    def drop(self, reason: str) -> None:
+        """Give up on the connection (I/O thread): the next command reconnects.
+
+        For a connection that looks open but no longer answers: a black-holed network
+        only shows itself by silence, and the heartbeat takes minutes to notice.
+        """
+        if self.conn is not None:
+            self._lost(TimeoutError(reason))
+
     def _fail_pending(self, error: str) -> None:
         pending, self._pending = self._pending, {}
         self._by_mid.clear()

@@ -53,6 +53,7 @@ log = logging.getLogger("workq.rabbitmq")
 
 #: Messages per pipelined part of one publish (see ``RabbitMQDriver.publish_to``).
 PUBLISH_PART = 50
+NO_CONFIRM = "no confirm within publish_timeout"
 #: Pause between publish attempts (capped by what is left of ``publish_timeout``).
 backoff = wait_exponential(multiplier=0.1, max=2)
 
@@ -326,7 +327,7 @@ class RabbitMQDriver(Driver):
                     cause = exc
                     continue
                 if not batch.done.wait(deadline.left()):
-                    failed += [(i, "no confirm within publish_timeout") for i in part]
+                    failed += [(i, NO_CONFIRM) for i in part]
                     continue
                 failed += [(part[i], err) for i, err in batch.errors.items()]
             if cause is not None:
@@ -335,7 +336,10 @@ class RabbitMQDriver(Driver):
                 io.declared = Declared()
             errors = dict(failed)
             left = [i for i, _ in failed]
-            if any("nacked" in err for _, err in failed):
+            if any(err == NO_CONFIRM for _, err in failed):
+                # Silence, not a refusal: the connection may be dead without knowing it.
+                io.post(functools.partial(io.drop, NO_CONFIRM))
+            elif any("nacked" in err for _, err in failed):
                 # A channel's quorum-queue session can stay stuck on a lost leader: retry
                 # on a fresh channel.
                 io.post(io.reset_pub)
