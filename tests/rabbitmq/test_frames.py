@@ -28,6 +28,8 @@ pytestmark = pytest.mark.rabbitmq
         ),
         Envelope("x", "k", b"", True, {"a": "b"}, "id", 1, 7),
         Envelope("x", "k", b"zz", True, {"n": 1, "b": b"x"}, None, None, 0),
+        Envelope("x", "k", b"{}", True, {"a": "b"}, "id", 5, None, "application/json"),
+        Envelope("x", "k", b"", True, None, None, None, None, "text/plain; charset=utf-8"),
     ],
 )
 def test_content_header_is_encoded_as_pika_encodes_it(entry: Envelope) -> None:
@@ -37,6 +39,7 @@ def test_content_header_is_encoded_as_pika_encodes_it(entry: Envelope) -> None:
         message_id=entry.message_id,
         timestamp=entry.timestamp,
         priority=entry.priority,
+        content_type=entry.content_type,
     )
     marshalled = pika.frame.Header(1, len(entry.body), props).marshal()
     assert header_payload(entry) == marshalled[7:-1]  # without frame head and end

@@ -43,6 +43,7 @@ from .connection import (
 from .settings import RabbitMQSettings
 from .topology import (
     DELAY_REDECLARE,
+    DLX_PROBE,
     Declared,
     Registry,
     Topology,
@@ -52,6 +53,8 @@ from .topology import (
     delay_record,
     lane_record,
     meta_queue,
+    own_dlx,
+    passive_missing,
     queue_type,
     spec_record,
 )
@@ -90,6 +93,7 @@ def properties(e: Envelope) -> Any:
         message_id=e.message_id,
         timestamp=None if e.timestamp is None else datetime.fromtimestamp(e.timestamp, tz=UTC),
         priority=e.priority,
+        content_type=e.content_type,
     )
 
 
@@ -108,6 +112,8 @@ class AsyncRabbitMQDriver(AsyncDriver):
         self._declared = Declared()
         self._regs: dict[str, Registry] = {}
         self._topos: dict[str, Topology] = {}
+        #: Lane queues adopted as they are, and their own dead-letter exchange.
+        self.adopted: dict[str, str | None] = {}
         self._closed = False
         self._closing: set[asyncio.Task[Any]] = set()
 
@@ -241,6 +247,10 @@ class AsyncRabbitMQDriver(AsyncDriver):
         if self._declared.fresh(topo.exchange):
             return
 
+        default = Lane(topo.name)
+        # The lane queue first: if it cannot be had, nothing else is made.
+        await self._declare(topo, self._lane_queue(topo, default))
+
         async def run() -> None:
             ch = await self.admin()
             ex = await ch.declare_exchange(
@@ -253,15 +263,53 @@ class AsyncRabbitMQDriver(AsyncDriver):
             dlq = await ch.declare_queue(topo.dlq, durable=True, arguments=topo.queue_args())
             await dlq.bind(dlx, "")
             await ch.declare_queue(topo.meta, durable=True, arguments=topo.queue_args())
-            default = Lane(topo.name)
-            q = await ch.declare_queue(
-                topo.lane_queue(default), durable=True, arguments=topo.lane_args()
-            )
+            q = await ch.get_queue(topo.lane_queue(default), ensure=False)
             await q.bind(ex, topo.routing_key(default))
 
         await self._declare(topo, run())
         self._declared.mark(topo.exchange)
         self._declared.mark(topo.lane_queue(Lane(topo.name)))
+
+    async def _lane_queue(self, topo: Topology, lane: Lane) -> None:
+        """Declare a lane queue, or adopt it as it is: see the sync driver's twin."""
+        qname = topo.lane_queue(lane)
+        try:
+            await (await self.admin()).declare_queue(
+                qname, durable=True, arguments=topo.lane_args()
+            )
+            return
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            self._admin = None
+            why = str(exc)
+        try:
+            await (await self.admin()).declare_queue(
+                qname, durable=True, arguments={"x-dead-letter-exchange": DLX_PROBE}
+            )
+            dlx = None  # unreachable in practice: no queue has the probe as its DLX
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            self._admin = None
+            dlx = own_dlx(str(exc))
+        self.adopted[qname] = None if dlx == topo.dlx else dlx
+        log.info(
+            "queue %r: lane queue %r exists with other arguments (%s); adopted as it is, "
+            "dead letters going to %s",
+            topo.name,
+            qname,
+            why,
+            f"its own exchange {dlx!r}" if self.adopted[qname] else repr(topo.dlq),
+        )
+
+    async def _exists(self, queue: str) -> bool:
+        """Whether ``queue`` exists, asked on a channel of its own (a no closes it)."""
+        ch = await self.channel()
+        try:
+            await ch.declare_queue(queue, passive=True)
+            return True
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await ch.close()
 
     async def _ensure_lanes(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> None:
         out: list[bytes] = []
@@ -272,8 +320,9 @@ class AsyncRabbitMQDriver(AsyncDriver):
             phys = topo.physical(lane)
 
             async def run_lane(qname: str = qname, phys: Lane = phys) -> None:
+                await self._lane_queue(topo, phys)
                 ch = await self.admin()
-                q = await ch.declare_queue(qname, durable=True, arguments=topo.lane_args())
+                q = await ch.get_queue(qname, ensure=False)
                 await q.bind(topo.exchange, topo.routing_key(phys))
 
             await self._declare(topo, run_lane())
@@ -366,10 +415,19 @@ class AsyncRabbitMQDriver(AsyncDriver):
             with contextlib.suppress(Exception):
                 await ch.close()  # what was read goes back
 
-    async def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+    async def declare(
+        self, spec: QueueSpec, *, implicit: bool = False, passive: bool = False
+    ) -> QueueSpec:
+        """See the sync twin; ``passive=True`` creates nothing."""
         # Bounded as a whole, like the sync driver's: a stuck broker is an error, not a hang.
         try:
             async with asyncio.timeout(SYNC_TIMEOUT * 3):
+                if passive:
+                    if not await self._exists(spec.name):
+                        raise ConfigurationError(
+                            passive_missing(spec.name, self.settings.redacted_url())
+                        )
+                    return await self._stored_spec(spec.name) or spec
                 effective = await self._declare_spec(spec, implicit)
         except TimeoutError as exc:
             raise BrokerUnavailable(
@@ -554,7 +612,9 @@ class AsyncRabbitMQDriver(AsyncDriver):
             await ch.close()  # closing requeues what was read: reading removes nothing
 
     @staticmethod
-    def _received(topo: Topology, m: AbstractIncomingMessage, token: Any) -> Received:
+    def _received(
+        topo: Topology, m: AbstractIncomingMessage, token: Any, queue: str | None = None
+    ) -> Received:
         return received(
             topo,
             body=m.body,
@@ -564,6 +624,8 @@ class AsyncRabbitMQDriver(AsyncDriver):
             redelivered=bool(m.redelivered),
             timestamp=int(m.timestamp.timestamp()) if m.timestamp else None,
             token=token,
+            content_type=m.content_type,
+            queue=queue,
         )
 
     async def redrive(self, spec: QueueSpec) -> int:

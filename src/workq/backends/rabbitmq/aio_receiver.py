@@ -54,9 +54,9 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
             self._consuming = self._ctag = None
         return self._channel
 
-    def _item(self, m: AbstractIncomingMessage) -> Received:
-        token = (self._gen, self._channel, m.delivery_tag)
-        return self._driver._received(self._topo, m, token)
+    def _item(self, m: AbstractIncomingMessage, queue: str) -> Received:
+        token = (self._gen, self._channel, m.delivery_tag, queue)
+        return self._driver._received(self._topo, m, token, queue)
 
     async def _on_delivered(self, m: DeliveredMessage) -> None:
         props = m.header.properties
@@ -69,7 +69,9 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
             priority=props.priority,
             redelivered=bool(m.delivery.redelivered),  # type: ignore[union-attr]
             timestamp=int(stamp.timestamp()) if stamp else None,
-            token=(self._gen, self._channel, m.delivery.delivery_tag),  # type: ignore[union-attr]
+            token=(self._gen, self._channel, m.delivery.delivery_tag, self._consuming),  # type: ignore[union-attr]
+            content_type=props.content_type,
+            queue=self._consuming,
         )
         buffer = self._buffer
         buffer.append(item)
@@ -139,13 +141,13 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
                     if m is None:
                         live.remove(name)
                     else:
-                        out.append(self._item(m))
+                        out.append(self._item(m, name))
             if len(out) >= max_count:
                 break
         return out
 
-    async def _ack_now(self, item: Received) -> None:
-        gen, channel, tag = item.token
+    async def _ack_now(self, item: Received, reject: bool = False) -> None:
+        gen, channel, tag, _queue = item.token
         if (
             gen != self._driver.generation
             or channel is not self._channel
@@ -156,7 +158,10 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
             return
         # Acks exactly this delivery tag. Not waiting for the socket write, as the sync
         # driver does not: a lost ack means a redelivery, which at-least-once allows.
-        await self._underlay.basic_ack(tag, wait=False)
+        if reject:
+            await self._underlay.basic_reject(tag, requeue=False)
+        else:
+            await self._underlay.basic_ack(tag, wait=False)
 
     async def ack(self, item: Received) -> None:
         await self._ack_now(item)
@@ -166,6 +171,10 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         await self._ack_now(item)
 
     async def dead_letter(self, item: Received, reason: str) -> None:
+        if self._driver.adopted.get(item.token[3] or ""):
+            # An adopted queue with a dead-letter exchange of its own: see the sync twin.
+            await self._ack_now(item, reject=True)
+            return
         await self._driver.publish_to(self._topo, [copy_of(item, item.attempt)], dead=reason)
         await self._ack_now(item)
 

@@ -7,13 +7,17 @@ client's frames or properties, and a delivery's properties into :func:`received`
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ...lanes import Lane
-from ...messages import META_PREFIX, Outgoing, Received, split_meta
+from ...messages import CONTENT_TYPE, META_PREFIX, Outgoing, Received, split_meta
 from .topology import DELAY, Topology, delay_ms
 
 REASON = META_PREFIX + "reason"
@@ -58,6 +62,54 @@ def outgoing_headers(msg: Outgoing, delay_bucket: int | None = None) -> dict[str
     return headers
 
 
+def header_text(value: Any) -> str:
+    """An AMQP header value as a string: the rule for headers set by other clients.
+
+    str as it is; bytes as UTF-8 text, or ``base64:`` and their base64 if they are not
+    UTF-8; booleans ``true``/``false``; numbers (int, float, Decimal) as Python writes
+    them; a timestamp as ISO 8601; ``None`` (void) as ``""``; arrays and tables as JSON
+    whose leaves follow this same rule.
+
+    >>> header_text(True), header_text(7), header_text(b"ok"), header_text([1, b"x"])
+    ('true', '7', 'ok', '["1", "x"]')
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(value).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(_leaves(value), separators=(", ", ": "))
+    return str(value)
+
+
+def _leaves(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _leaves(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_leaves(v) for v in value]
+    return header_text(value)
+
+
+def content_id(body: bytes, headers: Mapping[str, Any], timestamp: int | None) -> str:
+    """The id of a message another client sent without ``message_id``: a digest of its
+    body, headers and timestamp, so a redelivery has the same id (and so do two
+    messages identical in all three)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(body)
+    h.update(json.dumps(_leaves(dict(headers)), sort_keys=True).encode())
+    h.update(str(timestamp).encode())
+    return "amqp-" + h.hexdigest()
+
+
 def received(
     topo: Topology,
     *,
@@ -68,29 +120,34 @@ def received(
     redelivered: bool,
     timestamp: int | None,
     token: Any,
+    content_type: str | None = None,
+    queue: str | None = None,
 ) -> Received:
-    """A :class:`Received` from an AMQP delivery's properties."""
+    """A :class:`Received` from an AMQP delivery's properties; ``queue`` is the lane
+    queue it came from, which names its tenant when the message's headers do not."""
     raw = dict(headers or {})
     delivery_count = raw.get("x-delivery-count")
-    strings = {
-        k: (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-        if k not in BROKER_HEADERS and isinstance(v, str | bytes)
-    }
+    strings = {k: header_text(v) for k, v in raw.items() if k not in BROKER_HEADERS}
     user, meta = split_meta(strings)
     meta.pop("reason", None)
-    tenant = meta.get("tenant")
-    prio = int(meta.get("priority", priority or 0))
+    if content_type and CONTENT_TYPE not in user:
+        user[CONTENT_TYPE] = content_type
+    if "tenant" in meta:
+        tenant: str | None = meta["tenant"]
+    else:
+        from_queue = topo.lane_of_queue(queue) if queue else None
+        tenant = from_queue.tenant if from_queue else None
+    prio = min(int(meta.get("priority", priority or 0)), topo.max_priority)
     stored_attempt = int(meta.get("attempt", "1"))
-    if topo.kind == "quorum":
-        extra = int(delivery_count) if isinstance(delivery_count, int) else 0
+    if isinstance(delivery_count, int) and not isinstance(delivery_count, bool):
+        extra = delivery_count  # quorum queues count deliveries
     else:
         # Classic queues only say "delivered before": at least one more attempt.
         extra = 1 if redelivered else 0
     enqueued = meta.get("enqueued-at")
     return Received(
         lane=Lane(topo.name, tenant, prio),
-        id=meta.get("id") or message_id or "",
+        id=meta.get("id") or message_id or content_id(body, raw, timestamp),
         body=body,
         headers=user,
         attempt=stored_attempt + extra,
@@ -129,6 +186,7 @@ class Envelope:
     message_id: str | None = None
     timestamp: int | None = None
     priority: int | None = None
+    content_type: str | None = None
 
 
 def envelope(topo: Topology, msg: Outgoing, dead: str | None = None) -> Envelope:
@@ -159,5 +217,6 @@ def envelope(topo: Topology, msg: Outgoing, dead: str | None = None) -> Envelope
         headers,
         msg.id,
         int(msg.enqueued_at),
-        lane.priority if topo.native_priority else None,
+        lane.priority if lane.priority or topo.native_priority else None,
+        headers.pop(CONTENT_TYPE, None),
     )

@@ -48,6 +48,10 @@ def header_payload(e: Envelope) -> bytes:
     """The content header frame's payload for ``e``, as ``pika.frame.Header`` marshals it."""
     flags = _P.FLAG_DELIVERY_MODE
     parts = []
+    if e.content_type is not None:
+        flags |= _P.FLAG_CONTENT_TYPE
+        ct = e.content_type.encode()
+        parts.append(_U8.pack(len(ct)) + ct)
     if e.headers is not None:
         flags |= _P.FLAG_HEADERS
         parts.append(_table(e.headers))

@@ -34,6 +34,7 @@ from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline
 from .settings import RabbitMQSettings
 from .topology import (
     DELAY_REDECLARE,
+    DLX_PROBE,
     Declared,
     Registry,
     Topology,
@@ -43,6 +44,8 @@ from .topology import (
     delay_record,
     lane_record,
     meta_queue,
+    own_dlx,
+    passive_missing,
     queue_type,
     spec_record,
 )
@@ -59,9 +62,14 @@ backoff = wait_exponential(multiplier=0.1, max=2)
 
 
 def pika_received(
-    topo: Topology, props: Any, body: bytes, redelivered: bool = False, token: Any = None
+    topo: Topology,
+    props: Any,
+    body: bytes,
+    redelivered: bool = False,
+    token: Any = None,
+    queue: str | None = None,
 ) -> Received:
-    """A :class:`Received` from a pika delivery's properties."""
+    """A :class:`Received` from a pika delivery's properties (``queue``: where from)."""
     return received(
         topo,
         body=body,
@@ -71,6 +79,8 @@ def pika_received(
         redelivered=redelivered,
         timestamp=props.timestamp,
         token=token,
+        content_type=props.content_type,
+        queue=queue,
     )
 
 
@@ -102,6 +112,9 @@ class RabbitMQDriver(Driver):
         self.settings = settings
         self.io = IOThread(settings)
         self._topos: dict[str, Topology] = {}
+        #: Lane queues that existed with other arguments, and their own dead-letter
+        #: exchange (None: workq's dead-letter queue serves them).
+        self.adopted: dict[str, str | None] = {}
         try:
             self.io.call(self.io.connection, timeout=settings.connect_timeout + 1.0)
         except BaseException:
@@ -122,14 +135,16 @@ class RabbitMQDriver(Driver):
         if io.declared.fresh(topo.exchange):
             return
 
+        default = Lane(topo.name)
+        # The lane queue first: if it cannot be had, nothing else is made.
+        _declare(io.admin, topo.name, lambda _ch: self._lane_queue(topo, default))
+
         def run(ch: Any) -> None:
             ch.exchange_declare(topo.exchange, "direct", durable=True)
             ch.exchange_declare(topo.dlx, "fanout", durable=True)
             ch.exchange_declare(topo.delay_exchange, "headers", durable=True)
             ch.queue_declare(topo.dlq, durable=True, arguments=topo.queue_args())
             ch.queue_bind(topo.dlq, topo.dlx)
-            default = Lane(topo.name)
-            ch.queue_declare(topo.lane_queue(default), durable=True, arguments=topo.lane_args())
             ch.queue_bind(topo.lane_queue(default), topo.exchange, topo.routing_key(default))
 
         _declare(io.admin, topo.name, run)
@@ -141,6 +156,37 @@ class RabbitMQDriver(Driver):
         io.declared.mark(topo.exchange)
         io.declared.mark(topo.lane_queue(Lane(topo.name)))
 
+    def _lane_queue(self, topo: Topology, lane: Lane) -> None:
+        """Declare a lane queue, or adopt it as it is if it exists with other arguments
+        (a queue another team made: classic or quorum, its own limits and DLX kept)."""
+        io = self.io
+        qname = topo.lane_queue(lane)
+        try:
+            io.admin().queue_declare(qname, durable=True, arguments=topo.lane_args())
+            return
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            why = exc.reply_text
+        try:
+            io.admin().queue_declare(
+                qname, durable=True, arguments={"x-dead-letter-exchange": DLX_PROBE}
+            )
+            dlx = None  # unreachable in practice: no queue has the probe as its DLX
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            dlx = own_dlx(exc.reply_text)
+        self.adopted[qname] = None if dlx == topo.dlx else dlx
+        log.info(
+            "queue %r: lane queue %r exists with other arguments (%s); adopted as it is, "
+            "dead letters going to %s",
+            topo.name,
+            qname,
+            why,
+            f"its own exchange {dlx!r}" if self.adopted[qname] else repr(topo.dlq),
+        )
+
     def _ensure_lanes(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> None:
         """Declare missing lane and delay queues, and record them in the registry."""
         io = self.io
@@ -151,9 +197,9 @@ class RabbitMQDriver(Driver):
                 continue
             phys = topo.physical(lane)
 
-            def run(ch: Any, qname: str = qname, phys: Lane = phys) -> None:
-                ch.queue_declare(qname, durable=True, arguments=topo.lane_args())
-                ch.queue_bind(qname, topo.exchange, topo.routing_key(phys))
+            def run(_ch: Any, qname: str = qname, phys: Lane = phys) -> None:
+                self._lane_queue(topo, phys)
+                io.admin().queue_bind(qname, topo.exchange, topo.routing_key(phys))
 
             _declare(io.admin, topo.name, run)
             io.declared.mark(qname)
@@ -179,6 +225,11 @@ class RabbitMQDriver(Driver):
                 # Messages still flow to the lane; record it again on the next publish.
                 log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
                 io.declared = Declared()
+
+    def _passive(self, spec: QueueSpec) -> QueueSpec:
+        if not self._exists(spec.name):
+            raise ConfigurationError(passive_missing(spec.name, self.settings.redacted_url()))
+        return self._stored_spec(spec.name) or spec
 
     def _stored_spec(self, name: str) -> QueueSpec | None:
         """The spec in an existing registry of ``name``, read without declaring anything
@@ -254,7 +305,30 @@ class RabbitMQDriver(Driver):
 
     # -- Driver API ----------------------------------------------------------------------
 
-    def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+    def _exists(self, queue: str) -> bool:
+        """Whether ``queue`` exists, asked on a channel of its own (a no closes it)."""
+        ch = self.io.channel()
+        try:
+            ch.queue_declare(queue, passive=True)
+            return True
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return False
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                if ch.is_open:
+                    ch.close()
+
+    def declare(
+        self, spec: QueueSpec, *, implicit: bool = False, passive: bool = False
+    ) -> QueueSpec:
+        """See :meth:`Driver.declare`; ``passive=True`` creates nothing: it returns the
+        stored spec (or ``spec``) of a queue that exists, and raises
+        ``ConfigurationError`` if it does not."""
+        if passive:
+            return self.io.call(lambda: self._passive(spec), timeout=SYNC_TIMEOUT)
+
         def op() -> QueueSpec:
             if implicit and (stored := self._stored_spec(spec.name)) is not None:
                 # Adopt what was declared elsewhere, declaring it the same way.

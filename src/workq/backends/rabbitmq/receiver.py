@@ -66,12 +66,12 @@ class RabbitMQReceiver(Receiver):
             self._consuming = self._ctag = None
         return self._channel
 
-    def _item(self, method: Any, props: Any, body: bytes) -> Received:
-        token = (self._gen, self._channel, method.delivery_tag)
-        return pika_received(self._topo, props, body, bool(method.redelivered), token)
+    def _item(self, method: Any, props: Any, body: bytes, queue: str | None) -> Received:
+        token = (self._gen, self._channel, method.delivery_tag, queue)
+        return pika_received(self._topo, props, body, bool(method.redelivered), token, queue)
 
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
-        item = self._item(method, props, body)
+        item = self._item(method, props, body, self._consuming)
         with self._cond:
             self._buffer.append(item)
             if len(self._buffer) == 1:  # only an empty buffer has waiters
@@ -118,7 +118,7 @@ class RabbitMQReceiver(Receiver):
                     if method is None:
                         live.remove(q)
                     else:
-                        out.append(self._item(method, props, body))
+                        out.append(self._item(method, props, body, q))
             if len(out) >= max_count:
                 break
         return out
@@ -174,12 +174,15 @@ class RabbitMQReceiver(Receiver):
         self._consume(queue)
         return released
 
-    def _ack_now(self, item: Received) -> None:
-        gen, channel, tag = item.token
+    def _ack_now(self, item: Received, reject: bool = False) -> None:
+        gen, channel, tag, _queue = item.token
         if gen != self._io.generation or channel is not self._channel or not channel.is_open:
             log.info("delivery %s came from a lost channel: the broker redelivers it", item.id)
             return
-        channel.basic_ack(tag)
+        if reject:
+            channel.basic_reject(tag, requeue=False)
+        else:
+            channel.basic_ack(tag)
 
     def ack(self, item: Received) -> None:
         # Fire and forget: a lost ack means a redelivery, which at-least-once allows.
@@ -201,7 +204,7 @@ class RabbitMQReceiver(Receiver):
             return
         wire = Wire(channel)
         for item in items:
-            gen, ch, tag = item.token
+            gen, ch, tag, _queue = item.token
             if gen != self._gen or ch is not channel:
                 self._ack_now(item)
             else:
@@ -213,6 +216,11 @@ class RabbitMQReceiver(Receiver):
         self._io.call(lambda: self._ack_now(item))
 
     def dead_letter(self, item: Received, reason: str) -> None:
+        if self._driver.adopted.get(item.token[3] or ""):
+            # An adopted queue with a dead-letter exchange of its own: the broker routes
+            # it there, as the queue's owner set up.
+            self._io.call(lambda: self._ack_now(item, reject=True))
+            return
         self._driver.publish_to(self._topo, [copy_of(item, item.attempt)], dead=reason)
         self._io.call(lambda: self._ack_now(item))
 

@@ -39,6 +39,26 @@ DELAY_EXPIRES_MARGIN = 600.0
 DELAY_REDECLARE = DELAY_EXPIRES_MARGIN / 2
 
 
+_PRIORITY_SUFFIX = re.compile(r"\.p(\d+)$")
+#: A dead-letter exchange no queue has: declaring an existing queue with it makes
+#: RabbitMQ name the queue's own dead-letter exchange in its refusal (:func:`own_dlx`).
+DLX_PROBE = "workq.probe.dlx"
+
+
+def own_dlx(reply_text: str) -> str | None:
+    """The dead-letter exchange a 406 refusal of a :data:`DLX_PROBE` declaration says
+    the queue has (None: none, or the refusal is about something else).
+
+    >>> own_dlx("... inequivalent arg 'x-dead-letter-exchange' for queue 'q' in vhost "
+    ...         "'/': received 'workq.probe.dlx' but current is 'their.dlx'")
+    'their.dlx'
+    """
+    if "'x-dead-letter-exchange'" not in reply_text:
+        return None
+    m = re.search(r"but current is (?:the value )?'([^']*)'", reply_text)
+    return m.group(1) if m else None
+
+
 def queue_type(spec: QueueSpec, default: QueueType) -> QueueType:
     """The queue type a spec asks for, checking its options."""
     spec.check_options("rabbitmq", OPTIONS)
@@ -102,6 +122,20 @@ class Topology:
         lane = self.physical(lane)
         name = self.name if lane.tenant is None else f"{self.name}.t.{lane.tenant}"
         return f"{name}.p{lane.priority}" if lane.priority else name
+
+    def lane_of_queue(self, queue: str) -> Lane | None:
+        """The lane whose queue is named ``queue`` (as stored), or None if it is not one."""
+        rest = queue[len(self.name) :] if queue.startswith(self.name) else None
+        if rest is None:
+            return None
+        priority = 0
+        if self.kind == "quorum" and (m := _PRIORITY_SUFFIX.search(rest)):
+            priority, rest = int(m.group(1)), rest[: m.start()]
+        if rest == "":
+            return Lane(self.name, None, priority)
+        if rest.startswith(".t.") and len(rest) > 3:
+            return Lane(self.name, rest[3:], priority)
+        return None
 
     def routing_key(self, lane: Lane) -> str:
         lane = self.physical(lane)
@@ -275,6 +309,14 @@ def normalized(spec: QueueSpec, kind: QueueType) -> QueueSpec:
 def check_declared(stored: QueueSpec, spec: QueueSpec, kind: QueueType) -> None:
     """Raise ``ConfigurationError`` naming each setting ``spec`` changes from ``stored``."""
     stored.check_same(normalized(spec, kind))
+
+
+def passive_missing(name: str, where: str) -> str:
+    """The error of a passive declaration of a queue that does not exist."""
+    return (
+        f"queue {name!r} does not exist on RabbitMQ at {where}, and passive=True creates "
+        "nothing: create it first, or declare it without passive=True"
+    )
 
 
 def config_error(topo_name: str, reply_text: str) -> ConfigurationError:
