@@ -79,14 +79,21 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
             self._event.set()
 
     async def _stop_consume(self) -> None:
+        await self._give_back(await self._cancel())
+
+    async def _cancel(self) -> list[Received]:
+        """Cancel the push consumer; returns what it had pushed and nobody took."""
         if self._consuming is None:
-            return
+            return []
         with contextlib.suppress(Exception):
             await self._underlay.basic_cancel(self._ctag)
+        # Deliveries that arrived before the cancel-ok run as tasks of their own: let
+        # them reach the buffer.
+        await asyncio.sleep(0)
         self._consuming = self._ctag = None
         items = list(self._buffer)
         self._buffer.clear()
-        await self.release(items)
+        return items
 
     async def receive(
         self, lanes: Sequence[Lane], max_count: int, timeout: float
@@ -182,6 +189,10 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         """Nothing to do: RabbitMQ holds a delivery as long as its channel lives."""
 
     async def release(self, items: Sequence[Received]) -> None:
+        # The push consumer stops first: see the sync twin.
+        await self._give_back([*items, *await self._cancel()])
+
+    async def _give_back(self, items: Sequence[Received]) -> None:
         if not items:
             return
         # Re-published with the same attempt, then acked: see the sync receiver.

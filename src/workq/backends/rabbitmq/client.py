@@ -310,6 +310,7 @@ class IOThread:
         attempts = max(s.reconnect_attempts, 1)
         deadline = Deadline(s.connect_timeout)
         tries = 0
+        last: Exception | None = None
 
         def pause(state: RetryCallState) -> float:
             return min(float(backoff(state)), deadline.left())
@@ -323,9 +324,13 @@ class IOThread:
             ):
                 with attempt:
                     tries += 1
-                    if deadline.passed() and tries > 1:
-                        raise TimeoutError("connect_timeout passed")
-                    conn = pika.BlockingConnection(connection_parameters(s, deadline.left()))
+                    if deadline.passed() and last is not None:
+                        raise last  # out of time: the error that used it up
+                    try:
+                        conn = pika.BlockingConnection(connection_parameters(s, deadline.left()))
+                    except Exception as exc:
+                        last = exc
+                        raise
         except Exception as exc:
             raise connect_failed(s, tries, exc) from exc
         self.conn = conn

@@ -91,6 +91,9 @@ class RabbitMQReceiver(Receiver):
         if self._consuming is None:
             return []
         ch = self._chan()
+        # Take what has arrived first: pika's basic_cancel requeues deliveries it has
+        # not dispatched yet, and the broker counts each as a delivery.
+        self._io.pump()
         with contextlib.suppress(pika.exceptions.AMQPError):
             ch.basic_cancel(self._ctag)
         self._consuming = self._ctag = None
@@ -143,7 +146,7 @@ class RabbitMQReceiver(Receiver):
                 ):
                     released = self._io.call(lambda: self._switch(queue))
                     if released:
-                        self.release(released)
+                        self._give_back(released)
                 with self._cond:
                     if not self._buffer:
                         self._cond.wait(max(deadline - time.monotonic(), 0.0))
@@ -159,7 +162,7 @@ class RabbitMQReceiver(Receiver):
                 lambda: (self._stop_consume(), self._get(ordered, max_count))
             )
             if released:
-                self.release(released)
+                self._give_back(released)
             remaining = deadline - time.monotonic()
             if got or remaining <= 0 or self._closed:
                 return got
@@ -228,6 +231,14 @@ class RabbitMQReceiver(Receiver):
         """Nothing to do: RabbitMQ holds a delivery as long as its channel lives."""
 
     def release(self, items: Sequence[Received]) -> None:
+        # The push consumer stops first: once the originals are acked the broker would
+        # push again (the copies, say), and what it pushed would be returned, and
+        # counted, when the channel closes. The next receive() consumes again.
+        if self._consuming is not None:
+            items = [*items, *self._io.call(self._stop_consume)]
+        self._give_back(items)
+
+    def _give_back(self, items: Sequence[Received]) -> None:
         if not items:
             return
         # Re-published with the same attempt, then acked: a plain requeue would count
@@ -249,7 +260,7 @@ class RabbitMQReceiver(Receiver):
         try:
             leftover = self._io.call(self._stop_consume)
             if leftover:
-                self.release(leftover)
+                self._give_back(leftover)
         except GONE:
             pass  # the connection is gone, so the broker has requeued everything
         finally:
