@@ -272,3 +272,13 @@ def test_both_twins_route_every_kind_of_message_identically(rabbitmq_url: str, r
         (f"workq.{q}", "acme.p2"),
         (f"workq.{q}.dlx", "acme.p2"),
     ]
+
+
+def test_queue_prefix_names_every_object(rabbitmq_url: str, raw: Any) -> None:
+    q = unique()
+    sep = "&" if "?" in rabbitmq_url else "?"
+    with workq.connect(f"{rabbitmq_url}{sep}queue_prefix=team.") as broker:
+        broker.producer().publish(q, "prefixed")
+        assert exists(raw, "queue", f"team.{q}") and not exists(raw, "queue", q)
+        assert exists(raw, "exchange", f"workq.team.{q}")
+        assert get_one(broker, q).text() == "prefixed"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aio_pika
 import aiormq
@@ -72,6 +73,32 @@ GONE: tuple[type[BaseException], ...] = (BrokerUnavailable, PublishError, *CONNE
 
 class _Retry(Exception):
     pass
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def bounded(
+    fn: Callable[Concatenate[AsyncRabbitMQDriver, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[AsyncRabbitMQDriver, P], Coroutine[Any, Any, R]]:
+    """Bound a call by ``connect_timeout + publish_timeout``, as the sync driver bounds
+    every call: on a silent network the connection is dropped and the call raises."""
+
+    @functools.wraps(fn)
+    async def run(driver: AsyncRabbitMQDriver, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        limit = driver.settings.connect_timeout + driver.settings.publish_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await fn(driver, *args, **kwargs)
+        except TimeoutError as exc:
+            driver.drop()
+            raise BrokerUnavailable(
+                f"RabbitMQ at {driver.settings.redacted_url()} did not answer within {limit}s; "
+                "it reconnects on the next call"
+            ) from exc
+
+    return run
 
 
 #: Pauses between connect and publish attempts (capped by what is left of the bound).
@@ -227,7 +254,9 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
     def topology(self, spec: QueueSpec) -> Topology:
         topo = self._topos.get(spec.name)
         if topo is None or topo.max_priority != spec.max_priority:
-            topo = self._topos[spec.name] = Topology.of(spec, self.settings.queue_type)
+            topo = self._topos[spec.name] = Topology.of(
+                spec, self.settings.queue_type, self.settings.queue_prefix
+            )
         return topo
 
     # -- AsyncDriver API ---------------------------------------------------------------
@@ -240,7 +269,7 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
         try:
             async with asyncio.timeout(SYNC_TIMEOUT * 3):
                 if passive:
-                    if not await self._exists(spec.name):
+                    if not await self._exists(self.settings.queue_prefix + spec.name):
                         raise ConfigurationError(
                             passive_missing(spec.name, self.settings.redacted_url())
                         )
@@ -252,16 +281,20 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
                 f"took over {SYNC_TIMEOUT * 3}s; check that the broker and its queues' nodes "
                 "are healthy"
             ) from exc
-        self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
+        self._topos[spec.name] = Topology.of(
+            effective, self.settings.queue_type, self.settings.queue_prefix
+        )
         return effective
 
     async def _declare_spec(self, spec: QueueSpec, implicit: bool) -> QueueSpec:
         if implicit and (stored := await self._stored_spec(spec.name)) is not None:
             # Adopt what was declared elsewhere, declaring it the same way.
-            await self._ensure_base(Topology.of(stored, self.settings.queue_type))
+            await self._ensure_base(
+                Topology.of(stored, self.settings.queue_type, self.settings.queue_prefix)
+            )
             return stored
         kind = queue_type(spec, self.settings.queue_type)
-        topo = Topology.of(spec, self.settings.queue_type)
+        topo = Topology.of(spec, self.settings.queue_type, self.settings.queue_prefix)
         reg = await self._registry(topo)
         if reg.spec is None or (not implicit and reg.explicit is None):
             reg = await self._registry(topo, write=[spec_record(spec, kind, implicit)])
@@ -354,6 +387,7 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
                 "may not be enqueued: publish them again"
             ) from exc
 
+    @bounded
     async def lanes(self, spec: QueueSpec) -> list[Lane]:
         topo = self.topology(spec)
         return topo.known_lanes(await self._registry(topo))
@@ -363,6 +397,7 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
 
         return AsyncRabbitMQReceiver(self, self.topology(spec), prefetch)
 
+    @bounded
     async def stats(self, spec: QueueSpec) -> QueueStats:
         topo = self.topology(spec)
         registry = await self._registry(topo)
@@ -402,6 +437,7 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
             got.append(m)
         return ch, got
 
+    @bounded
     async def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
         topo = self.topology(spec)
         if limit <= 0:

@@ -217,7 +217,9 @@ class AsyncDeclarations:
         ch = await self.channel()
         try:
             try:
-                q = await ch.declare_queue(meta_queue(name), passive=True)
+                q = await ch.declare_queue(
+                    meta_queue(self.settings.queue_prefix + name), passive=True
+                )
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return None  # never declared: the defaults apply
             reg = Registry(name)

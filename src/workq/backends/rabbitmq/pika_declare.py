@@ -104,7 +104,7 @@ class Declarations:
                 raise
             why = exc.reply_text
         try:
-            io.admin().queuedeclaring(
+            io.admin().queue_declare(
                 qname, durable=True, arguments={"x-dead-letter-exchange": DLX_PROBE}
             )
             dlx = None  # unreachable in practice: no queue has the probe as its DLX
@@ -162,7 +162,7 @@ class Declarations:
                 io.declared = Declared()
 
     def _passive(self, spec: QueueSpec) -> QueueSpec:
-        if not self._exists(spec.name):
+        if not self._exists(self.settings.queue_prefix + spec.name):
             raise ConfigurationError(passive_missing(spec.name, self.settings.redacted_url()))
         return self._stored_spec(spec.name) or spec
 
@@ -173,14 +173,16 @@ class Declarations:
         ch = io.channel()
         try:
             try:
-                ch.queue_declare(meta_queue(name), passive=True)
+                ch.queue_declare(meta_queue(self.settings.queue_prefix + name), passive=True)
             except pika.exceptions.ChannelClosedByBroker as exc:
                 if exc.reply_code == 404:
                     return None  # never declared: the defaults apply
                 raise
             reg = Registry(name)
             while True:
-                method, _props, body = ch.basic_get(meta_queue(name), auto_ack=False)
+                method, _props, body = ch.basic_get(
+                    meta_queue(self.settings.queue_prefix + name), auto_ack=False
+                )
                 if method is None:
                     return reg.spec
                 reg.add(body)

@@ -102,7 +102,7 @@ class RabbitMQDriver(Declarations, Driver):
     def topology(self, spec: QueueSpec) -> Topology:
         topo = self._topos.get(spec.name)
         if topo is None or topo.max_priority != spec.max_priority:
-            topo = Topology.of(spec, self.settings.queue_type)
+            topo = Topology.of(spec, self.settings.queue_type, self.settings.queue_prefix)
             self._topos[spec.name] = topo
         return topo
 
@@ -120,10 +120,12 @@ class RabbitMQDriver(Declarations, Driver):
         def op() -> QueueSpec:
             if implicit and (stored := self._stored_spec(spec.name)) is not None:
                 # Adopt what was declared elsewhere, declaring it the same way.
-                self._ensure_base(Topology.of(stored, self.settings.queue_type))
+                self._ensure_base(
+                    Topology.of(stored, self.settings.queue_type, self.settings.queue_prefix)
+                )
                 return stored
             kind = queue_type(spec, self.settings.queue_type)
-            topo = Topology.of(spec, self.settings.queue_type)
+            topo = Topology.of(spec, self.settings.queue_type, self.settings.queue_prefix)
             reg = self._registry(topo)
             if reg.spec is None or (not implicit and reg.explicit is None):
                 reg = self._registry(topo, write=[spec_record(spec, kind, implicit)])
@@ -134,7 +136,9 @@ class RabbitMQDriver(Declarations, Driver):
             return spec
 
         effective: QueueSpec = self.io.call(op, timeout=SYNC_TIMEOUT * 3)
-        self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
+        self._topos[spec.name] = Topology.of(
+            effective, self.settings.queue_type, self.settings.queue_prefix
+        )
         return effective
 
     def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:

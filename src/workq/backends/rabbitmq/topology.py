@@ -83,10 +83,17 @@ class Topology:
     name: str
     kind: QueueType
     max_priority: int
+    #: Prepended to every RabbitMQ object's name (the ``queue_prefix`` setting).
+    prefix: str = ""
 
     @classmethod
-    def of(cls, spec: QueueSpec, default: QueueType) -> Topology:
-        return cls(spec.name, queue_type(spec, default), spec.max_priority)
+    def of(cls, spec: QueueSpec, default: QueueType, prefix: str = "") -> Topology:
+        return cls(spec.name, queue_type(spec, default), spec.max_priority, prefix)
+
+    @property
+    def base(self) -> str:
+        """The RabbitMQ name of the default lane queue: the queue's name, prefixed."""
+        return self.prefix + self.name
 
     @property
     def native_priority(self) -> bool:
@@ -94,23 +101,23 @@ class Topology:
 
     @property
     def exchange(self) -> str:
-        return f"workq.{self.name}"
+        return f"workq.{self.base}"
 
     @property
     def dlx(self) -> str:
-        return f"workq.{self.name}.dlx"
+        return f"workq.{self.base}.dlx"
 
     @property
     def dlq(self) -> str:
-        return f"{self.name}.dlq"
+        return f"{self.base}.dlq"
 
     @property
     def delay_exchange(self) -> str:
-        return f"workq.{self.name}.delay"
+        return f"workq.{self.base}.delay"
 
     @property
     def meta(self) -> str:
-        return meta_queue(self.name)
+        return meta_queue(self.base)
 
     def physical(self, lane: Lane) -> Lane:
         """The lane as stored: classic queues hold every priority in one queue."""
@@ -120,12 +127,12 @@ class Topology:
 
     def lane_queue(self, lane: Lane) -> str:
         lane = self.physical(lane)
-        name = self.name if lane.tenant is None else f"{self.name}.t.{lane.tenant}"
+        name = self.base if lane.tenant is None else f"{self.base}.t.{lane.tenant}"
         return f"{name}.p{lane.priority}" if lane.priority else name
 
     def lane_of_queue(self, queue: str) -> Lane | None:
         """The lane whose queue is named ``queue`` (as stored), or None if it is not one."""
-        rest = queue[len(self.name) :] if queue.startswith(self.name) else None
+        rest = queue[len(self.base) :] if queue.startswith(self.base) else None
         if rest is None:
             return None
         priority = 0
@@ -158,7 +165,7 @@ class Topology:
         return args
 
     def delay_queue(self, ms: int) -> str:
-        return f"{self.name}.delay.{ms}"
+        return f"{self.base}.delay.{ms}"
 
     def delay_args(self, ms: int) -> dict[str, Any]:
         args = self.queue_args()
