@@ -9,6 +9,7 @@ The bounds asserted are the documented ones plus a margin for a loaded machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -158,3 +159,69 @@ def test_aio_calls_keep_their_bounds_and_recover(proxy: FaultProxy) -> None:
             proxy.restore()
 
     asyncio.run(scenario())
+
+
+def test_aio_producer_and_consumer_ride_out_a_dropped_broker(proxy: FaultProxy) -> None:
+    """The broker vanishes (connections reset, new ones refused) for a few seconds under
+    a running producer and consumer on one aio broker: every publish either raises or
+    is confirmed, every confirmed message is consumed, and both recover by themselves."""
+    q = unique()
+    url = proxied(proxy)
+    total = 150
+
+    async def scenario() -> tuple[set[str], set[str]]:
+        confirmed: set[str] = set()
+        consumed: set[str] = set()
+        stop = asyncio.Event()
+        warm = asyncio.Event()
+        all_in = asyncio.Event()
+        async with await workq.aio.connect(url) as broker:
+            await broker.declare(q)
+
+            async def produce() -> None:
+                p = broker.producer()
+                sent = 0
+                while sent < total:
+                    mid = f"m{sent}"
+                    try:
+                        await p.publish(q, mid.encode(), message_id=mid)
+                        confirmed.add(mid)
+                        sent += 1
+                        if sent >= 30:
+                            warm.set()
+                    except (workq.PublishError, workq.BrokerUnavailable):
+                        await asyncio.sleep(0.1)  # raised, not lost: publish it again
+                    await asyncio.sleep(0.01)  # pace the stream so the fault lands mid-way
+                if confirmed <= consumed:
+                    all_in.set()  # the consumer was quicker than the last confirm
+
+            async def consume() -> None:
+                while not stop.is_set():
+                    try:
+                        async with broker.consumer(q, prefetch=10) as c:
+                            while not stop.is_set():
+                                d = await c.get(timeout=0.5)
+                                if d is not None:
+                                    consumed.add(d.id)
+                                    await d.ack()
+                                    if len(confirmed) == total and confirmed <= consumed:
+                                        all_in.set()
+                    except workq.WorkqError:
+                        await asyncio.sleep(0.2)  # broker gone: open the consumer again
+
+            consumer = asyncio.create_task(consume())
+            producer = asyncio.create_task(produce())
+            await asyncio.wait_for(warm.wait(), 60)
+            proxy.drop()
+            await asyncio.sleep(2)  # the outage
+            proxy.restore()
+            await asyncio.wait_for(producer, 120)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_in.wait(), 60)
+            stop.set()
+            await asyncio.wait_for(consumer, 30)
+        return confirmed, consumed
+
+    confirmed, consumed = asyncio.run(scenario())
+    assert len(confirmed) == total
+    assert confirmed - consumed == set()

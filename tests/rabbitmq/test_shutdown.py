@@ -47,7 +47,7 @@ def test_release_at_shutdown_is_not_an_attempt(rabbitmq_url: str, queue_type: st
             t.join(timeout=WAIT)
             assert not t.is_alive()
         with broker.consumer(q, prefetch=4) as c:
-            got = []
+            got: list[workq.Delivery] = []
             while len(got) < 4:
                 d = c.get(timeout=WAIT)
                 assert d is not None
