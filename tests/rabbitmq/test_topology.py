@@ -11,6 +11,7 @@ from workq.backends.rabbitmq.topology import (
     delay_ms,
     delay_record,
     lane_record,
+    own_dlx,
     spec_record,
 )
 from workq.errors import ConfigurationError
@@ -61,3 +62,27 @@ def test_registry_is_the_union_of_its_records() -> None:
     assert merged.explicit.options == {"queue_type": "quorum"}
     assert merged.delays == {1300}
     assert merged.implicit is None
+
+
+def test_lane_of_queue_reads_tenant_and_priority_back() -> None:
+    quorum = Topology.of(QueueSpec("q", max_priority=5), "quorum", "team.")
+    for lane in (Lane("q"), Lane("q", "acme"), Lane("q", "acme", 5), Lane("q", None, 3)):
+        assert quorum.lane_of_queue(quorum.lane_queue(lane)) == lane
+    assert quorum.lane_queue(Lane("q", "acme")) == "team.q.t.acme"
+    assert quorum.lane_of_queue("other") is None
+    classic = Topology.of(QueueSpec("q", options={"queue_type": "classic"}), "quorum")
+    assert classic.lane_of_queue("q.t.a.p5") == Lane("q", "a.p5")  # classic: no .pN lanes
+
+
+def test_own_dlx_is_read_from_either_form_of_the_refusal() -> None:
+    named = (
+        "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q' in "
+        "vhost '/': received 'workq.probe.dlx' but current is 'their.dlx'"
+    )
+    none = (
+        "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q' in "
+        "vhost '/': received the value 'workq.probe.dlx' of type 'longstr' but current is none"
+    )
+    assert own_dlx(named) == "their.dlx"
+    assert own_dlx(none) is None
+    assert own_dlx("PRECONDITION_FAILED - inequivalent arg 'durable'") is None
