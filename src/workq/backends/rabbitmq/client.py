@@ -31,7 +31,7 @@ from tenacity import (
 from ...errors import BrokerUnavailable, WorkqError
 from .codec import Envelope
 from .connection import CLOSE_TIMEOUT, Deadline, connect_failed, endpoints, tls_context
-from .frames import Wire, abort, enable_confirms
+from .frames import Wire, abort, enable_confirms, received_bytes
 from .settings import RabbitMQSettings
 from .topology import Declared, Registry
 
@@ -135,7 +135,8 @@ class IOThread:
         self.on_lost: list[Callable[[], None]] = []
         #: A command running longer than this is stuck: the watchdog cuts the connection.
         self.stuck_after = max(settings.publish_timeout, 1.0)
-        self._abort_at: float | None = None
+        self._busy = False
+        self._close_by: float | None = None
         self._watch_stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="workq-rabbitmq-io", daemon=True)
         self._thread.start()
@@ -263,7 +264,7 @@ class IOThread:
 
     def _execute(self, fn: Callable[[], Any], fut: Future[Any]) -> None:
         """Run one command; the watchdog cuts the connection if it hangs."""
-        self._abort_at = time.monotonic() + self.stuck_after
+        self._busy = True
         try:
             if fut is _POSTED:
                 try:
@@ -282,7 +283,7 @@ class IOThread:
                 if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, WorkqError):
                     self._lost(exc)
         finally:
-            self._abort_at = None
+            self._busy = False
 
     def _failed(self, exc: BaseException) -> BrokerUnavailable:
         return BrokerUnavailable(
@@ -291,16 +292,29 @@ class IOThread:
         )
 
     def _watch(self) -> None:
-        """Cut the connection under a command or a close that waits past its bound."""
+        """Cut the connection under a command that hears nothing from the broker for
+        ``stuck_after`` (a silent network: a long command that gets answers is left
+        alone), or under a close that gets no goodbye within ``CLOSE_TIMEOUT``."""
+        heard, quiet_since = -1, time.monotonic()
         while not self._watch_stop.wait(WATCH_EVERY):
-            at, conn = self._abort_at, self.conn
-            if at is not None and conn is not None and time.monotonic() > at:
+            conn, now = self.conn, time.monotonic()
+            close_by = self._close_by
+            if conn is None or (not self._busy and close_by is None):
+                heard = -1
+                continue
+            if close_by is not None:
+                silent = now > close_by
+            else:
+                n = received_bytes(conn)
+                if n != heard:
+                    heard, quiet_since = n, now
+                silent = now - quiet_since > self.stuck_after
+            if silent:
                 log.warning(
-                    "RabbitMQ at %s did not answer within %ss; dropping the connection",
+                    "RabbitMQ at %s went silent; dropping the connection",
                     self.settings.redacted_url(),
-                    self.stuck_after,
                 )
-                self._abort_at = None
+                heard, self._close_by = -1, None
                 with contextlib.suppress(Exception):
                     abort(conn)
 
@@ -391,10 +405,10 @@ class IOThread:
         self._fail_pending("the driver was closed")
         conn, self.conn = self.conn, None
         if conn is not None:
-            self._abort_at = time.monotonic() + CLOSE_TIMEOUT
+            self._close_by = time.monotonic() + CLOSE_TIMEOUT
             with contextlib.suppress(Exception):
                 conn.close()
-            self._abort_at = None
+            self._close_by = None
         self._watch_stop.set()
 
     # -- channels (I/O thread only) ----------------------------------------------------

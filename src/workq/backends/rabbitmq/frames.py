@@ -20,7 +20,7 @@ import pika.spec
 
 from .codec import Envelope
 
-__all__ = ["Wire", "abort", "ack_frame", "enable_confirms", "header_payload"]
+__all__ = ["Wire", "abort", "ack_frame", "enable_confirms", "header_payload", "received_bytes"]
 
 _P = pika.spec.BasicProperties
 _U8 = struct.Struct(">B")
@@ -159,6 +159,11 @@ def enable_confirms(
     impl.add_on_return_callback(on_return)
     impl.add_on_close_callback(on_close)
     impl.confirm_delivery(ack_nack_callback=on_confirm)
+
+
+def received_bytes(connection: Any) -> int:
+    """How many bytes a ``BlockingConnection`` has read so far (any thread)."""
+    return int(connection._impl.bytes_received)
 
 
 def abort(connection: Any) -> None:
