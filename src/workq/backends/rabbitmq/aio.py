@@ -40,6 +40,7 @@ from .connection import (
     Deadline,
     connect_failed,
     endpoints,
+    lanes_bound,
     tls_context,
 )
 from .settings import RabbitMQSettings
@@ -361,7 +362,20 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
                 errors = [r for _, r in failed]
                 raise _Retry()
 
-        # One bound for the whole call, retries (and any reconnect) included.
+        # New lanes first, on a bound of their own: see the sync twin.
+        try:
+            async with asyncio.timeout(lanes_bound(len({m.lane for m in messages}))):
+                await self._ensure_base(topo)
+                await self._ensure_lanes(
+                    topo,
+                    {m.lane for m in messages},
+                    {delay_ms(m.delay) for m in messages if m.delay and dead is None},
+                )
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            log.info("queue %r: declaring lanes before publishing failed: %r", topo.name, exc)
+        # One bound for the rest of the call, retries (and any reconnect) included.
         deadline = Deadline(self.settings.publish_timeout)
         try:
             async with asyncio.timeout(self.settings.publish_timeout):

@@ -20,6 +20,7 @@ __all__ = [
     "Deadline",
     "connect_failed",
     "endpoints",
+    "lanes_bound",
     "tls_context",
 ]
 
@@ -62,6 +63,12 @@ def tls_context(settings: RabbitMQSettings) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def lanes_bound(new_lanes: int) -> float:
+    """How long a publish may spend declaring the lanes it reaches first: a quorum
+    queue takes tens of milliseconds to make on a busy node, so this grows with them."""
+    return SYNC_TIMEOUT * 3 + 0.2 * new_lanes
 
 
 class Deadline:

@@ -29,7 +29,7 @@ from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .client import Batch, IOThread
 from .codec import ATTEMPT, copy_of, envelope, reason_of, received
-from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline
+from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline, lanes_bound
 from .pika_declare import Declarations
 from .settings import RabbitMQSettings
 from .topology import (
@@ -155,7 +155,24 @@ class RabbitMQDriver(Declarations, Driver):
         left = list(range(len(messages)))
         errors: dict[int, str] = {}
         io = self.io
-        # One bound for the whole call, retries included.
+
+        def ensure() -> None:
+            self._ensure_base(topo)
+            self._ensure_lanes(topo, lanes, delays)
+
+        # New lanes are declared first, on a bound of their own (declaring a thousand
+        # quorum queues takes longer than a publish): failures here are left to the
+        # attempts below, which declare again and report them.
+        declared = io.declared  # read from this thread: a stale answer only costs a hop
+        known = declared.fresh(topo.exchange) and not delays
+        try:
+            if not (known and all(declared.fresh(topo.lane_queue(ln)) for ln in lanes)):
+                io.submit(ensure).result(lanes_bound(len(lanes)))
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            log.info("queue %r: declaring lanes before publishing failed: %r", topo.name, exc)
+        # One bound for the rest of the call, retries included.
         deadline = Deadline(self.settings.publish_timeout)
 
         def attempt() -> None:
