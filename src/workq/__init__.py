@@ -22,6 +22,7 @@ from .driver import DeadLetter, LaneStats, QueueStats
 from .errors import (
     AlreadySettled,
     BrokerUnavailable,
+    Closed,
     ConfigurationError,
     PublishError,
     Reject,
@@ -43,6 +44,7 @@ __all__ = [
     "App",
     "Broker",
     "BrokerUnavailable",
+    "Closed",
     "ConfigurationError",
     "Consumer",
     "DeadLetter",

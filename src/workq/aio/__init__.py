@@ -19,7 +19,8 @@ are plain calls returning async context managers; consumers are ``async for``.
 from __future__ import annotations
 
 from .broker import Broker, connect
-from .consumer import Consumer, Delivery
+from .consumer import Consumer
+from .delivery import Delivery
 from .producer import Producer
 from .worker import Worker
 
