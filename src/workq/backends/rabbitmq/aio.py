@@ -136,6 +136,7 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
         self._topos: dict[str, Topology] = {}
         #: Lane queues adopted as they are, and their own dead-letter exchange.
         self.adopted: dict[str, str | None] = {}
+        self.lanes_made: set[str] = set()
         self._closed = False
         self._closing: set[asyncio.Task[Any]] = set()
 
@@ -363,14 +364,16 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
                 raise _Retry()
 
         # New lanes first, on a bound of their own: see the sync twin.
+        new = len({topo.lane_queue(m.lane) for m in messages} - self.lanes_made)
         try:
-            async with asyncio.timeout(lanes_bound(len({m.lane for m in messages}))):
-                await self._ensure_base(topo)
-                await self._ensure_lanes(
-                    topo,
-                    {m.lane for m in messages},
-                    {delay_ms(m.delay) for m in messages if m.delay and dead is None},
-                )
+            if new:
+                async with asyncio.timeout(lanes_bound(new)):
+                    await self._ensure_base(topo)
+                    await self._ensure_lanes(
+                        topo,
+                        {m.lane for m in messages},
+                        {delay_ms(m.delay) for m in messages if m.delay and dead is None},
+                    )
         except ConfigurationError:
             raise
         except Exception as exc:

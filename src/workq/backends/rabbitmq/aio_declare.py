@@ -41,6 +41,8 @@ class AsyncDeclarations:
     settings: RabbitMQSettings
     #: Lane queues adopted as they are, and their own dead-letter exchange.
     adopted: dict[str, str | None]
+    #: Lane queues this driver has declared or adopted, across reconnects.
+    lanes_made: set[str]
     _admin: AbstractChannel | None
     _declared: Declared
     _regs: dict[str, Registry]
@@ -98,6 +100,7 @@ class AsyncDeclarations:
             await (await self.admin()).declare_queue(
                 qname, durable=True, arguments=topo.lane_args()
             )
+            self.lanes_made.add(qname)
             return
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             self._admin = None
@@ -111,6 +114,7 @@ class AsyncDeclarations:
             self._admin = None
             dlx = own_dlx(str(exc))
         self.adopted[qname] = None if dlx == topo.dlx else dlx
+        self.lanes_made.add(qname)
         log.info(
             "queue %r: lane queue %r exists with other arguments (%s); adopted as it is, "
             "dead letters going to %s",

@@ -64,6 +64,8 @@ class Declarations:
     #: Lane queues that existed with other arguments, and their own dead-letter
     #: exchange (None: workq's dead-letter queue serves them).
     adopted: dict[str, str | None]
+    #: Lane queues this driver has declared or adopted, across reconnects.
+    lanes_made: set[str]
 
     def _ensure_base(self, topo: Topology) -> None:
         io = self.io
@@ -98,6 +100,7 @@ class Declarations:
         qname = topo.lane_queue(lane)
         try:
             io.admin().queue_declare(qname, durable=True, arguments=topo.lane_args())
+            self.lanes_made.add(qname)
             return
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 406:
@@ -113,6 +116,7 @@ class Declarations:
                 raise
             dlx = own_dlx(exc.reply_text)
         self.adopted[qname] = None if dlx == topo.dlx else dlx
+        self.lanes_made.add(qname)
         log.info(
             "queue %r: lane queue %r exists with other arguments (%s); adopted as it is, "
             "dead letters going to %s",

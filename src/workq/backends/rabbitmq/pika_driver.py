@@ -91,6 +91,7 @@ class RabbitMQDriver(Declarations, Driver):
         #: Lane queues that existed with other arguments, and their own dead-letter
         #: exchange (None: workq's dead-letter queue serves them).
         self.adopted: dict[str, str | None] = {}
+        self.lanes_made: set[str] = set()
         try:
             self.io.call(self.io.connection, timeout=settings.connect_timeout + 1.0)
         except BaseException:
@@ -163,11 +164,12 @@ class RabbitMQDriver(Declarations, Driver):
         # New lanes are declared first, on a bound of their own (declaring a thousand
         # quorum queues takes longer than a publish): failures here are left to the
         # attempts below, which declare again and report them.
-        declared = io.declared  # read from this thread: a stale answer only costs a hop
-        known = declared.fresh(topo.exchange) and not delays
+        # (Lanes declared before, even on an earlier connection, are declared again
+        # inside the attempts, within publish_timeout.)
+        new = sum(topo.lane_queue(ln) not in self.lanes_made for ln in lanes)
         try:
-            if not (known and all(declared.fresh(topo.lane_queue(ln)) for ln in lanes)):
-                io.submit(ensure).result(lanes_bound(len(lanes)))
+            if new:
+                io.submit(ensure).result(lanes_bound(new))
         except ConfigurationError:
             raise
         except Exception as exc:
