@@ -33,23 +33,7 @@ CLOSE = 5.0  # workq.holding.CLOSE_TIMEOUT
 ALLOWANCE = 5.0
 
 #: Known backend gaps: (backend, test) -> reason. Each flips when its backend is fixed.
-_BOTO = (
-    "sqs: botocore's connect/read timeouts and retries are not derived from "
-    "connect_timeout/publish_timeout, so a black-holed endpoint blocks calls for minutes"
-)
-_KAFKA_PUBLISH = (
-    "kafka: publish_timeout bounds each attempt, not the publish: a silent broker blocks "
-    "publish for about publish_retries x publish_timeout"
-)
-GAPS: dict[tuple[str, str], str] = {
-    ("sqs", "connect-sync"): _BOTO,
-    ("sqs", "connect-aio"): _BOTO,
-    ("sqs", "publish-sync"): _BOTO,
-    ("sqs", "publish-aio"): _BOTO,
-    ("sqs", "get-sync"): _BOTO + " (receive and list lanes)",
-    ("kafka", "publish-sync"): _KAFKA_PUBLISH,
-    ("kafka", "publish-aio"): _KAFKA_PUBLISH,
-}
+GAPS: dict[tuple[str, str], str] = {}
 
 
 def fast(url: str) -> str:
