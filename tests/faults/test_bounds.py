@@ -34,23 +34,7 @@ CLOSE = 5.0  # workq.holding.CLOSE_TIMEOUT
 ALLOWANCE = 5.0
 
 #: Known backend gaps: (backend, test) -> reason. Each flips when its backend is fixed.
-_PIKA_CONNECT = (
-    "rabbitmq sync driver: a reconnect to a peer that accepts TCP but never completes the "
-    "AMQP handshake is not bounded by connect_timeout (pika's connection workflow)"
-)
-_RABBIT_PUBLISH = (
-    "rabbitmq: publish_timeout bounds each attempt (confirm wait, reconnect), not the "
-    "publish: on a silent network publish takes about publish_retries x publish_timeout"
-)
-GAPS: dict[tuple[str, str], str] = {
-    ("rabbitmq", "connect-sync"): _PIKA_CONNECT,
-    ("rabbitmq", "get-sync"): (
-        "rabbitmq sync driver: receive does not return within its timeout once the "
-        "network goes silent"
-    ),
-    ("rabbitmq", "publish-sync"): _RABBIT_PUBLISH,
-    ("rabbitmq", "publish-aio"): _RABBIT_PUBLISH,
-}
+GAPS: dict[tuple[str, str], str] = {}
 
 
 def fast(url: str) -> str:
