@@ -92,6 +92,8 @@ def run_broker(name: str, reps: int, n: int, n_single: int) -> list[str]:
     paths: list[str] = module.PATHS
     results: dict[tuple[str, str], list[float]] = {}
     notes: dict[tuple[str, str], str] = {}
+    failures: dict[tuple[str, str], str] = {}
+    failed: dict[tuple[str, str], int] = {}
     unavailable = {p: why for p in peers if (why := missing(p)) is not None}
     with started(name) as (url, info):
         ctx = Ctx(url=url, n=n, n_single=n_single, info=info)
@@ -111,7 +113,8 @@ def run_broker(name: str, reps: int, n: int, n_single: int) -> list[str]:
                         notes[key] = f"n/a: {exc}"
                         continue
                     except Exception as exc:
-                        notes[key] = f"failed: {exc.__class__.__name__}: {exc}"[:160]
+                        failures.setdefault(key, f"{exc.__class__.__name__}: {exc}"[:160])
+                        failed[key] = failed.get(key, 0) + 1
                         if os.environ.get("WORKQ_PEERS_DEBUG"):
                             traceback.print_exc()
                         continue
@@ -121,6 +124,8 @@ def run_broker(name: str, reps: int, n: int, n_single: int) -> list[str]:
                         file=sys.stderr,
                         flush=True,
                     )
+    for key, first in failures.items():
+        notes[key] = f"failed {failed[key]} of {reps} runs: {first}"
     return table(name, peers, paths, results, notes, unavailable, getattr(module, "NOTES", {}))
 
 
@@ -154,6 +159,8 @@ def table(
                     ratio = f"{(med / best) if spec.higher_is_better else (best / med):.2f}x"
                 span = f"{min(values):.3g}-{max(values):.3g}"
                 lines.append(f"| {path} ({spec.unit}) | {peer} | {med:.3g} | {span} | {ratio} |")
+                if key in notes:
+                    lines.append(f"| {path} ({spec.unit}) | {peer} | {notes[key]} | | |")
             elif key in notes and not notes[key].startswith("n/a"):
                 lines.append(f"| {path} ({spec.unit}) | {peer} | {notes[key]} | | |")
     lines.append("")
