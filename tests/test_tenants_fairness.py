@@ -94,6 +94,10 @@ def test_every_quiet_tenant_is_served_before_the_noisy_backlog(url: str) -> None
 
 
 def test_every_quiet_tenant_is_served_before_the_noisy_backlog_aio(url: str) -> None:
+    if url.startswith("sqs:"):
+        # SQS's async driver runs the same sync receiver on threads, and the async
+        # scheduling is covered on the other backends; this saves CI about a minute.
+        pytest.skip("sqs: the sync test covers its receiver; the async one is the same code")
     queue = unique("fair")
 
     async def main() -> list[str | None]:
