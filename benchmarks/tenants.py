@@ -228,6 +228,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="workq-tenants-") as tmp:
         for name in brokers:
             print(f"\n== {name}")
+            began = time.monotonic()
             try:
                 with target(name, Path(tmp)) as t:
                     print(f"{'T':>5}  {'broker load':<40} {'consumer cpu-s/s':>16}  quiet latency")
@@ -243,6 +244,7 @@ def main() -> None:
                         print(f"fairness, {quiet + 1} tenants, {noisy} noisy queued: {verdict}")
                     for note in t.notes:
                         print(f"note: {note}")
+                print(f"({name}: {time.monotonic() - began:.0f} s, broker start included)")
             except Exception as exc:
                 failed = True
                 print(f"{name}: could not run: {exc.__class__.__name__}: {exc}")
