@@ -157,3 +157,189 @@ def test_check_options_names_unknown_and_allowed() -> None:
     with pytest.raises(workq.ConfigurationError, match=r"x for the kafka backend; allowed: a, b"):
         QueueSpec("q", options={"x": 1}).check_options("kafka", ["b", "a"])
     assert set(QueueSpec.SETTINGS) | {"name", "options"} == {f.name for f in fields(QueueSpec)}
+
+
+# -- closed, checks, shared decisions, bounds (issue 10) ------------------------------
+
+
+def test_adopt_or_conflict_rules() -> None:
+    from workq.specs import Stored, adopt_or_conflict
+
+    base, other = QueueSpec("q"), QueueSpec("q", max_attempts=2)
+    assert adopt_or_conflict(None, base, True) == (base, Stored(base, True))
+    assert adopt_or_conflict(None, base, False) == (base, Stored(base, False))
+    assert adopt_or_conflict(Stored(other, False), base, True) == (other, None)
+    assert adopt_or_conflict(Stored(other, True), base, False) == (base, Stored(base, False))
+    assert adopt_or_conflict(Stored(base, False), base, False) == (base, None)
+    with pytest.raises(workq.ConfigurationError, match="max_attempts: declared 2, now 5"):
+        adopt_or_conflict(Stored(other, False), base, False)
+
+
+def test_checks_name_argument_value_and_rule() -> None:
+    from workq.checks import check_bool, check_callable, check_int, check_seconds
+
+    assert check_seconds("t", 0) == 0.0
+    assert check_seconds("t", None, optional=True) is None
+    with pytest.raises(TypeError, match="t=None is not allowed"):
+        check_seconds("t", None)
+    with pytest.raises(ValueError, match="> 0"):
+        check_seconds("t", 0, positive=True)
+    with pytest.raises(TypeError, match="t=True is a bool"):
+        check_seconds("t", True)
+    assert check_bool("b", False) is False
+    with pytest.raises(TypeError, match="b=1 is a int: it must be True or False"):
+        check_bool("b", 1)
+    with pytest.raises(ValueError, match=r"an int 0\.\.3"):
+        check_int("n", 4, 0, 3)
+    with pytest.raises(TypeError, match="cannot be called"):
+        check_callable("handler", 3)
+
+
+def test_a_dead_lease_keeper_fails_calls_instead_of_dying_silently(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with workq.connect("memory://") as broker:
+        broker.declare("q", lease=0.03)
+        broker.producer().publish("q", b"x")
+        with broker.consumer("q") as consumer:
+            assert consumer.get(timeout=1) is not None
+
+            def broken() -> list[object]:
+                raise RuntimeError("bug in the keeper")
+
+            monkeypatch.setattr(consumer._state, "held_items", broken)
+            with pytest.raises(workq.WorkqError, match=r"stopped working .*bug in the keeper"):
+                for _ in range(500):
+                    consumer.get(timeout=0.01)
+    assert "background task of the consumer" in caplog.text
+
+
+def test_failing_lease_extensions_warn_once_and_say_when_they_work_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import threading
+
+    with workq.connect("memory://") as broker:
+        broker.declare("q", lease=0.03)
+        broker.producer().publish("q", b"x")
+        with broker.consumer("q") as consumer, caplog.at_level(logging.INFO, logger="workq"):
+            d = consumer.get(timeout=1)
+            assert d is not None
+            receiver = consumer._receiver
+            real = receiver.extend
+            calls = {"n": 0}
+            healed = threading.Event()
+
+            def flaky(items: object, seconds: float) -> None:
+                calls["n"] += 1
+                if calls["n"] <= 3:
+                    raise OSError("network down")
+                real(items, seconds)  # type: ignore[arg-type]
+                healed.set()
+
+            monkeypatch.setattr(receiver, "extend", flaky)
+            assert healed.wait(5)
+            d.ack()
+    assert caplog.text.count("extending leases on queue 'q' failed") == 1
+    assert "works again" in caplog.text
+
+
+def test_call_bounded_gives_up_on_a_hung_call(caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    from workq.driver import call_bounded
+
+    release = threading.Event()
+    assert call_bounded(lambda: release.wait(5), 0.05, "a hung close") is False
+    release.set()
+    assert "a hung close did not finish within" in caplog.text
+    assert call_bounded(lambda: None, 1, "quick") is True
+    with pytest.raises(ValueError, match="boom"):
+        call_bounded(lambda: (_ for _ in ()).throw(ValueError("boom")), 1, "raising")
+
+
+class _Hanging:
+    """A memory receiver whose receive and close hang: a driver that stopped answering."""
+
+    def __init__(self, inner: object, release: object) -> None:
+        self._inner = inner
+        self._release = release
+
+    def receive(self, lanes: object, max_count: int, timeout: float) -> list[object]:
+        self._release.wait(30)  # type: ignore[attr-defined]
+        return []
+
+    def close(self) -> None:
+        self._release.wait(30)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_close_returns_even_if_the_driver_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import workq.broker
+    import workq.consumer
+
+    monkeypatch.setattr(workq.consumer, "CLOSE_TIMEOUT", 0.1)
+    monkeypatch.setattr(workq.broker, "CLOSE_TIMEOUT", 0.1)
+    monkeypatch.setattr(workq.consumer, "POLL_SLICE", 0.1)
+    release = threading.Event()
+    broker = workq.connect("memory://")
+    consumer = broker.consumer("q")
+    consumer._receiver = _Hanging(consumer._receiver, release)  # type: ignore[assignment]
+    consumer.close()
+    assert consumer.closed
+    broker.close()
+    release.set()
+
+
+def test_aio_get_gives_up_on_a_hung_receive(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import threading
+
+    import workq.aio.consumer
+
+    monkeypatch.setattr(workq.aio.consumer, "RECEIVE_GRACE", 0.1)
+    monkeypatch.setattr(workq.aio.consumer, "CLOSE_TIMEOUT", 0.1)
+    release = threading.Event()
+
+    async def main() -> None:
+        broker = await workq.aio.connect("memory://")
+        await broker.producer().publish("q", b"x")  # a lane to receive from
+        consumer = await broker.consumer("q")
+        consumer._receiver.sync = _Hanging(consumer._receiver.sync, release)  # type: ignore[union-attr]
+        with pytest.raises(workq.BrokerUnavailable, match="did not finish within"):
+            await consumer.get(timeout=0.1)
+        await consumer.close()
+        await broker.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+
+
+def test_aio_dead_lease_keeper_fails_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    async def main() -> None:
+        async with await workq.aio.connect("memory://") as broker:
+            await broker.declare("q", lease=0.03)
+            await broker.producer().publish("q", b"x")
+            async with broker.consumer("q") as consumer:
+                assert await consumer.get(timeout=1) is not None
+
+                def broken() -> list[object]:
+                    raise RuntimeError("bug in the keeper")
+
+                monkeypatch.setattr(consumer._state, "held_items", broken)
+                with pytest.raises(workq.WorkqError, match="bug in the keeper"):
+                    for _ in range(500):
+                        await consumer.get(timeout=0.01)
+                with pytest.raises(workq.WorkqError, match="stopped working"):
+                    await consumer.release_unstarted()
+
+    asyncio.run(main())

@@ -33,7 +33,8 @@ def test_consumer_iterates_until_closed_from_another_thread() -> None:
         c.close()
         t.join(5)
         assert not t.is_alive() and got == ["a", "b"]
-        assert c.get(timeout=0.1) is None
+        with pytest.raises(workq.Closed):
+            c.get(timeout=0.1)
         c.close()  # idempotent
 
 
@@ -46,7 +47,7 @@ def test_message_delivered_past_max_attempts_is_dead_lettered() -> None:
         for _ in range(2):
             c = broker.consumer("q")
             assert c.get(timeout=5) is not None
-            c._state.closed = True  # abandon without releasing, as a crash would
+            c._state.gate.closed = True  # abandon without releasing, as a crash would
         with broker.consumer("q") as c:
             assert c.get(timeout=1.0) is None
         (dead,) = until(lambda: broker.dead_letters("q"), what="dead letter")
@@ -95,7 +96,7 @@ def test_argument_errors() -> None:
     with workq.connect("memory://") as broker:
         with pytest.raises(ValueError, match="prefetch"):
             broker.consumer("q", prefetch=0)
-        with pytest.raises(TypeError, match="list of names"):
+        with pytest.raises(TypeError, match="list of tenant names"):
             broker.consumer("q", tenants="acme")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="concurrency"):
             broker.worker("q", print, concurrency=0)
@@ -166,7 +167,8 @@ def test_async_consumer_iteration_and_cancelled_get() -> None:
                 if len(got) == 2:
                     break
             await c.close()
-            assert await c.get(timeout=0.1) is None
+            with pytest.raises(workq.Closed):
+                await c.get(timeout=0.1)
             return got
 
     assert asyncio.run(main()) == ["a", "b"]
@@ -213,7 +215,7 @@ def test_over_delivered_message_follows_dead_letter_false() -> None:
         broker.producer().publish("q", "crashes consumers")
         c = broker.consumer("q")
         assert c.get(timeout=5) is not None
-        c._state.closed = True  # abandon without releasing, as a crash would
+        c._state.gate.closed = True  # abandon without releasing, as a crash would
         with broker.consumer("q") as c2:
             assert c2.get(timeout=1.0) is None
         assert broker.dead_letters("q") == []

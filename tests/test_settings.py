@@ -106,3 +106,89 @@ def test_missing_client_library_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "boto3", None)  # as if the sqs extra were not installed
     with pytest.raises(workq.ConfigurationError, match=r"pip install 'workq\[sqs\]'"):
         workq.connect("sqs://us-east-1?endpoint_url=http://127.0.0.1:1")
+
+
+SECRET = "hunter2-s3cret"
+
+#: URLs carrying a secret next to an invalid option or value: the error must not echo it.
+LEAKY_URLS = [
+    f"kafka://h:9092?sasl_password={SECRET}&partitions=zero",
+    f"kafka://h:9092?sasl_password={SECRET}&bogus=1",
+    f"kafka://user:{SECRET}@h:9092?session_timeout_ms=1",
+    f"kafka://h:9092?ssl_key_password={SECRET}&security_protocol=NOPE",
+    f"amqp://user:{SECRET}@h/v?heartbeat=soon",
+    f"amqp://user:{SECRET}@h:notaport/v",
+    f"amqp://h/v?tls_key_password={SECRET}&tls_verify=perhaps",
+    f"sqs://eu-west-1?aws_secret_access_key={SECRET}&wait_time_seconds=99",
+    f"sqs://eu-west-1?aws_access_key_id={SECRET}&aws_session_token={SECRET}&bogus=1",
+    f"amqp://user:{SECRET}@[bad/v",
+]
+
+
+@pytest.mark.parametrize("url", LEAKY_URLS)
+def test_configuration_errors_never_echo_a_secret(url: str) -> None:
+    with pytest.raises(workq.ConfigurationError) as raised:
+        parse_url(url)
+    assert SECRET not in str(raised.value)
+    assert "***" in str(raised.value) or "bogus" in str(raised.value)
+
+
+def test_cli_errors_never_echo_a_secret() -> None:
+    from typer.testing import CliRunner
+
+    from workq.cli import cli
+
+    result = CliRunner().invoke(cli, ["stats", "q", "--url", LEAKY_URLS[0]])
+    assert result.exit_code == 1
+    assert SECRET not in result.output
+    assert "sasl_password=***" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        RabbitMQSettings(password=SECRET, tls_key_password=SECRET),  # type: ignore[arg-type]
+        KafkaSettings(sasl_username="u", sasl_password=SECRET, ssl_key_password=SECRET),  # type: ignore[arg-type]
+        SQSSettings(
+            aws_access_key_id=SECRET,  # type: ignore[arg-type]
+            aws_secret_access_key=SECRET,  # type: ignore[arg-type]
+            aws_session_token=SECRET,  # type: ignore[arg-type]
+        ),
+    ],
+    ids=["rabbitmq", "kafka", "sqs"],
+)
+def test_secrets_stay_out_of_repr_and_redacted_urls(
+    settings: workq.settings.BackendSettings,
+) -> None:
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    assert SECRET not in settings.redacted_url()
+    assert SECRET not in repr(Settings(backend=settings))  # type: ignore[arg-type]
+
+
+def test_one_redaction_rule_for_every_backend() -> None:
+    """A field is a SecretStr exactly when its name says it is a secret, on every backend."""
+    from pydantic import SecretStr
+
+    from workq.config import is_secret
+
+    for cls in (MemorySettings, SqliteSettings, RabbitMQSettings, SQSSettings, KafkaSettings):
+        for name, field in cls.model_fields.items():
+            typed_secret = SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
+            assert typed_secret == is_secret(name), f"{cls.__name__}.{name}"
+
+
+def test_secret_options_are_masked_in_urls() -> None:
+    from workq.config import redact_url
+
+    shown = redact_url(f"kafka://u:{SECRET}@h:9092?sasl_password={SECRET}&partitions=3")
+    assert SECRET not in shown
+    assert shown == "kafka://u:***@h:9092?sasl_password=***&partitions=3"
+    assert redact_url(f"amqp://u:{SECRET}@[bad") == "amqp://***"
+
+
+def test_connect_timeouts_must_be_finite() -> None:
+    with pytest.raises(workq.ConfigurationError, match="connect_timeout"):
+        parse_url("memory://?connect_timeout=nan")
+    with pytest.raises(workq.ConfigurationError, match="publish_timeout"):
+        parse_url("memory://?publish_timeout=0")

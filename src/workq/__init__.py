@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AlreadySettled,
     BrokerUnavailable,
+    Closed,
     ConfigurationError,
     PublishError,
     Reject,
@@ -52,6 +53,7 @@ __all__ = [
     "App",
     "Broker",
     "BrokerUnavailable",
+    "Closed",
     "ConfigurationError",
     "Consumer",
     "DeadLetter",

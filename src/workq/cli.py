@@ -19,8 +19,10 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from .app import App
 from .broker import connect
@@ -33,15 +35,53 @@ __all__ = ["cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    """Print one error line on stderr (never a usage box or a traceback)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Click's usage errors (a bad option value, a missing argument, an unknown option)
+    as one line on stderr and exit status 1, like every other error of the command."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except TyperException as exc:  # click's errors, as typer vendors them
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                out.print(ctx.get_help(), highlight=False, markup=False)
+                sys.exit(0)
+            where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            fail(f"{exc.format_message()}{where}")
+            sys.exit(1)
+        except typer.Abort:
+            fail("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 cli = typer.Typer(
     name="workq",
     help="Run workq apps and look after queues on any broker workq supports.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_OneLineErrors,
 )
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 UrlOption = Annotated[
     str | None,
@@ -62,7 +102,7 @@ def _friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (WorkqError, ValueError, TypeError, ImportError, ValidationError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            fail(str(exc))
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self, TypeVar
-from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigurationError
 
-__all__ = ["BackendSettings", "build", "parse_hosts", "redact_url"]
+__all__ = [
+    "MASK",
+    "BackendSettings",
+    "build",
+    "is_secret",
+    "parse_hosts",
+    "redact",
+    "redact_url",
+]
+
+#: What a secret is shown as.
+MASK = "***"
+
+# The one redaction rule: a setting (or URL option) whose name says it is a secret. Every
+# backend's secret fields are also SecretStr, and a test checks the two agree.
+_SECRET_NAME = re.compile(
+    r"pass(word|wd|phrase)|secret|token|credential|access_key|api_key|private_key", re.I
+)
+
+
+def is_secret(name: str) -> bool:
+    """Whether a setting or URL option named ``name`` holds a secret.
+
+    >>> is_secret("sasl_password"), is_secret("aws_secret_access_key"), is_secret("hosts")
+    (True, True, False)
+    """
+    return bool(_SECRET_NAME.search(name))
+
+
+def redact(value: Any, name: str = "") -> Any:
+    """``value`` fit to show: masked if ``name`` is a secret's or it is a ``SecretStr``;
+    mappings (a whole settings input) redacted key by key."""
+    if isinstance(value, SecretStr) or (name and is_secret(name)):
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    return value
+
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -26,9 +64,12 @@ class BackendSettings(BaseModel):
     schemes: ClassVar[tuple[str, ...]] = ()
 
     backend: str
-    connect_timeout: float = 10.0
-    publish_retries: int = 5
-    publish_timeout: float = 30.0
+    #: Seconds to establish a connection (each attempt).
+    connect_timeout: float = Field(10.0, gt=0, allow_inf_nan=False)
+    #: Retries of a publish the broker did not confirm, within ``publish_timeout``.
+    publish_retries: int = Field(5, ge=0)
+    #: Seconds a publish may take in all, retries included.
+    publish_timeout: float = Field(30.0, gt=0, allow_inf_nan=False)
 
     @classmethod
     def url_fields(cls, url: SplitResult) -> dict[str, Any]:
@@ -38,13 +79,19 @@ class BackendSettings(BaseModel):
     @classmethod
     def from_url(cls, url: str) -> Self:
         """Parse a URL of this backend, raising ``ConfigurationError`` on a bad one."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"URL {redact_url(url)!r} cannot be parsed: {exc}") from None
         if parts.scheme not in cls.schemes:
             raise ConfigurationError(
                 f"URL {redact_url(url)!r} has scheme {parts.scheme!r}; "
                 f"expected one of {', '.join(cls.schemes)}"
             )
-        values = cls.url_fields(parts)
+        try:
+            values = cls.url_fields(parts)
+        except ValueError as exc:  # e.g. a bad port; the message names no secret
+            raise ConfigurationError(f"URL {redact_url(url)!r}: {exc}") from None
         allowed = sorted(set(cls.model_fields) - {"backend"} - set(values))
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key not in allowed:
@@ -68,8 +115,7 @@ def build(cls: type[S], values: Mapping[str, Any], source: str = "") -> S:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
-            value = err.get("input")
-            shown = "***" if any(s in field for s in ("password", "secret", "key")) else value
+            shown = redact(err.get("input"), field)
             problems.append(f"{field}={shown!r}: {err['msg']}")
         where = f" in {source}" if source else ""
         raise ConfigurationError(f"invalid {cls.__name__}{where}: " + "; ".join(problems)) from None
@@ -95,11 +141,26 @@ def parse_hosts(netloc: str, default_port: int) -> tuple[str | None, str | None,
 
 
 def redact_url(url: str) -> str:
-    """Mask a password in a URL: ``amqp://u:***@h/v``."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    creds, hosts = parts.netloc.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    masked = f"{user}:***@{hosts}" if ":" in creds else f"{user}@{hosts}"
-    return parts._replace(netloc=masked).geturl()
+    """Mask secrets in a URL: the password, and options named as secrets.
+
+    >>> redact_url("amqp://u:pw@h/v")
+    'amqp://u:***@h/v'
+    >>> redact_url("kafka://h:9092?sasl_password=pw&partitions=x")
+    'kafka://h:9092?sasl_password=***&partitions=x'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not even splittable: show only the scheme
+        return url.split("://", 1)[0] + "://" + MASK if "://" in url else MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, hosts = netloc.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{hosts}" if ":" in creds else f"{user}@{hosts}"
+    query = parts.query
+    if query:
+        query = "&".join(
+            f"{quote(k)}={MASK if is_secret(k) else quote(v, safe=':/,')}"
+            for k, v in parse_qsl(query, keep_blank_values=True)
+        )
+    return parts._replace(netloc=netloc, query=query).geturl()

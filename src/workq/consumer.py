@@ -1,30 +1,33 @@
-"""The sync consumer: an iterator of deliveries, with prefetch and lane fairness."""
+"""The sync consumer: an iterator of deliveries, with prefetch and lane fairness.
+
+The decisions (what to do next, how to settle, what to give back) are
+:mod:`workq.holding`'s, shared with the async twin; this module does the blocking I/O.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
+from .checks import Gate, check_timeout
 from .delivery import Delivery
-from .driver import Driver, Receiver
-from .holding import Holding
+from .driver import Driver, Receiver, call_bounded
+from .holding import CLOSE_TIMEOUT, POLL_SLICE, SETTLED_AS, Do, Fetch, Holding
 from .messages import Received
 from .spec import QueueSpec
 
-__all__ = ["Consumer"]
+__all__ = ["POLL_SLICE", "Consumer"]
 
 log = logging.getLogger("workq")
-
-#: Longest single wait on the driver, so close() and lane refresh are noticed promptly.
-POLL_SLICE = 1.0
 
 
 class Consumer:
     """Deliveries of one queue. Iterate it, or call ``get(timeout)``.
+
+    Every call on a closed consumer raises ``workq.Closed``.
 
     >>> with broker.consumer("reports", prefetch=10) as c:   # doctest: +SKIP
     ...     for d in c:
@@ -37,9 +40,11 @@ class Consumer:
         spec: QueueSpec,
         prefetch: int = 1,
         tenants: Sequence[str] | None = None,
+        *,
+        parent: Gate | None = None,
     ) -> None:
         self._driver = driver
-        self._state = Holding(spec, driver.capabilities, prefetch, tenants)
+        self._state = Holding(spec, driver.capabilities, prefetch, tenants, parent)
         self._receiver: Receiver = driver.open(spec, prefetch)
         # A plain Lock: get/ack take it twice per message, and ``with lock`` is C code.
         self._lock = threading.Lock()
@@ -61,57 +66,52 @@ class Consumer:
     def prefetch(self) -> int:
         return self._state.prefetch
 
+    @property
+    def closed(self) -> bool:
+        """True once this consumer or its broker is closed."""
+        return self._state.closed
+
     def get(self, timeout: float | None = 1.0) -> Delivery | None:
         """The next delivery, or ``None`` if none comes within ``timeout`` seconds.
 
         Also ``None`` when this consumer already holds ``prefetch`` unsettled deliveries
-        and none is settled in time.
+        and none is settled in time, or when it is closed by another thread meanwhile.
+
+        >>> d = consumer.get(timeout=1.0)   # doctest: +SKIP
         """
+        state = self._state
+        timeout = check_timeout("timeout", timeout)
         with self._lock:
+            state.check("get")
             # The common case, a buffered delivery: no other get() need finish first.
-            delivery = self._buffered()
-            if delivery is not None or self._state.closed:
-                return delivery
-        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+            item = state.take()
+            if item is not None:
+                return Delivery(item, self)
+        fetch = Fetch(state, timeout)
         with self._get_lock:
             while True:
                 with self._cond:
-                    delivery = self._buffered()
-                    if delivery is not None or self._state.closed:
-                        return delivery
-                    remaining = deadline - time.monotonic()
-                    if self._state.room == 0:
-                        if remaining <= 0:
-                            return None
-                        self._cond.wait(min(remaining, POLL_SLICE))
+                    step = fetch.next()
+                    if step.do is Do.DELIVER:
+                        return Delivery(step.item, self)  # type: ignore[arg-type]
+                    if step.do is Do.NOTHING:
+                        return None
+                    if step.do is not Do.LANES and step.do is not Do.RECEIVE:
+                        # WAIT_ROOM (a settlement notifies) or IDLE (no lanes yet).
+                        self._cond.wait(step.wait)
                         continue
-                if self._state.lanes_due():
-                    lanes = self._driver.lanes(self._state.spec)
+                if step.do is Do.LANES:
+                    lanes = self._driver.lanes(state.spec)
                     with self._cond:
-                        self._state.set_lanes(lanes)
+                        state.set_lanes(lanes)
+                    continue
+                got = self._receiver.receive(step.lanes, step.count, step.wait)
                 with self._cond:
-                    lanes, count = self._state.fetch_plan()
-                wait = max(min(remaining, POLL_SLICE), 0.0)
-                if lanes and count:
-                    got = self._receiver.receive(lanes, count, wait)
-                    with self._cond:
-                        poison = self._state.accept(got)
-                    for item in poison:
-                        self._settle(item, "reject", reason=self._state.poison_reason(item))
-                    if got:
-                        continue
-                elif wait > 0:
-                    # No lanes exist yet: wait for the next refresh rather than spin.
-                    with self._cond:
-                        self._cond.wait(min(wait, self._driver.capabilities.lane_refresh or 0.05))
-                if time.monotonic() >= deadline:
-                    return None
-
-    def _buffered(self) -> Delivery | None:
-        """A delivery from the buffer, if it holds one and the consumer is open (under
-        the lock)."""
-        item = None if self._state.closed else self._state.take()
-        return None if item is None else Delivery(item, self)
+                    poison, orphans = fetch.received(got)
+                if orphans:
+                    self._receiver.release(orphans)
+                for item in poison:
+                    self._settle(item, "reject", reason=state.poison_reason(item))
 
     def __iter__(self) -> Iterator[Delivery]:
         """Deliveries until the consumer is closed."""
@@ -121,17 +121,23 @@ class Consumer:
                 yield delivery
 
     def _settle(
-        self, item: Received, action: str, delay: float | None = None, reason: str | None = None
+        self,
+        target: Delivery | Received,
+        action: str,
+        delay: float | None = None,
+        reason: str | None = None,
     ) -> None:
+        """Settle a delivery (or a poison item never handed out) as ``action``."""
         state = self._state
-        with self._lock:
-            settle = state.settlement(item, action, delay, reason)
-            closed = state.closed
+        if isinstance(target, Delivery):
+            with self._lock:
+                target._begin(SETTLED_AS[action])
+            item = target._item
+        else:
+            item = target
+        settle = state.settlement(item, action, delay, reason)
         try:
-            if closed:
-                # Released on close already: the broker owns it again.
-                log.warning("delivery %s settled after its consumer closed: ignored", item.id)
-            elif settle.action == "ack":
+            if settle.action == "ack":
                 self._receiver.ack(item)
             elif settle.action == "nack":
                 self._receiver.nack(item, settle.delay)
@@ -143,24 +149,44 @@ class Consumer:
                     self._cond.notify_all()
 
     def _keep_leases(self) -> None:
-        interval = self._state.lease_interval or 1.0
-        while not self._stopped.wait(interval):
-            with self._lock:
-                if self._state.closed:
-                    return
-                held = self._state.held_items()
-            if held:
+        state = self._state
+        interval = state.lease_interval or 1.0
+        failing = False
+        try:
+            while not self._stopped.wait(interval):
+                with self._lock:
+                    if state.closed:
+                        return
+                    held = state.held_items()
+                if not held:
+                    continue
                 try:
-                    self._receiver.extend(held, self._state.spec.lease)
-                except Exception:  # keep trying: a missed extension is retried next round
-                    log.exception("extending leases on queue %r failed", self.queue)
+                    self._receiver.extend(held, state.spec.lease)
+                    if failing:
+                        log.info("extending leases on queue %r works again", self.queue)
+                    failing = False
+                except Exception:  # a missed extension is retried next round
+                    if not failing:
+                        log.warning(
+                            "extending leases on queue %r failed; retrying every %.1fs",
+                            self.queue,
+                            interval,
+                            exc_info=True,
+                        )
+                    failing = True
+        except BaseException as exc:  # a bug, not a broker fault: fail calls, loudly
+            with self._cond:
+                state.fail(exc)
+                self._cond.notify_all()
 
     def release_unstarted(self) -> int:
         """Give back at once what this consumer has received but not handed out.
 
         A stopping worker calls this before waiting for its in-flight handlers, so
-        prefetched messages are not held up behind a long job.
+        prefetched messages are not held up behind a long job. They come back with the
+        same ``attempt``: a release is not a delivery attempt.
         """
+        self._state.check("release_unstarted")
         with self._get_lock, self._cond:
             items = self._state.unstarted()
         if items:
@@ -168,26 +194,43 @@ class Consumer:
         return len(items)
 
     def close(self) -> None:
-        """Stop consuming; unsettled deliveries go back to the queue at once. Idempotent."""
+        """Stop consuming; unsettled deliveries go back to the queue at once. Idempotent.
+
+        Returns within a few seconds even if the broker does not answer; what could not
+        be given back then comes back when its lease or connection lapses.
+        """
         with self._cond:
-            if self._state.closed:
+            if not self._state.gate.close():
                 return
-            self._state.closed = True
             self._cond.notify_all()
         self._stopped.set()
         # A get() in progress may be inside a receive: let it finish (at most one poll
-        # slice) so that what it receives is released below, not stranded.
-        with self._get_lock, self._cond:
-            held = self._state.all_held()
+        # slice) so that what it receives is released below, not stranded; one that
+        # finishes later gives back what it got itself.
+        waited = self._get_lock.acquire(timeout=POLL_SLICE + CLOSE_TIMEOUT)
         try:
-            if held:
-                self._receiver.release(held)
+            with self._cond:
+                held = self._state.close_out()
         finally:
-            self._receiver.close()
+            if waited:
+                self._get_lock.release()
+        receiver = self._receiver
+
+        def give_back() -> None:
+            try:
+                if held:
+                    receiver.release(held)
+            finally:
+                receiver.close()
+
+        try:
+            call_bounded(give_back, CLOSE_TIMEOUT, f"closing the consumer of queue {self.queue!r}")
+        finally:
             if self._keeper is not None and self._keeper is not threading.current_thread():
-                self._keeper.join(timeout=5)
+                self._keeper.join(timeout=CLOSE_TIMEOUT)
 
     def __enter__(self) -> Consumer:
+        self._state.check("use")
         return self
 
     def __exit__(
@@ -197,5 +240,5 @@ class Consumer:
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
-            if not self._state.closed:
+            if not self._state.gate.closed:
                 self.close()

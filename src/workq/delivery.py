@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from .errors import AlreadySettled
+from .checks import check_seconds
+from .holding import SETTLED_AS
 from .messages import Received
 from .policy import Outcome
 from .spec import QueueSpec
 
 if TYPE_CHECKING:
     from .consumer import Consumer
+    from .holding import Holding
 
-__all__ = ["BaseDelivery", "Delivery"]
+__all__ = ["SETTLED_AS", "BaseDelivery", "Delivery", "check_reason"]
 
 M = TypeVar("M", bound=BaseModel)
 
-SETTLED_AS = {"ack": "acked", "nack": "nacked", "reject": "rejected"}
+log = logging.getLogger("workq")
+
+
+def check_reason(reason: Any) -> str:
+    """A dead-letter reason: a str."""
+    if not isinstance(reason, str):
+        raise TypeError(f"reason={reason!r} is a {type(reason).__name__}: it must be a str")
+    return reason
 
 
 class BaseDelivery:
@@ -86,16 +96,32 @@ class BaseDelivery:
         return model.model_validate_json(self._item.body)
 
     @property
-    def _spec(self) -> QueueSpec:
+    def _state(self) -> Holding:
         raise NotImplementedError
 
-    def _mark(self, how: str) -> None:
-        if self._settled is not None:
-            raise AlreadySettled(
-                f"delivery {self.id} of queue {self.queue!r} was already {self._settled}; "
-                f"it cannot be {how} too: settle each delivery once"
-            )
+    @property
+    def _spec(self) -> QueueSpec:
+        return self._state.spec
+
+    def _begin(self, how: str) -> None:
+        """Settle once, on an open consumer (``AlreadySettled``, ``Closed`` otherwise)."""
+        self._state.check_settle(self.id, self._settled, how)
         self._settled = how
+
+    def _late(self, result: Outcome) -> bool:
+        """True if a worker's settlement comes after the consumer closed: then it is
+        dropped (the message went back to the queue on close), not raised."""
+        if self._settled is None and self._state.closed:
+            self._settled = SETTLED_AS[result.action]
+            log.info(
+                "delivery %s of queue %r: its handler finished after the consumer closed "
+                "(after shutdown_timeout); the message was given back then, so %s is skipped",
+                self.id,
+                self.queue,
+                result.action,
+            )
+            return True
+        return False
 
     def __repr__(self) -> str:
         return (
@@ -106,6 +132,9 @@ class BaseDelivery:
 
 class Delivery(BaseDelivery):
     """A message received by a consumer: settle it with ``ack``, ``nack`` or ``reject``.
+
+    Settling twice raises ``workq.AlreadySettled``; settling after the consumer closed
+    raises ``workq.Closed`` (the message went back to the queue).
 
     >>> for d in consumer:          # doctest: +SKIP
     ...     process(d.json())
@@ -118,26 +147,30 @@ class Delivery(BaseDelivery):
         super().__init__(item)
         self._consumer = consumer
 
+    @property
+    def _state(self) -> Holding:
+        return self._consumer._state
+
     def ack(self) -> None:
         """Done: remove the message for good."""
-        self._mark("acked")
-        self._consumer._settle(self._item, "ack")
+        self._consumer._settle(self, "ack")
 
     def nack(self, delay: float | None = None) -> None:
-        """Try again: now, or not before ``delay`` seconds. Dead-letters after max_attempts."""
-        self._mark("nacked")
-        self._consumer._settle(self._item, "nack", delay=delay)
+        """Try again: now, or not before ``delay`` seconds. Dead-letters after max_attempts.
+
+        >>> d.nack(delay=5.0)   # doctest: +SKIP
+        """
+        self._consumer._settle(self, "nack", check_seconds("delay", delay, optional=True))
 
     def reject(self, reason: str = "rejected") -> None:
         """Send the message straight to the dead-letter queue with ``reason``."""
-        self._mark("rejected")
-        self._consumer._settle(self._item, "reject", reason=reason)
-
-    @property
-    def _spec(self) -> QueueSpec:
-        return self._consumer._state.spec
+        self._consumer._settle(self, "reject", reason=check_reason(reason))
 
     def _apply(self, result: Outcome) -> None:
-        """Settle as a worker decided, keeping the handler's error as the reason."""
-        self._mark(SETTLED_AS[result.action])
-        self._consumer._settle(self._item, result.action, result.delay, result.reason)
+        """Settle as a worker decided, keeping the handler's error as the reason.
+
+        After the consumer closed (a handler that outlived ``shutdown_timeout``) this does
+        nothing: the message is back in the queue already.
+        """
+        if not self._late(result):
+            self._consumer._settle(self, result.action, result.delay, result.reason)

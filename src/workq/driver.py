@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +44,11 @@ __all__ = [
     "LaneStats",
     "QueueStats",
     "Receiver",
+    "call_bounded",
     "threaded",
 ]
+
+log = logging.getLogger("workq")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -119,6 +124,22 @@ class DeadLetter:
     reason: str
     attempt: int
     enqueued_at: float
+
+    @classmethod
+    def of(cls, item: Received, reason: str) -> DeadLetter:
+        """The dead letter a delivery read from a dead-letter queue stands for: the one
+        place a backend's received message becomes a ``DeadLetter``."""
+        return cls(
+            id=item.id,
+            queue=item.lane.queue,
+            tenant=item.lane.tenant,
+            priority=item.lane.priority,
+            body=item.body,
+            headers=dict(item.headers),
+            reason=reason,
+            attempt=item.attempt,
+            enqueued_at=item.enqueued_at,
+        )
 
 
 class Receiver(ABC):
@@ -339,3 +360,30 @@ class _ThreadedDriver(_OnThreads, AsyncDriver):
 def threaded(driver: Driver, max_threads: int = 32) -> AsyncDriver:
     """An :class:`AsyncDriver` running ``driver``'s blocking calls on its own threads."""
     return _ThreadedDriver(driver, max_threads)
+
+
+def call_bounded(fn: Callable[[], object], seconds: float, what: str) -> bool:
+    """Run ``fn`` on a thread of its own and wait at most ``seconds`` for it.
+
+    Returns True if it finished (re-raising what it raised), False if it did not: then
+    it is left running on its daemon thread and a warning names ``what``. For calls
+    that must not hang their caller (closing), where a thread per call costs nothing.
+    """
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"workq-{what[:40]}", daemon=True).start()
+    if not done.wait(seconds):
+        log.warning("%s did not finish within %.1fs; going on without waiting", what, seconds)
+        return False
+    if failure:
+        raise failure[0]
+    return True

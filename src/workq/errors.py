@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "AlreadySettled",
     "BrokerUnavailable",
+    "Closed",
     "ConfigurationError",
     "PublishError",
     "Reject",
@@ -35,6 +36,24 @@ class PublishError(WorkqError):
 
 class AlreadySettled(WorkqError):
     """A delivery was acked, nacked, rejected or released already."""
+
+
+class Closed(WorkqError):
+    """The broker, producer or consumer was closed; a closed object does nothing more.
+
+    Also raised when settling a delivery whose consumer closed: the broker took the
+    message back when the consumer closed, so it will be delivered again.
+
+    >>> raise Closed("producer", "publish")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    workq.errors.Closed: cannot publish: this producer is closed; open a new one...
+    """
+
+    def __init__(self, what: str, call: str, why: str = "") -> None:
+        detail = why or f"this {what} is closed; open a new one (or do this before closing it)"
+        super().__init__(f"cannot {call}: {detail}")
+        self.what = what
+        self.call = call
 
 
 class Unsupported(WorkqError, NotImplementedError):

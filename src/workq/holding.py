@@ -2,6 +2,11 @@
 
 Held = received and not yet settled, whether buffered here or handed out. The consumer
 never holds more than ``prefetch``.
+
+Everything here is I/O-free. The sync and async consumers are thin loops over it: a
+:class:`Fetch` says what one ``get()`` should do next (hand out a buffered delivery,
+wait for room, list lanes, receive, or give up), the consumer does that I/O and reports
+back, so the twins share every decision and differ only in how they wait.
 """
 
 from __future__ import annotations
@@ -10,15 +15,30 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
+from .checks import Gate, check_int
 from .driver import Capabilities
+from .errors import AlreadySettled, Closed, WorkqError
 from .lanes import Lane, LaneBuffers
 from .messages import Received
-from .names import check_tenant
+from .names import check_tenants
 from .policy import exhausted_reason
 from .spec import QueueSpec
 
 log = logging.getLogger("workq")
+
+#: Longest single wait on the driver, so close() and lane refresh are noticed promptly.
+POLL_SLICE = 1.0
+
+#: How much longer than asked a receive may take (network round trips) before the async
+#: consumer gives up on it as hung.
+RECEIVE_GRACE = 2.0
+
+#: How long ``close()`` waits for the driver to give messages back and let go.
+CLOSE_TIMEOUT = 5.0
+
+SETTLED_AS = {"ack": "acked", "nack": "nacked", "reject": "rejected"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,26 +55,67 @@ ACK = Settle("ack")
 
 
 class Holding:
+    """A consumer's state: what it holds, its lanes, whether it is open."""
+
     def __init__(
         self,
         spec: QueueSpec,
         capabilities: Capabilities,
         prefetch: int,
         tenants: Sequence[str] | None,
+        parent: Gate | None = None,
     ) -> None:
-        if not isinstance(prefetch, int) or prefetch < 1:
-            raise ValueError(f"prefetch={prefetch!r} must be an int >= 1")
-        if isinstance(tenants, str):
-            raise TypeError(f"tenants must be a list of names, not the string {tenants!r}")
+        check_int("prefetch", prefetch, 1)
+        self.tenants = check_tenants(tenants)
+        self.gate = Gate("consumer", parent)
+        #: Why a background task of this consumer stopped; every later call raises it.
+        self.failure: BaseException | None = None
         self.spec = spec
         self.capabilities = capabilities
         self.prefetch = prefetch
-        self.tenants = None if tenants is None else frozenset(check_tenant(t) for t in tenants)
         self.buffers: LaneBuffers[Received] = LaneBuffers()
         self.out: dict[int, Received] = {}
         self.lanes: list[Lane] = []
         self._lanes_at = float("-inf")
-        self.closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Closed itself, or its broker is."""
+        return not self.gate.is_open
+
+    def check(self, call: str) -> None:
+        """Raise ``Closed`` if closed, or the error a background task of this consumer died of."""
+        self.gate.check(call)
+        if self.failure is not None:
+            raise WorkqError(
+                f"cannot {call}: the consumer of queue {self.spec.name!r} stopped working "
+                f"({type(self.failure).__name__}: {self.failure}); close it and open a new one"
+            ) from self.failure
+
+    def fail(self, error: BaseException) -> None:
+        """A background task died of ``error``: pending and later calls raise it."""
+        log.error(
+            "a background task of the consumer of queue %r failed; its calls now raise",
+            self.spec.name,
+            exc_info=error,
+        )
+        self.failure = error
+
+    def check_settle(self, delivery_id: str, settled: str | None, how: str) -> None:
+        """Settling once, on an open consumer: ``AlreadySettled`` or ``Closed`` otherwise."""
+        if settled is not None:
+            raise AlreadySettled(
+                f"delivery {delivery_id} of queue {self.spec.name!r} was already {settled}; "
+                f"it cannot be {how} too: settle each delivery once"
+            )
+        if self.closed:
+            raise Closed(
+                "consumer",
+                f"settle delivery {delivery_id}",
+                f"its consumer of queue {self.spec.name!r} is closed, so the message went "
+                "back to the queue and will be delivered again; settle deliveries before "
+                "closing their consumer",
+            )
 
     @property
     def held(self) -> int:
@@ -144,9 +205,94 @@ class Holding:
             return Settle("ack", reason=reason)
         return Settle("dead_letter", reason=reason)
 
+    def close_out(self) -> list[Received]:
+        """Close (if not yet) and return everything held, for the driver to give back."""
+        self.gate.close()
+        return self.all_held()
+
     @property
     def lease_interval(self) -> float | None:
         """How often to extend held leases, or None where the backend needs no help."""
         if self.capabilities.lease_model != "lease":
             return None
         return max(self.spec.lease / 3, 0.01)
+
+
+class Do(Enum):
+    """What a ``get()`` does next."""
+
+    DELIVER = "hand out ``Step.item``"
+    NOTHING = "return None: nothing came in time, or the consumer closed meanwhile"
+    WAIT_ROOM = "wait up to ``Step.wait`` for a settlement to make room"
+    LANES = "list the queue's lanes, then ``Holding.set_lanes``"
+    RECEIVE = "receive up to ``Step.count`` from ``Step.lanes``, waiting ``Step.wait``"
+    IDLE = "no lanes yet: wait ``Step.wait`` before looking again"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    do: Do
+    item: Received | None = None
+    lanes: Sequence[Lane] = ()
+    count: int = 0
+    wait: float = 0.0
+
+
+_NOTHING = Step(Do.NOTHING)
+_LANES = Step(Do.LANES)
+
+
+class Fetch:
+    """One ``get(timeout)`` call's progress, I/O-free: ``next()`` says what to do.
+
+    Once the deadline has passed, one receive that waits 0 is still made, so
+    ``get(timeout=0)`` returns what is ready now.
+    """
+
+    __slots__ = ("deadline", "expired", "refreshed", "state")
+
+    def __init__(self, state: Holding, timeout: float | None) -> None:
+        self.state = state
+        self.deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        self.expired = False
+        # Lanes were just listed: fetch before listing again (lane_refresh may be 0).
+        self.refreshed = False
+
+    def next(self) -> Step:
+        state = self.state
+        if state.failure is not None:
+            state.check("get")
+        if state.closed:
+            return _NOTHING
+        item = state.take()
+        if item is not None:
+            return Step(Do.DELIVER, item)
+        remaining = self.deadline - time.monotonic()
+        if state.room == 0:
+            return (
+                _NOTHING if remaining <= 0 else Step(Do.WAIT_ROOM, wait=min(remaining, POLL_SLICE))
+            )
+        if not self.refreshed and state.lanes_due():
+            self.refreshed = True
+            return _LANES
+        self.refreshed = False
+        lanes, count = state.fetch_plan()
+        wait = max(min(remaining, POLL_SLICE), 0.0)
+        if lanes and count:
+            return (
+                _NOTHING if self.expired else Step(Do.RECEIVE, lanes=lanes, count=count, wait=wait)
+            )
+        if remaining <= 0:
+            return _NOTHING
+        return Step(Do.IDLE, wait=min(wait, state.capabilities.lane_refresh or 0.05))
+
+    def received(self, got: Sequence[Received]) -> tuple[list[Received], list[Received]]:
+        """Take in what a receive returned: (to dead-letter as poison, to give back now).
+
+        What arrives after the consumer closed goes straight back to the queue.
+        """
+        if not got and time.monotonic() >= self.deadline:
+            self.expired = True
+        if self.state.closed:
+            return [], list(got)
+        return self.state.accept(got), []

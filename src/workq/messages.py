@@ -15,18 +15,25 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .checks import META_PREFIX, check_headers, check_message_id, check_seconds
 from .lanes import Lane
 
-__all__ = ["CONTENT_TYPE", "Message", "Outgoing", "Received", "encode_body", "new_id", "new_ids"]
+__all__ = [
+    "CONTENT_TYPE",
+    "META_PREFIX",
+    "Message",
+    "Outgoing",
+    "Received",
+    "check_headers",
+    "encode_body",
+    "new_id",
+    "new_ids",
+]
 
 CONTENT_TYPE = "content-type"
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 BYTES = "application/octet-stream"
-
-#: Header names starting with this are workq's own metadata, for drivers that carry it
-#: in headers (Kafka, SQS attributes). Users' headers must not use it.
-META_PREFIX = "x-workq-"
 
 
 @dataclass(slots=True)
@@ -104,18 +111,6 @@ def encode_body(body: Any) -> tuple[bytes, str]:
     )
 
 
-def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    """Copy user headers, refusing non-string values and workq's reserved prefix."""
-    out: dict[str, str] = {}
-    for key, value in (headers or {}).items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"header {key!r}: header names and values must be str")
-        if key.lower().startswith(META_PREFIX):
-            raise ValueError(f"header {key!r}: names starting with {META_PREFIX!r} are reserved")
-        out[key] = value
-    return out
-
-
 def new_id() -> str:
     """A fresh random message id: 128 random bits as 32 hex digits (as ``uuid4().hex``)."""
     return os.urandom(16).hex()
@@ -162,11 +157,11 @@ def build_outgoing(
     message_id: str | None,
 ) -> Outgoing:
     """Encode one message for a driver. Validation of lanes is the caller's."""
-    data, content_type = encode_body(body)
     all_headers = check_headers(headers)
+    delay = check_seconds("delay", delay, optional=True)
+    message_id = check_message_id(message_id)
+    data, content_type = encode_body(body)
     all_headers.setdefault(CONTENT_TYPE, content_type)
-    if delay is not None and delay < 0:
-        raise ValueError(f"delay={delay!r} must be >= 0 seconds")
     return Outgoing(
         lane=Lane(spec_name, tenant, priority),
         id=message_id or new_id(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from .errors import ConfigurationError
 
@@ -27,3 +28,15 @@ def check_queue(name: str) -> str:
             f"invalid queue name {name!r}: queue names must match [A-Za-z0-9_-]{{1,64}}"
         )
     return name
+
+
+def check_tenants(tenants: object) -> frozenset[str | None] | None:
+    """A consumer's ``tenants``: None (every tenant) or a collection of tenant names."""
+    if tenants is None:
+        return None
+    if isinstance(tenants, str | bytes) or not isinstance(tenants, Iterable):
+        raise TypeError(
+            f"tenants={tenants!r} is a {type(tenants).__name__}: it must be a list of "
+            "tenant names, or None for every tenant"
+        )
+    return frozenset(check_tenant(t) for t in tenants)

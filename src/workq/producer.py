@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from .checks import Gate
 from .driver import Capabilities, Driver
 from .errors import PublishError
 from .lanes import Lane
@@ -14,11 +15,56 @@ from .messages import CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_bo
 from .names import check_tenant
 from .spec import QueueSpec
 
-__all__ = ["MessageTooLarge", "Producer", "prepare"]
+__all__ = [
+    "MessageTooLarge",
+    "Producer",
+    "check_batch",
+    "draft",
+    "draft_many",
+    "fit",
+    "fit_many",
+    "prepare",
+    "prepare_many",
+]
 
 
 class MessageTooLarge(PublishError, ValueError):
     """The encoded body is larger than the backend accepts; nothing was sent."""
+
+
+def draft(
+    queue: str,
+    body: Any,
+    *,
+    tenant: str | None = None,
+    priority: int = 0,
+    headers: Mapping[str, str] | None = None,
+    delay: float | None = None,
+    message_id: str | None = None,
+) -> Outgoing:
+    """Check and encode one message: everything that needs no queue spec, so that bad
+    arguments fail before any I/O (even the declaration of a queue on first use)."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(
+            f"priority={priority!r} is a {type(priority).__name__}: it must be an int "
+            "0..max_priority of the queue"
+        )
+    return build_outgoing(
+        queue,
+        body,
+        tenant=check_tenant(tenant),
+        priority=priority,
+        headers=headers,
+        delay=delay,
+        message_id=message_id,
+    )
+
+
+def fit(spec: QueueSpec, capabilities: Capabilities, msg: Outgoing) -> Outgoing:
+    """Check a drafted message against its queue and backend: priority range, size."""
+    spec.check_priority(msg.lane.priority)
+    _check_size(spec, capabilities, len(msg.body))
+    return msg
 
 
 def prepare(
@@ -32,18 +78,17 @@ def prepare(
     delay: float | None = None,
     message_id: str | None = None,
 ) -> Outgoing:
-    """Validate and encode one message for ``spec``'s queue."""
-    msg = build_outgoing(
+    """Validate and encode one message for ``spec``'s queue (:func:`draft` then :func:`fit`)."""
+    msg = draft(
         spec.name,
         body,
-        tenant=check_tenant(tenant),
-        priority=spec.check_priority(priority),
+        tenant=tenant,
+        priority=priority,
         headers=headers,
         delay=delay,
         message_id=message_id,
     )
-    _check_size(spec, capabilities, len(msg.body))
-    return msg
+    return fit(spec, capabilities, msg)
 
 
 def _check_size(spec: QueueSpec, capabilities: Capabilities, size: int) -> None:
@@ -56,47 +101,87 @@ def _check_size(spec: QueueSpec, capabilities: Capabilities, size: int) -> None:
         )
 
 
-def prepare_many(
-    spec: QueueSpec, capabilities: Capabilities, bodies: Iterable[Any]
-) -> list[Outgoing]:
-    """:func:`prepare` for each item. Plain bodies (not ``Message``) go to the default
+def check_batch(messages: Any) -> None:
+    """``publish_many`` takes an iterable of bodies or ``Message`` objects, not one body."""
+    if isinstance(messages, str | bytes | bytearray | memoryview | dict | Message) or not (
+        isinstance(messages, Iterable)
+    ):
+        raise TypeError(
+            f"messages={messages!r} is a {type(messages).__name__}: publish_many takes a list "
+            "(or other iterable) of bodies or workq.Message objects; use publish() for one"
+        )
+
+
+def draft_many(queue: str, bodies: Iterable[Any]) -> list[Outgoing]:
+    """:func:`draft` for each item. Plain bodies (not ``Message``) go to the default
     lane, which needs no checks, and share one enqueue time and one draw of random ids."""
+    check_batch(bodies)
     items = list(bodies)
     ids = new_ids(len(items))
     now = time.time()
-    lane = Lane(spec.name)
+    lane = Lane(queue)
     out = []
     for item, mid in zip(items, ids, strict=True):
         if isinstance(item, Message):
             out.append(
-                prepare(
-                    spec,
-                    capabilities,
+                draft(
+                    queue,
                     item.body,
                     tenant=item.tenant,
                     priority=item.priority,
                     headers=item.headers,
                     delay=item.delay,
-                    message_id=item.message_id or mid,
+                    message_id=mid if item.message_id is None else item.message_id,
                 )
             )
             continue
         data, content_type = encode_body(item)
-        _check_size(spec, capabilities, len(data))
         out.append(Outgoing(lane, mid, data, {CONTENT_TYPE: content_type}, None, 1, now))
     return out
+
+
+def fit_many(spec: QueueSpec, capabilities: Capabilities, batch: list[Outgoing]) -> list[Outgoing]:
+    """:func:`fit` for each drafted message."""
+    for msg in batch:
+        if msg.lane.priority:
+            spec.check_priority(msg.lane.priority)
+    if capabilities.max_body_size is not None:
+        for msg in batch:
+            _check_size(spec, capabilities, len(msg.body))
+    return batch
+
+
+def prepare_many(
+    spec: QueueSpec, capabilities: Capabilities, bodies: Iterable[Any]
+) -> list[Outgoing]:
+    """:func:`draft_many` then :func:`fit_many`."""
+    return fit_many(spec, capabilities, draft_many(spec.name, bodies))
 
 
 class Producer:
     """Publishes messages; each call returns once the broker has durably accepted them.
 
+    After ``close()`` (or its broker's) every call raises ``workq.Closed``.
+
     >>> with broker.producer() as p:                       # doctest: +SKIP
     ...     p.publish("reports", {"day": "2026-11-21"}, tenant="acme", priority=5)
     """
 
-    def __init__(self, driver: Driver, spec_of: Callable[[str], QueueSpec]) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        spec_of: Callable[[str], QueueSpec],
+        *,
+        parent: Gate | None = None,
+    ) -> None:
         self._driver = driver
         self._spec_of = spec_of
+        self._gate = Gate("producer", parent)
+
+    @property
+    def closed(self) -> bool:
+        """True once this producer or its broker is closed."""
+        return not self._gate.is_open
 
     def publish(
         self,
@@ -110,10 +195,9 @@ class Producer:
         message_id: str | None = None,
     ) -> str:
         """Publish one message and return its id."""
-        spec = self._spec_of(queue)
-        msg = prepare(
-            spec,
-            self._driver.capabilities,
+        self._gate.check("publish")
+        msg = draft(
+            queue,
             body,
             tenant=tenant,
             priority=priority,
@@ -121,21 +205,26 @@ class Producer:
             delay=delay,
             message_id=message_id,
         )
-        self._driver.publish(spec, [msg])
+        spec = self._spec_of(queue)
+        self._driver.publish(spec, [fit(spec, self._driver.capabilities, msg)])
         return msg.id
 
     def publish_many(self, queue: str, messages: Iterable[Any]) -> list[str]:
         """Publish bodies or ``workq.Message`` objects together; return their ids in order."""
+        self._gate.check("publish_many")
+        batch = draft_many(queue, messages)
         spec = self._spec_of(queue)
-        batch: Sequence[Outgoing] = prepare_many(spec, self._driver.capabilities, messages)
         if batch:
-            self._driver.publish(spec, batch)
+            self._driver.publish(spec, fit_many(spec, self._driver.capabilities, batch))
         return [m.id for m in batch]
 
     def close(self) -> None:
-        """Nothing is buffered: every publish has returned confirmed."""
+        """Nothing is buffered (every publish has returned confirmed): later calls raise
+        ``workq.Closed``. Idempotent."""
+        self._gate.close()
 
     def __enter__(self) -> Producer:
+        self._gate.check("use")
         return self
 
     def __exit__(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,7 +44,7 @@ def parse_url(url: str) -> BackendSettings:
             f"{redact_url(str(url))!r} is not a workq URL: expected scheme://..., with scheme "
             f"one of {', '.join(sorted(_BY_SCHEME))}"
         )
-    scheme = urlsplit(url).scheme
+    scheme = url.split("://", 1)[0].lower()
     cls = _BY_SCHEME.get(scheme)
     if cls is None:
         raise ConfigurationError(

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from .checks import check_bool, check_int, check_seconds
 from .errors import ConfigurationError
 from .names import check_queue
 
@@ -42,20 +43,18 @@ class QueueSpec:
 
     def __post_init__(self) -> None:
         check_queue(self.name)
-        if not isinstance(self.max_priority, int) or not 0 <= self.max_priority <= 255:
-            raise ConfigurationError(
-                f"queue {self.name!r}: max_priority={self.max_priority!r} must be an int 0..255"
-            )
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ConfigurationError(
-                f"queue {self.name!r}: max_attempts={self.max_attempts!r} must be an int >= 1"
-            )
-        if self.retry_delay < 0:
-            raise ConfigurationError(
-                f"queue {self.name!r}: retry_delay={self.retry_delay!r} must be >= 0"
-            )
-        if self.lease <= 0:
-            raise ConfigurationError(f"queue {self.name!r}: lease={self.lease!r} must be > 0")
+        try:
+            check_int("max_priority", self.max_priority, 0, 255)
+            check_int("max_attempts", self.max_attempts, 1)
+            retry_delay = check_seconds("retry_delay", self.retry_delay)
+            lease = check_seconds("lease", self.lease, positive=True)
+            check_bool("dead_letter", self.dead_letter)
+            if not isinstance(self.options, Mapping):
+                raise TypeError(f"options={self.options!r} must be a mapping of option names")
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"queue {self.name!r}: {exc}") from None
+        object.__setattr__(self, "retry_delay", retry_delay)
+        object.__setattr__(self, "lease", lease)
         object.__setattr__(self, "options", dict(self.options))
 
     def conflicts(self, other: QueueSpec) -> list[str]:
@@ -91,9 +90,15 @@ class QueueSpec:
             )
 
     def check_priority(self, priority: int) -> int:
-        if not isinstance(priority, int) or not 0 <= priority <= self.max_priority:
+        """``priority`` if it is an int within this queue's ``0..max_priority``."""
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(
+                f"priority={priority!r} is a {type(priority).__name__}: it must be an int "
+                f"0..{self.max_priority} (the max_priority of queue {self.name!r})"
+            )
+        if not 0 <= priority <= self.max_priority:
             raise ValueError(
-                f"priority {priority!r} for queue {self.name!r} must be an int "
-                f"0..{self.max_priority} (its max_priority)"
+                f"priority={priority!r} is not allowed: it must be an int "
+                f"0..{self.max_priority} (the max_priority of queue {self.name!r})"
             )
         return priority

@@ -1,11 +1,18 @@
-"""The broker's record of declared queues, shared by the sync and async brokers."""
+"""Queue declarations: the broker's record of them, and the adopt-or-conflict rule.
+
+Both are I/O-free and shared: the sync and async brokers keep a :class:`SpecCache`, and
+every backend that stores declarations decides with :func:`adopt_or_conflict`.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
+from .names import check_queue
 from .spec import QueueSpec
+
+__all__ = ["SpecCache", "Stored", "adopt_or_conflict", "make_spec"]
 
 
 def make_spec(name: str, settings: dict[str, Any]) -> QueueSpec:
@@ -15,28 +22,68 @@ def make_spec(name: str, settings: dict[str, Any]) -> QueueSpec:
     return QueueSpec(name, **known, options=options)
 
 
+class Stored(NamedTuple):
+    """A declaration as a backend stores it: the spec, and whether it came from first
+    use (``implicit``) rather than from ``declare()``."""
+
+    spec: QueueSpec
+    implicit: bool
+
+
+def adopt_or_conflict(
+    stored: Stored | None, spec: QueueSpec, implicit: bool
+) -> tuple[QueueSpec, Stored | None]:
+    """Decide a declaration against what is stored: (the effective spec, what to store).
+
+    - Nothing stored: ``spec`` is stored (marked implicit on first use).
+    - First use (``implicit``) of a stored queue: adopt the stored spec.
+    - ``declare()`` over a spec stored by first use: ``spec`` replaces it.
+    - ``declare()`` over a declared spec: the same settings, or ``ConfigurationError``
+      naming each that differs.
+
+    The second item is None when nothing needs writing.
+
+    >>> adopt_or_conflict(None, QueueSpec("q"), implicit=True)[1].implicit
+    True
+    """
+    if stored is None:
+        return spec, Stored(spec, implicit)
+    if implicit:
+        return stored.spec, None
+    if stored.implicit:
+        return spec, Stored(spec, False)
+    stored.spec.check_same(spec)
+    return stored.spec, None
+
+
 class SpecCache:
     """Specs this broker has declared, so first use declares once and not per call."""
 
     def __init__(self) -> None:
-        self._specs: dict[str, tuple[QueueSpec, bool]] = {}
+        self._specs: dict[str, Stored] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> QueueSpec | None:
-        with self._lock:
+        """The spec of ``name`` if known here (checking the name first)."""
+        try:
             entry = self._specs.get(name)
-        return entry[0] if entry else None
+        except TypeError:  # unhashable: not a name at all
+            entry = None
+        if entry is None:
+            check_queue(name)
+            return None
+        return entry.spec
 
     def explicit(self, spec: QueueSpec) -> QueueSpec | None:
         """A matching spec already declared here, or None if the driver must be asked."""
         with self._lock:
             entry = self._specs.get(spec.name)
-        if entry is None or entry[1]:
+        if entry is None or entry.implicit:
             return None
-        entry[0].check_same(spec)
-        return entry[0]
+        entry.spec.check_same(spec)
+        return entry.spec
 
     def put(self, spec: QueueSpec, implicit: bool) -> QueueSpec:
         with self._lock:
-            self._specs[spec.name] = (spec, implicit)
+            self._specs[spec.name] = Stored(spec, implicit)
         return spec

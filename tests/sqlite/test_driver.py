@@ -241,7 +241,7 @@ def test_publish_on_a_closed_broker_raises(sqlite_url: str) -> None:
     broker.declare(q)
     p = broker.producer()
     broker.close()
-    with pytest.raises(workq.PublishError, match="closed"):
+    with pytest.raises(workq.Closed, match="its broker is closed"):
         p.publish(q, b"x")
 
 

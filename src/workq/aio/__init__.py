@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .broker import Broker, connect
-    from .consumer import Consumer, Delivery
+    from .consumer import Consumer
+    from .delivery import Delivery
     from .producer import Producer
     from .worker import Worker
 
@@ -36,7 +37,7 @@ _LAZY = {
     "Broker": ".broker",
     "connect": ".broker",
     "Consumer": ".consumer",
-    "Delivery": ".consumer",
+    "Delivery": ".delivery",
     "Producer": ".producer",
     "Worker": ".worker",
 }

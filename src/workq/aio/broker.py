@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..backends import create_async_driver
+from ..checks import Gate, check_int, check_worker_args
 from ..config import BackendSettings
 from ..driver import AsyncDriver, DeadLetter, QueueStats
-from ..names import check_queue
+from ..holding import CLOSE_TIMEOUT
+from ..names import check_tenants
 from ..settings import Settings, load
 from ..spec import QueueSpec
 from ..specs import SpecCache, make_spec
@@ -18,10 +22,12 @@ from .consumer import Consumer
 from .producer import Producer
 
 if TYPE_CHECKING:
-    from .consumer import Delivery
+    from .delivery import Delivery
     from .worker import Worker
 
 __all__ = ["Broker", "connect"]
+
+log = logging.getLogger("workq")
 
 
 async def connect(url: str | Settings | BackendSettings | None = None, **options: Any) -> Broker:
@@ -34,21 +40,31 @@ async def connect(url: str | Settings | BackendSettings | None = None, **options
 
 
 class Broker:
-    """An async connection to one broker. ``async with``; ``await close()`` is idempotent."""
+    """An async connection to one broker. ``async with``; ``await close()`` is idempotent.
+
+    Closing it closes its consumers (their unsettled deliveries go back to the queue);
+    then every call on it, its producers or its consumers raises ``workq.Closed``.
+    """
 
     def __init__(self, driver: AsyncDriver, settings: BackendSettings) -> None:
         self.driver = driver
         self.settings = settings
         self._specs = SpecCache()
         self._declaring = asyncio.Lock()
-        self._closed = False
+        self._gate = Gate("broker")
+        self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
 
     @property
     def backend(self) -> str:
         return self.driver.capabilities.backend
 
+    @property
+    def closed(self) -> bool:
+        return self._gate.closed
+
     async def declare(self, queue: str, **settings: Any) -> QueueSpec:
         """Declare a queue (idempotent); a conflicting re-declaration raises ConfigurationError."""
+        self._gate.check("declare")
         spec = make_spec(queue, settings)
         known = self._specs.explicit(spec)
         if known is not None:
@@ -57,9 +73,10 @@ class Broker:
 
     async def spec(self, queue: str) -> QueueSpec:
         """The queue's spec, declaring it with defaults on first use."""
-        known = self._specs.get(check_queue(queue))
+        known = self._specs.get(queue)
         if known is not None:
             return known
+        self._gate.check("use a queue")
         async with self._declaring:
             known = self._specs.get(queue)
             if known is not None:
@@ -69,7 +86,8 @@ class Broker:
 
     def producer(self) -> Producer:
         """A producer; ``async with broker.producer() as p: await p.publish(...)``."""
-        return Producer(self.driver, self.spec)
+        self._gate.check("open a producer")
+        return Producer(self.driver, self.spec, parent=self._gate)
 
     def consumer(
         self, queue: str, prefetch: int = 1, tenants: Sequence[str] | None = None
@@ -78,6 +96,9 @@ class Broker:
 
         ``async with broker.consumer("q") as c: async for d in c: ...``
         """
+        self._gate.check("open a consumer")
+        check_int("prefetch", prefetch, 1)
+        check_tenants(tenants)
         return _ConsumerContext(self, queue, prefetch, tenants)
 
     def worker(
@@ -92,6 +113,8 @@ class Broker:
         """A worker running async ``handler`` on ``concurrency`` tasks: ``await worker.run()``."""
         from .worker import Worker
 
+        self._gate.check("make a worker")
+        check_worker_args(handler, concurrency, prefetch, shutdown_timeout)
         return Worker(
             self,
             queue,
@@ -104,22 +127,41 @@ class Broker:
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """What is in the queue's dead-letter queue, oldest first; reading removes nothing."""
+        self._gate.check("read dead letters")
+        check_int("limit", limit, 1)
         return await self.driver.dead_letters(await self.spec(queue), limit)
 
     async def redrive(self, queue: str) -> int:
         """Move every dead letter back to the queue; return how many moved."""
+        self._gate.check("redrive")
         return await self.driver.redrive(await self.spec(queue))
 
     async def stats(self, queue: str) -> QueueStats:
         """Ready, in-flight and dead-letter counts, per lane."""
+        self._gate.check("read stats")
         return await self.driver.stats(await self.spec(queue))
 
     async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self.driver.close()
+        """Close the consumers, then the connection. Idempotent; returns within a few
+        seconds even if the broker does not answer."""
+        if not self._gate.close():
+            return
+        try:
+            for consumer in list(self._consumers):
+                await consumer.close()
+        finally:
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.driver.close()
+            except TimeoutError:
+                log.warning(
+                    "closing the %s broker did not finish within %.1fs; going on without waiting",
+                    self.backend,
+                    CLOSE_TIMEOUT,
+                )
 
     async def __aenter__(self) -> Broker:
+        self._gate.check("use")
         return self
 
     async def __aexit__(
@@ -128,7 +170,8 @@ class Broker:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<workq.aio.Broker {self.settings.redacted_url()}>"
+        state = " closed" if self._gate.closed else ""
+        return f"<workq.aio.Broker {self.settings.redacted_url()}{state}>"
 
 
 class _ConsumerContext:
@@ -142,7 +185,11 @@ class _ConsumerContext:
 
     async def open(self) -> Consumer:
         broker, queue, prefetch, tenants = self._args
-        self._consumer = Consumer(broker.driver, await broker.spec(queue), prefetch, tenants)
+        broker._gate.check("open a consumer")
+        self._consumer = Consumer(
+            broker.driver, await broker.spec(queue), prefetch, tenants, parent=broker._gate
+        )
+        broker._consumers.add(self._consumer)
         return await self._consumer.open()
 
     def __await__(self) -> Any:

@@ -1,4 +1,4 @@
-"""The async consumer and delivery."""
+"""The async consumer: the sync consumer's decisions (:mod:`workq.holding`), awaited."""
 
 from __future__ import annotations
 
@@ -6,58 +6,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from types import TracebackType
+from typing import TypeVar
 
-from ..delivery import SETTLED_AS, BaseDelivery
+from ..checks import Gate, check_timeout
 from ..driver import AsyncDriver, AsyncReceiver
-from ..holding import Holding
+from ..errors import BrokerUnavailable
+from ..holding import CLOSE_TIMEOUT, POLL_SLICE, RECEIVE_GRACE, SETTLED_AS, Do, Fetch, Holding
 from ..messages import Received
-from ..policy import Outcome
 from ..spec import QueueSpec
+from .delivery import Delivery
 
 __all__ = ["Consumer", "Delivery"]
 
 log = logging.getLogger("workq")
 
-POLL_SLICE = 1.0
-
-
-class Delivery(BaseDelivery):
-    """A received message; settle it with ``await d.ack()``, ``nack()`` or ``reject()``."""
-
-    __slots__ = ("_consumer",)
-
-    def __init__(self, item: Received, consumer: Consumer) -> None:
-        super().__init__(item)
-        self._consumer = consumer
-
-    @property
-    def _spec(self) -> QueueSpec:
-        return self._consumer._state.spec
-
-    async def ack(self) -> None:
-        """Done: remove the message for good."""
-        self._mark("acked")
-        await self._consumer._settle(self._item, "ack")
-
-    async def nack(self, delay: float | None = None) -> None:
-        """Try again: now, or not before ``delay`` seconds. Dead-letters after max_attempts."""
-        self._mark("nacked")
-        await self._consumer._settle(self._item, "nack", delay=delay)
-
-    async def reject(self, reason: str = "rejected") -> None:
-        """Send the message straight to the dead-letter queue with ``reason``."""
-        self._mark("rejected")
-        await self._consumer._settle(self._item, "reject", reason=reason)
-
-    async def _apply(self, result: Outcome) -> None:
-        self._mark(SETTLED_AS[result.action])
-        await self._consumer._settle(self._item, result.action, result.delay, result.reason)
+T = TypeVar("T")
 
 
 class Consumer:
-    """Deliveries of one queue: ``async for d in consumer`` or ``await consumer.get()``."""
+    """Deliveries of one queue: ``async for d in consumer`` or ``await consumer.get()``.
+
+    Every call on a closed consumer raises ``workq.Closed``.
+    """
 
     def __init__(
         self,
@@ -65,9 +37,11 @@ class Consumer:
         spec: QueueSpec,
         prefetch: int = 1,
         tenants: Sequence[str] | None = None,
+        *,
+        parent: Gate | None = None,
     ) -> None:
         self._driver = driver
-        self._state = Holding(spec, driver.capabilities, prefetch, tenants)
+        self._state = Holding(spec, driver.capabilities, prefetch, tenants, parent)
         self._receiver: AsyncReceiver | None = None
         self._changed = asyncio.Event()
         self._get_lock = asyncio.Lock()
@@ -81,63 +55,84 @@ class Consumer:
     def prefetch(self) -> int:
         return self._state.prefetch
 
+    @property
+    def closed(self) -> bool:
+        """True once this consumer or its broker is closed."""
+        return self._state.closed
+
     async def open(self) -> Consumer:
+        self._state.check("open")
         if self._receiver is None:
             self._receiver = await self._driver.open(self._state.spec, self._state.prefetch)
             if self._state.lease_interval is not None:
                 self._keeper = asyncio.create_task(self._keep_leases())
         return self
 
-    async def _rx(self) -> AsyncReceiver:
-        return self._receiver or (await self.open())._receiver  # type: ignore[return-value]
-
     async def get(self, timeout: float | None = 1.0) -> Delivery | None:
         """The next delivery, or ``None`` if none comes within ``timeout`` seconds.
 
         Also ``None`` when this consumer already holds ``prefetch`` unsettled deliveries
-        and none is settled in time.
+        and none is settled in time, or when it is closed meanwhile.
         """
+        state = self._state
+        timeout = check_timeout("timeout", timeout)
+        state.check("get")
         if self._receiver is not None:
             # The common case, a buffered delivery: no other get() need finish first
             # (nothing else runs between the check and the take).
-            delivery = self._buffered()
-            if delivery is not None or self._state.closed:
-                return delivery
-        receiver = await self._rx()
-        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+            item = state.take()
+            if item is not None:
+                return Delivery(item, self)
+        receiver = self._receiver or await self._open_receiver()
+        fetch = Fetch(state, timeout)
         async with self._get_lock:
             while True:
-                delivery = self._buffered()
-                if delivery is not None or self._state.closed:
-                    return delivery
-                remaining = deadline - time.monotonic()
-                if self._state.room == 0:
-                    if remaining <= 0:
-                        return None
+                step = fetch.next()
+                if step.do is Do.DELIVER:
+                    return Delivery(step.item, self)  # type: ignore[arg-type]
+                if step.do is Do.NOTHING:
+                    return None
+                if step.do is Do.WAIT_ROOM:
                     self._changed.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), min(remaining, POLL_SLICE))
-                    continue
-                if self._state.lanes_due():
-                    self._state.set_lanes(await self._driver.lanes(self._state.spec))
-                lanes, count = self._state.fetch_plan()
-                wait = max(min(remaining, POLL_SLICE), 0.0)
-                if lanes and count:
-                    got = await receiver.receive(lanes, count, wait)
-                    for poisoned in self._state.accept(got):
-                        reason = self._state.poison_reason(poisoned)
-                        await self._settle(poisoned, "reject", reason=reason)
-                    if got:
-                        continue
-                elif wait > 0:
-                    await asyncio.sleep(min(wait, self._driver.capabilities.lane_refresh or 0.05))
-                if time.monotonic() >= deadline:
-                    return None
+                        await asyncio.wait_for(self._changed.wait(), step.wait)
+                elif step.do is Do.IDLE:
+                    await asyncio.sleep(step.wait)
+                elif step.do is Do.LANES:
+                    wait = max(min(fetch.deadline - time.monotonic(), POLL_SLICE), 0.0)
+                    state.set_lanes(
+                        await self._bounded(self._driver.lanes(state.spec), wait, "listing lanes")
+                    )
+                else:
+                    got = await self._bounded(
+                        receiver.receive(step.lanes, step.count, step.wait),
+                        step.wait,
+                        "receiving",
+                    )
+                    poison, orphans = fetch.received(got)
+                    if orphans:
+                        await receiver.release(orphans)
+                    for item in poison:
+                        await self._settle(item, "reject", reason=state.poison_reason(item))
 
-    def _buffered(self) -> Delivery | None:
-        """A delivery from the buffer, if it holds one and the consumer is open."""
-        item = None if self._state.closed else self._state.take()
-        return None if item is None else Delivery(item, self)
+    async def _open_receiver(self) -> AsyncReceiver:
+        await self.open()
+        assert self._receiver is not None
+        return self._receiver
+
+    async def _bounded(self, call: Awaitable[T], wait: float, what: str) -> T:
+        """Await a driver call for at most ``wait`` + :data:`RECEIVE_GRACE` seconds, so a
+        silent network cannot hold ``get()`` past its timeout; cancelled after that."""
+        bound = wait + RECEIVE_GRACE
+        try:
+            async with asyncio.timeout(bound):
+                return await call
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"{what} on queue {self.queue!r} ({self._driver.capabilities.backend} "
+                f"backend) did not finish within {bound:.1f}s; the broker may be unreachable "
+                "(get() again to retry)"
+            ) from None
 
     def __aiter__(self) -> AsyncIterator[Delivery]:
         return self._iterate()
@@ -149,37 +144,68 @@ class Consumer:
                 yield delivery
 
     async def _settle(
-        self, item: Received, action: str, delay: float | None = None, reason: str | None = None
+        self,
+        target: Delivery | Received,
+        action: str,
+        delay: float | None = None,
+        reason: str | None = None,
     ) -> None:
+        """Settle a delivery (or a poison item never handed out) as ``action``."""
         state = self._state
+        if isinstance(target, Delivery):
+            target._begin(SETTLED_AS[action])
+            item = target._item
+        else:
+            item = target
+        assert self._receiver is not None
         settle = state.settlement(item, action, delay, reason)
-        receiver = self._receiver
         try:
-            if state.closed or receiver is None:
-                log.warning("delivery %s settled after its consumer closed: ignored", item.id)
-            elif settle.action == "ack":
-                await receiver.ack(item)
+            if settle.action == "ack":
+                await self._receiver.ack(item)
             elif settle.action == "nack":
-                await receiver.nack(item, settle.delay)
+                await self._receiver.nack(item, settle.delay)
             else:
-                await receiver.dead_letter(item, settle.reason or "rejected")
+                await self._receiver.dead_letter(item, settle.reason or "rejected")
         finally:
             if state.done(item):  # only a get() waiting for room waits on a settlement
                 self._changed.set()
 
     async def _keep_leases(self) -> None:
-        interval = self._state.lease_interval or 1.0
-        while not self._state.closed:
-            await asyncio.sleep(interval)
-            held = self._state.held_items()
-            if held and self._receiver is not None and not self._state.closed:
+        state = self._state
+        interval = state.lease_interval or 1.0
+        failing = False
+        try:
+            while not state.closed:
+                await asyncio.sleep(interval)
+                held = state.held_items()
+                if not held or self._receiver is None or state.closed:
+                    continue
                 try:
-                    await self._receiver.extend(held, self._state.spec.lease)
+                    await self._receiver.extend(held, state.spec.lease)
+                    if failing:
+                        log.info("extending leases on queue %r works again", self.queue)
+                    failing = False
                 except Exception:  # a missed extension is retried next round
-                    log.exception("extending leases on queue %r failed", self.queue)
+                    if not failing:
+                        log.warning(
+                            "extending leases on queue %r failed; retrying every %.1fs",
+                            self.queue,
+                            interval,
+                            exc_info=True,
+                        )
+                    failing = True
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug, not a broker fault: fail calls, loudly
+            state.fail(exc)
+            self._changed.set()
 
     async def release_unstarted(self) -> int:
-        """Give back at once what this consumer has received but not handed out."""
+        """Give back at once what this consumer has received but not handed out.
+
+        They come back with the same ``attempt``: a release is not a delivery attempt.
+        """
+        self._state.check("release_unstarted")
         async with self._get_lock:
             items = self._state.unstarted()
         if items and self._receiver is not None:
@@ -187,23 +213,46 @@ class Consumer:
         return len(items)
 
     async def close(self) -> None:
-        """Stop consuming; unsettled deliveries go back to the queue at once. Idempotent."""
-        if self._state.closed:
+        """Stop consuming; unsettled deliveries go back to the queue at once. Idempotent.
+
+        Returns within a few seconds even if the broker does not answer.
+        """
+        state = self._state
+        if not state.gate.close():
             return
-        self._state.closed = True
         self._changed.set()
         if self._keeper is not None:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
-        async with self._get_lock:
-            held = self._state.all_held()
-        if self._receiver is not None:
-            try:
-                if held:
-                    await self._receiver.release(held)
-            finally:
-                await self._receiver.close()
+        try:
+            async with asyncio.timeout(POLL_SLICE + RECEIVE_GRACE):
+                await self._get_lock.acquire()
+            locked = True
+        except TimeoutError:
+            locked = False  # a hung get() gives back what it gets itself
+        try:
+            held = state.close_out()
+        finally:
+            if locked:
+                self._get_lock.release()
+        receiver = self._receiver
+        if receiver is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                try:
+                    if held:
+                        await receiver.release(held)
+                finally:
+                    await receiver.close()
+        except TimeoutError:
+            log.warning(
+                "closing the consumer of queue %r did not finish within %.1fs; going on "
+                "without waiting",
+                self.queue,
+                CLOSE_TIMEOUT,
+            )
 
     async def __aenter__(self) -> Consumer:
         return await self.open()

@@ -6,8 +6,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from ..checks import Gate
 from ..driver import AsyncDriver
-from ..producer import prepare, prepare_many
+from ..producer import draft, draft_many, fit, fit_many
 from ..spec import QueueSpec
 
 __all__ = ["Producer"]
@@ -16,13 +17,27 @@ __all__ = ["Producer"]
 class Producer:
     """Publishes messages; each call returns once the broker has durably accepted them.
 
+    After ``close()`` (or its broker's) every call raises ``workq.Closed``.
+
     >>> async with broker.producer() as p:                 # doctest: +SKIP
     ...     await p.publish("reports", {"day": "2026-11-21"}, tenant="acme")
     """
 
-    def __init__(self, driver: AsyncDriver, spec_of: Callable[[str], Awaitable[QueueSpec]]) -> None:
+    def __init__(
+        self,
+        driver: AsyncDriver,
+        spec_of: Callable[[str], Awaitable[QueueSpec]],
+        *,
+        parent: Gate | None = None,
+    ) -> None:
         self._driver = driver
         self._spec_of = spec_of
+        self._gate = Gate("producer", parent)
+
+    @property
+    def closed(self) -> bool:
+        """True once this producer or its broker is closed."""
+        return not self._gate.is_open
 
     async def publish(
         self,
@@ -36,10 +51,9 @@ class Producer:
         message_id: str | None = None,
     ) -> str:
         """Publish one message and return its id."""
-        spec = await self._spec_of(queue)
-        msg = prepare(
-            spec,
-            self._driver.capabilities,
+        self._gate.check("publish")
+        msg = draft(
+            queue,
             body,
             tenant=tenant,
             priority=priority,
@@ -47,21 +61,26 @@ class Producer:
             delay=delay,
             message_id=message_id,
         )
-        await self._driver.publish(spec, [msg])
+        spec = await self._spec_of(queue)
+        await self._driver.publish(spec, [fit(spec, self._driver.capabilities, msg)])
         return msg.id
 
     async def publish_many(self, queue: str, messages: Iterable[Any]) -> list[str]:
         """Publish bodies or ``workq.Message`` objects together; return their ids in order."""
+        self._gate.check("publish_many")
+        batch = draft_many(queue, messages)
         spec = await self._spec_of(queue)
-        batch = prepare_many(spec, self._driver.capabilities, messages)
         if batch:
-            await self._driver.publish(spec, batch)
+            await self._driver.publish(spec, fit_many(spec, self._driver.capabilities, batch))
         return [m.id for m in batch]
 
     async def close(self) -> None:
-        """Nothing is buffered: every publish has returned confirmed."""
+        """Nothing is buffered (every publish has returned confirmed): later calls raise
+        ``workq.Closed``. Idempotent."""
+        self._gate.close()
 
     async def __aenter__(self) -> Producer:
+        self._gate.check("use")
         return self
 
     async def __aexit__(

@@ -23,6 +23,8 @@ class KafkaSettings(BackendSettings):
     ssl_ca_location: str | None = None
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
+    #: Passphrase of an encrypted ``ssl_key_location``.
+    ssl_key_password: SecretStr | None = None
     partitions: int = Field(3, ge=1)
     replication_factor: int = Field(1, ge=1)
     session_timeout_ms: int = Field(6000, ge=6000)
@@ -68,6 +70,9 @@ class KafkaSettings(BackendSettings):
             "ssl.ca.location": self.ssl_ca_location,
             "ssl.certificate.location": self.ssl_certificate_location,
             "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": (
+                self.ssl_key_password.get_secret_value() if self.ssl_key_password else None
+            ),
         }
         conf.update({k: v for k, v in optional.items() if v is not None})
         if self.sasl_username and "sasl.mechanism" not in conf:

@@ -15,6 +15,7 @@ from ...driver import Capabilities, DeadLetter, Driver, QueueStats, Receiver
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
+from ...specs import Stored, adopt_or_conflict
 from .settings import MemorySettings
 from .store import QueueState, Store
 
@@ -96,16 +97,14 @@ class MemoryDriver(Driver):
         spec.check_options("memory")
         with self._store.cond:
             state = self._store.queues.get(spec.name)
-            if state is None:
-                self._store.queues[spec.name] = QueueState(spec, provisional=implicit)
-                return spec
-            if implicit:
-                return state.spec
-            if state.provisional:
-                state.spec, state.provisional = spec, False
-                return spec
-            state.spec.check_same(spec)
-            return state.spec
+            stored = None if state is None else Stored(state.spec, state.provisional)
+            effective, write = adopt_or_conflict(stored, spec, implicit)
+            if write is not None:
+                if state is None:
+                    self._store.queues[spec.name] = QueueState(write.spec, write.implicit)
+                else:
+                    state.spec, state.provisional = write
+            return effective
 
     def _state(self, spec: QueueSpec) -> QueueState:
         with self._store.cond:

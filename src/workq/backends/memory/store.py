@@ -30,6 +30,18 @@ class Record:
     enqueued_at: float
     deliveries: int = 0
 
+    def received(self, token: int | None = None) -> Received:
+        """This message as a driver hands it out (attempt = deliveries so far)."""
+        return Received(
+            lane=self.lane,
+            id=self.id,
+            body=self.body,
+            headers=dict(self.headers),
+            attempt=self.deliveries,
+            enqueued_at=self.enqueued_at,
+            token=token,
+        )
+
 
 @dataclass(slots=True)
 class Held:
@@ -55,9 +67,6 @@ class Store:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.queues: dict[str, QueueState] = {}
-
-    def queue(self, name: str) -> QueueState:
-        return self.queues[name]
 
     def put(
         self, state: QueueState, record: Record, delay: float | None, front: bool = False
@@ -120,17 +129,7 @@ class Store:
                     record.deliveries += 1
                     token = next(_tokens)
                     state.held[token] = Held(record, now + state.spec.lease, owner)
-                    out.append(
-                        Received(
-                            lane=record.lane,
-                            id=record.id,
-                            body=record.body,
-                            headers=dict(record.headers),
-                            attempt=record.deliveries,
-                            enqueued_at=record.enqueued_at,
-                            token=token,
-                        )
-                    )
+                    out.append(record.received(token))
                     remaining[lane] -= 1
                     if not remaining[lane]:
                         del remaining[lane]
@@ -160,20 +159,7 @@ class Store:
 
     def dead_letters(self, state: QueueState, limit: int) -> list[DeadLetter]:
         with self.cond:
-            return [
-                DeadLetter(
-                    id=r.id,
-                    queue=state.spec.name,
-                    tenant=r.lane.tenant,
-                    priority=r.lane.priority,
-                    body=r.body,
-                    headers=dict(r.headers),
-                    reason=reason,
-                    attempt=r.deliveries,
-                    enqueued_at=r.enqueued_at,
-                )
-                for r, reason in state.dead[:limit]
-            ]
+            return [DeadLetter.of(r.received(), reason) for r, reason in state.dead[:limit]]
 
     def redrive(self, state: QueueState) -> int:
         with self.cond:

@@ -23,6 +23,8 @@ class RabbitMQSettings(BackendSettings):
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    #: Passphrase of an encrypted ``tls_key_file``.
+    tls_key_password: SecretStr | None = None
     tls_verify: bool = True
     heartbeat: int = 60
     queue_type: Literal["quorum", "classic"] = "quorum"

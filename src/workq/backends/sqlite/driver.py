@@ -31,6 +31,7 @@ from ...errors import BrokerUnavailable, PublishError
 from ...lanes import Lane, spread
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
+from ...specs import Stored, adopt_or_conflict
 from .settings import SqliteSettings
 
 __all__ = ["SqliteDriver", "SqliteReceiver", "create_driver"]
@@ -85,9 +86,6 @@ CREATE TABLE IF NOT EXISTS workq_dead (
 CREATE INDEX IF NOT EXISTS workq_dead_queue ON workq_dead (queue, seq);
 """
 
-# The delivery rules a declaration stores: every QueueSpec field but its name and the
-# backend options (sqlite takes none).
-
 # Giving a held message back unprocessed (release, close): not an attempt; visible from
 # its enqueue time, so it goes back to the front of its lane. One parameter: now.
 _GIVE_BACK = (
@@ -117,6 +115,8 @@ def _tenant_of(col: str) -> str | None:
 
 
 def _spec_json(spec: QueueSpec) -> str:
+    """The delivery rules a declaration stores: every QueueSpec setting (sqlite takes no
+    backend options)."""
     return json.dumps({name: getattr(spec, name) for name in QueueSpec.SETTINGS})
 
 
@@ -251,23 +251,15 @@ class SqliteDriver(Driver):
             row = tx.execute(
                 "SELECT spec, provisional FROM workq_queues WHERE name = ?", (spec.name,)
             ).fetchone()
-            if row is None:
+            stored = None if row is None else Stored(_spec_from(spec.name, row[0]), bool(row[1]))
+            effective, write = adopt_or_conflict(stored, spec, implicit)
+            if write is not None:
                 tx.execute(
-                    "INSERT INTO workq_queues (name, spec, provisional) VALUES (?, ?, ?)",
-                    (spec.name, _spec_json(spec), int(implicit)),
+                    "INSERT OR REPLACE INTO workq_queues (name, spec, provisional)"
+                    " VALUES (?, ?, ?)",
+                    (spec.name, _spec_json(write.spec), int(write.implicit)),
                 )
-                return spec
-            stored = _spec_from(spec.name, row[0])
-            if implicit:
-                return stored
-            if row[1]:
-                tx.execute(
-                    "UPDATE workq_queues SET spec = ?, provisional = 0 WHERE name = ?",
-                    (_spec_json(spec), spec.name),
-                )
-                return spec
-        stored.check_same(spec)
-        return stored
+        return effective
 
     def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
         if self._closed:

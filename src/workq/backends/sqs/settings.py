@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from ...config import BackendSettings
 
@@ -27,6 +27,10 @@ class SQSSettings(BackendSettings):
     queue_prefix: str = ""
     lane_refresh: float = Field(1.0, gt=0)
     ack_linger: float = Field(0.02, ge=0, le=1.0)
+    #: Explicit credentials (else boto3's chain: environment, profile, role).
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
 
     @classmethod
     def url_fields(cls, url: SplitResult) -> dict[str, Any]:
