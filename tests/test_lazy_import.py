@@ -12,6 +12,7 @@ HEAVY = [
     "asyncio",
     "workq.aio",
     "pydantic_settings",
+    "workq.backends",
     "aio_pika",
     "pika",
     "boto3",
