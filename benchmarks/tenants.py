@@ -14,7 +14,7 @@ sits idle for a fixed window. Printed per T:
   as the baseline); SQLite has no broker: the consumer's polling is its whole cost;
 - the idle consumer's CPU seconds per second (this process, which does nothing else);
 - the latency from publishing one message into a quiet tenant's lane to its delivery
-  (median and max of a few samples).
+  (median and max of a few samples), and into a brand-new tenant's lane (discovery).
 
 Then, in full mode (or with ``--fairness``), the fairness check: one noisy tenant with
 a backlog and quiet tenants with one message each; every quiet tenant must be served
@@ -167,9 +167,15 @@ def idle_cost(t: Target, count: int, window: float, samples: int) -> dict[str, s
                 p.publish(queue, body, tenant=tenant)
                 got = idle.wait_for(body, 60.0)
                 latencies.append((got - sent) if got is not None else float("inf"))
+            # A tenant the consumer has never seen: lane discovery (tenants=None).
+            sent = time.monotonic()
+            p.publish(queue, b"new-lane", tenant="brandnew")
+            got = idle.wait_for(b"new-lane", 60.0)
+            new_lane = f"{got - sent:.3f} s" if got is not None else "not within 60 s"
         idle.stop.set()
         idle.thread.join(30)
     return {
+        "new": new_lane,
         "load": load,
         "consumer": f"{consumer_cpu:.3f}",
         "latency": f"median {statistics.median(latencies):.3f} s, max {max(latencies):.3f} s",
@@ -234,7 +240,10 @@ def main() -> None:
                     print(f"{'T':>5}  {'broker load':<40} {'consumer cpu-s/s':>16}  quiet latency")
                     for count in counts:
                         r = idle_cost(t, count, window, samples)
-                        print(f"{count:>5}  {r['load']:<40} {r['consumer']:>16}  {r['latency']}")
+                        print(
+                            f"{count:>5}  {r['load']:<40} {r['consumer']:>16}  {r['latency']}"
+                            f"; new tenant {r['new']}"
+                        )
                         sys.stdout.flush()
                     if args.full or args.fairness:
                         quiet = 999 if args.full else 99
