@@ -2,8 +2,13 @@
 
     python benchmarks/sqs.py [--n N | --quick] [--url sqs://REGION?endpoint_url=...]
 
+    python benchmarks/sqs.py --tenants 1,10,100,1000 [--idle 20]
+
 The URL comes from --url, else WORKQ_BENCH_SQS_URL or WORKQ_TEST_SQS_URL, else a moto
-server is started for the run. For publish, and for consume + ack, of N messages it
+server is started for the run. ``--tenants`` measures instead one idle consumer of
+every tenant (``tenants=None``) of a queue with T tenant lanes: SQS requests per second
+over ``--idle`` seconds after a warm-up, and the latency of one message published into
+a quiet tenant's lane (3 samples). For publish, and for consume + ack, of N messages it
 prints msg/s of both sides, the ratio workq / raw, and SQS API requests per message
 (counted with botocore's ``before-call`` event; the floor with batches of 10 is 0.1 per
 phase, 0.3 in all). moto slows down as queues get deep, so figures are for comparison
@@ -27,6 +32,7 @@ import boto3
 
 import workq
 from workq.backends.sqs.driver import SQSDriver
+from workq.lanes import Lane
 
 CHUNK = 100
 
@@ -52,7 +58,9 @@ def run_workq(url: str, n: int) -> dict[str, tuple[float, float]]:
     with workq.connect(url) as broker:
         assert isinstance(broker.driver, SQSDriver)
         broker.declare(queue)
-        counts = counter(broker.driver.sqs.client)
+        # Every request of every client the driver makes (long polls have their own).
+        counts = broker.driver.sqs.requests
+        counts.clear()
         bodies = [f"message {i}" for i in range(n)]
 
         def publish() -> None:
@@ -129,6 +137,48 @@ def run_raw(url: str, n: int) -> dict[str, tuple[float, float]]:
     }
 
 
+def requests_of(driver: SQSDriver) -> Counter[str]:
+    """The driver's request counter (every client it has)."""
+    counts: Counter[str] = driver.sqs.requests
+    counts.clear()
+    return counts
+
+
+def run_tenants(url: str, tenants: int, idle: float) -> tuple[float, list[float]]:
+    """(idle requests/s, quiet-tenant latencies in s) for one consumer of T lanes."""
+    queue = f"ten{uuid.uuid4().hex[:10]}"
+    with workq.connect(url) as broker, workq.connect(url) as other:
+        driver = broker.driver
+        assert isinstance(driver, SQSDriver)
+        spec = broker.declare(queue)
+        for t in range(tenants):
+            driver.lane_url(spec, Lane(queue, f"t{t}", 0), create=True)
+        with broker.consumer(queue, tenants=None) as c:
+            warm = time.monotonic() + 10.0
+            while time.monotonic() < warm:
+                c.get(timeout=1.0)
+            counts = requests_of(driver)
+            start = time.perf_counter()
+            while time.perf_counter() - start < idle:
+                c.get(timeout=1.0)
+            rate = sum(counts.values()) / (time.perf_counter() - start)
+            latencies = []
+            for sample in range(3):
+                tenant = f"t{(tenants // 2 + sample) % tenants}"
+                sent = time.perf_counter()
+                other.producer().publish(queue, "hello", tenant=tenant)
+                while True:
+                    d = c.get(timeout=1.0)
+                    if d is not None:
+                        latencies.append(time.perf_counter() - sent)
+                        d.ack()
+                        break
+                    if time.perf_counter() - sent > 120:
+                        latencies.append(float("inf"))
+                        break
+    return rate, latencies
+
+
 def report(
     n: int, ours: dict[str, tuple[float, float]], raw: dict[str, tuple[float, float]]
 ) -> None:
@@ -152,6 +202,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="messages per phase (default 300)")
     parser.add_argument("--quick", action="store_true", help="a small run (N=50), for CI")
     parser.add_argument("--url", default=None, help="sqs:// URL; default: env, else a moto server")
+    parser.add_argument("--tenants", default="", help="idle cost at these tenant counts: 1,10")
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds idle per count")
     args = parser.parse_args()
     if args.quick:
         args.n = 50
@@ -163,6 +215,13 @@ def main() -> None:
         proc = start_local(Path(tempfile.mkdtemp(prefix="workq-bench-sqs-")))
         url = proc.url
     try:
+        if args.tenants:
+            print("SQS idle consumer of T tenant lanes (tenants=None)")
+            print(f"{'T':>5} {'requests/s':>11} {'quiet-tenant latency (s)':>26}")
+            for count in (int(x) for x in args.tenants.split(",")):
+                rate, lat = run_tenants(url, count, args.idle)
+                print(f"{count:>5} {rate:>11.2f} {' '.join(f'{x:.2f}' for x in lat):>26}")
+            return
         # Each side uses its own fresh queue, so neither sees the other's backlog.
         raw = run_raw(url, args.n)
         ours = run_workq(url, args.n)

@@ -37,17 +37,9 @@ _PIKA_CONNECT = (
     "rabbitmq sync driver: a reconnect to a peer that accepts TCP but never completes the "
     "AMQP handshake is not bounded by connect_timeout (pika's connection workflow)"
 )
-_BOTO = (
-    "sqs: botocore's connect/read timeouts and retries are not derived from "
-    "connect_timeout/publish_timeout, so a black-holed endpoint blocks calls for minutes"
-)
 _RABBIT_PUBLISH = (
     "rabbitmq: publish_timeout bounds each attempt (confirm wait, reconnect), not the "
     "publish: on a silent network publish takes about publish_retries x publish_timeout"
-)
-_KAFKA_PUBLISH = (
-    "kafka: publish_timeout bounds each attempt, not the publish: a silent broker blocks "
-    "publish for about publish_retries x publish_timeout"
 )
 GAPS: dict[tuple[str, str], str] = {
     ("rabbitmq", "connect-sync"): _PIKA_CONNECT,
@@ -55,15 +47,8 @@ GAPS: dict[tuple[str, str], str] = {
         "rabbitmq sync driver: receive does not return within its timeout once the "
         "network goes silent"
     ),
-    ("sqs", "connect-sync"): _BOTO,
-    ("sqs", "connect-aio"): _BOTO,
-    ("sqs", "publish-sync"): _BOTO,
-    ("sqs", "publish-aio"): _BOTO,
-    ("sqs", "get-sync"): _BOTO + " (receive and list lanes)",
     ("rabbitmq", "publish-sync"): _RABBIT_PUBLISH,
     ("rabbitmq", "publish-aio"): _RABBIT_PUBLISH,
-    ("kafka", "publish-sync"): _KAFKA_PUBLISH,
-    ("kafka", "publish-aio"): _KAFKA_PUBLISH,
 }
 
 

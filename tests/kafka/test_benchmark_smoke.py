@@ -29,6 +29,10 @@ def test_benchmark_prints_ratios(kafka_url: str) -> None:
             "1",
             "--join-wait",
             "0",
+            "--skewed",
+            "6x0.05,2x0.3",
+            "--workers",
+            "2",
         ],
         env={**os.environ, "WORKQ_BENCH_KAFKA_URL": kafka_url},
         capture_output=True,
@@ -41,3 +45,4 @@ def test_benchmark_prints_ratios(kafka_url: str) -> None:
     assert [line.split()[0] for line in lines] == ["produce", "consume", "head-of-line"], (
         result.stdout
     )
+    assert "mode=group" in result.stdout and "mode=share" in result.stdout, result.stdout

@@ -1,4 +1,4 @@
-"""Kafka-specific semantics and faults, against a real broker (Tansu)."""
+"""Kafka-specific semantics and faults, against a real broker (Apache Kafka by default)."""
 
 from __future__ import annotations
 

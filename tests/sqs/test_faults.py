@@ -113,14 +113,18 @@ def test_sigterm_releases_prefetched_messages_at_once(
         proc.send_signal(signal.SIGTERM)
         with broker.consumer(queue, prefetch=4) as c:
             back: list[str] = []
+            attempts: list[int] = []
             deadline = time.monotonic() + WAIT
             while len(back) < 3 and time.monotonic() < deadline:
                 d = c.get(timeout=1.0)
                 if d is not None:
                     d.ack()
                     back.append(d.id)
+                    attempts.append(d.attempt)
         assert proc.wait(WAIT) == 0
     finally:
         stop_proc(proc)
     (first,) = started(marker)
     assert sorted(back) == sorted(set(ids) - {first})
+    # Released by another process: still their first attempt, counted here too.
+    assert attempts == [1, 1, 1]

@@ -6,6 +6,7 @@ Each consumer has a poll thread that owns the client consumer (:mod:`.receiver`)
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -22,9 +25,11 @@ from ...errors import BrokerUnavailable, ConfigurationError
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
+from .logs import client_logger
 from .producing import Publisher, Record, _Failed
 from .receiver import KafkaReceiver
 from .settings import KafkaSettings
+from .sharing import ShareReceiver
 from .topics import Naming
 from .wire import decode_dead, encode, to_record
 
@@ -61,24 +66,41 @@ class KafkaDriver(Driver):
 
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
+        if settings.mode == "share":
+            # Any member of a share group takes any record.
+            self.capabilities = dataclasses.replace(self.capabilities, shared_dispatch=True)
         self.naming = Naming(settings.group_prefix)
-        self._admin = AdminClient(dict(settings.client_config()))
-        self._check_reachable()
+        self._admin = AdminClient(dict(settings.client_config()), logger=client_logger())
+        self._brokers = self._check_reachable()
         self._publisher = Publisher(settings)
         self._specs: dict[str, tuple[QueueSpec, bool]] = {}
         self._topics: set[str] = set()
+        self._share_groups: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
 
-    def _check_reachable(self) -> None:
+    def _check_reachable(self) -> int:
+        """How many brokers the cluster has; BrokerUnavailable if it does not answer."""
         try:
-            self._admin.list_topics(timeout=self.settings.connect_timeout)
+            meta = self._admin.list_topics(timeout=self.settings.connect_timeout)
         except KafkaException as exc:
             raise BrokerUnavailable(
                 f"cannot reach Kafka at {self.settings.redacted_url()} within "
                 f"{self.settings.connect_timeout}s ({exc}); check the URL and that the "
                 "brokers are up"
             ) from None
+        return len(meta.brokers)
+
+    def _replication(self, spec: QueueSpec) -> tuple[int, dict[str, str]]:
+        """Replication factor and topic configs of new topics.
+
+        Unless set: 3 replicas and ``min.insync.replicas=2`` when the cluster has 3 or
+        more brokers (a confirmed message survives losing any one), else 1.
+        """
+        configured = spec.options.get("replication_factor", self.settings.replication_factor)
+        replicas = int(configured) if configured is not None else (3 if self._brokers >= 3 else 1)
+        configs = {"min.insync.replicas": "2"} if replicas >= 3 else {}
+        return replicas, configs
 
     # -- queues and topics ---------------------------------------------------------
 
@@ -114,10 +136,15 @@ class KafkaDriver(Driver):
         missing = [t for t in topics if t not in self._topics]
         if not missing:
             return
-        count = partitions or int(spec.options.get("partitions", self.settings.partitions))
-        replicas = int(spec.options.get("replication_factor", self.settings.replication_factor))
+        default = self.settings.partitions
+        if self.settings.mode == "share" and "partitions" not in self.settings.model_fields_set:
+            # A share group spreads one partition over every consumer; more partitions
+            # only let a member acquire one record from each at a time.
+            default = 1
+        count = partitions or int(spec.options.get("partitions", default))
+        replicas, configs = self._replication(spec)
         futures = self._admin.create_topics(
-            [NewTopic(t, count, replicas) for t in missing],
+            [NewTopic(t, count, replicas, config=configs) for t in missing],
             request_timeout=self.settings.connect_timeout,
         )
         for topic, future in futures.items():
@@ -187,9 +214,57 @@ class KafkaDriver(Driver):
 
     def open(self, spec: QueueSpec, prefetch: int) -> Receiver:
         spec = self._spec(spec)
+        if self.settings.mode == "share":
+            limit = self._configure_share_group(spec)
+            return ShareReceiver(
+                self.settings, self.naming, spec, prefetch, self._republish(spec), limit
+            )
         return KafkaReceiver(
             self.settings, self.naming, spec, prefetch, self._republish(spec), self._bounce
         )
+
+    def _configure_share_group(self, spec: QueueSpec) -> int:
+        """Set the queue's share group up as a work queue; return its delivery limit.
+
+        A share group starts at the end of a partition unless told otherwise, and the
+        broker archives a record delivered ``share.delivery.count.limit`` times (5 by
+        default): a work queue starts at the oldest record, and workq's own
+        ``max_attempts`` must come first so the message goes to the DLQ topic.
+        """
+        group = self.naming.share_group(spec.name)
+        limit = min(max(spec.max_attempts + 1, 2), 10)
+        with self._lock:
+            if group in self._share_groups:
+                return limit
+        entries = [
+            ("share.auto.offset.reset", "earliest"),
+            ("share.delivery.count.limit", str(limit)),
+        ]
+        if self.settings.share_lock_timeout is not None:
+            lock_ms = int(self.settings.share_lock_timeout * 1000)
+            entries.append(("share.record.lock.duration.ms", str(lock_ms)))
+        resource = ConfigResource(
+            ResourceType.GROUP,
+            group,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in entries
+            ],
+        )
+        future = self._admin.incremental_alter_configs(
+            [resource], request_timeout=self.settings.connect_timeout
+        )[resource]
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise ConfigurationError(
+                f"cannot configure the share group {group!r} at "
+                f"{self.settings.redacted_url()}: {exc}; share groups need Apache Kafka "
+                "4.2+ with the share.version feature on (and, for share_lock_timeout, a "
+                "value within group.share.min/max.record.lock.duration.ms)"
+            ) from None
+        with self._lock:
+            self._share_groups.add(group)
+        return limit
 
     # -- dead letters ----------------------------------------------------------------
 

@@ -10,14 +10,18 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tenacity import (
+    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_any,
     wait_exponential,
 )
+from tenacity.stop import stop_base
 
 from ...errors import PublishError
+from .logs import client_logger
 from .settings import KafkaSettings
 
 log = logging.getLogger("workq.kafka")
@@ -48,47 +52,109 @@ class _Failed(Exception):
         self.failed = failed
 
 
+#: ``linger.ms`` per path when the setting is not given: a single publish goes at once;
+#: a batch waits a little so the records queued behind the first share its request.
+LINGER_SINGLE = 0
+LINGER_BATCH = 5
+_FATAL_CODES = frozenset({KafkaError._FATAL, KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
+
+
+class _StopAt(stop_base):
+    """Stop retrying once a monotonic deadline is (about to be) reached."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() + 0.1 >= self.deadline
+
+
 class Publisher:
-    """A shared producer; a background thread serves delivery reports.
+    """Shared producers; a background thread serves their delivery reports.
 
     ``send`` blocks until every record has a delivery report, retrying failed records
-    with backoff, and raises ``PublishError`` naming the topic if they still fail.
+    with backoff within ``publish_timeout`` in total, and raises ``PublishError`` naming
+    the topic if they still fail. A producer that failed fatally (for instance fenced
+    after a broker outage) is replaced, so the next publish works on a fresh one.
     """
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
-        conf = dict(settings.client_config())
+        self._lock = threading.Lock()
+        self._producers: dict[str, Producer] = {}
+        self._broken: set[str] = set()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="workq-kafka-dr", daemon=True)
+        self._get("single")
+        self._thread.start()
+
+    def _config(self, path: str) -> dict[str, str | int]:
+        conf = dict(self._settings.client_config())
+        if "linger_ms" in self._settings.model_fields_set:
+            linger = self._settings.linger_ms
+        else:
+            linger = LINGER_BATCH if path == "batch" else LINGER_SINGLE
         conf.update(
             {
                 # Idempotence gives acks=all, ordered retries and no duplicates from retries.
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 2,
-                "message.timeout.ms": int(settings.publish_timeout * 1000),
+                "linger.ms": linger,
+                "message.timeout.ms": int(self._settings.publish_timeout * 1000),
             }
         )
-        self._producer = Producer(conf)
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="workq-kafka-dr", daemon=True)
-        self._thread.start()
+        if self._settings.mode == "share":
+            # A share consumer fetches one producer batch at a time and acquires all of
+            # it: one record per batch keeps what one consumer acquires to one record.
+            conf["batch.num.messages"] = 1
+        return conf
+
+    def _get(self, path: str) -> Producer:
+        """The producer of ``path`` ("single" or "batch"), new if it broke."""
+        with self._lock:
+            producer = self._producers.get(path)
+            if producer is None or path in self._broken:
+                if producer is not None:
+                    log.warning(
+                        "the Kafka producer failed fatally (fenced or out of sequence after "
+                        "an outage); publishing on a new one"
+                    )
+                producer = Producer(self._config(path), logger=client_logger())
+                self._producers[path] = producer
+                self._broken.discard(path)
+            return producer
 
     def _serve(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(0.05)
+            with self._lock:
+                producers = list(self._producers.values())
+            for producer in producers:
+                producer.poll(0.05 / len(producers))
+
+    def _note(self, path: str, err: KafkaError | None) -> None:
+        if err is not None and (err.fatal() or err.code() in _FATAL_CODES):
+            with self._lock:
+                self._broken.add(path)
 
     def send(self, records: Sequence[Record]) -> None:
         """Produce ``records`` and return once the broker has acknowledged all of them."""
         todo = list(records)
+        path = "batch" if len(todo) > 1 else "single"
+        deadline = time.monotonic() + self._settings.publish_timeout
         try:
             for attempt in Retrying(
-                stop=stop_after_attempt(max(self._settings.publish_retries, 1)),
+                # publish_timeout bounds the whole call, retries included.
+                stop=stop_any(
+                    stop_after_attempt(max(self._settings.publish_retries, 1)),
+                    _StopAt(deadline),
+                ),
                 wait=wait_exponential(multiplier=0.1, max=2.0),
                 retry=retry_if_exception_type(_Failed),
                 reraise=False,
             ):
                 with attempt:
                     try:
-                        self._send_once(todo)
+                        self._send_once(todo, path, deadline)
                     except _Failed as exc:
                         todo = [r for r, _ in exc.failed]
                         log.warning("%d records failed, retrying: %s", len(todo), exc)
@@ -99,17 +165,18 @@ class Publisher:
             record, reason = failed[0] if failed else (todo[0], str(cause))
             raise PublishError(
                 f"Kafka did not accept {len(failed) or len(todo)} message(s) for topic "
-                f"{record.topic!r} at {self._settings.redacted_url()} after "
-                f"{self._settings.publish_retries} attempts: {reason}; check the broker "
-                "is up and the topic exists, then publish again"
+                f"{record.topic!r} at {self._settings.redacted_url()} within "
+                f"publish_timeout={self._settings.publish_timeout}s: {reason}; check the "
+                "broker is up and the topic exists, then publish again"
             ) from None
 
-    def _send_once(self, records: Sequence[Record]) -> None:
+    def _send_once(self, records: Sequence[Record], path: str, deadline: float) -> None:
         batch = _Batch(pending=len(records))
         lock = threading.Lock()
 
         def report(record: Record) -> Callable[[KafkaError | None, Message], None]:
             def on_delivery(err: KafkaError | None, msg: Message) -> None:
+                self._note(path, err)
                 with lock:
                     if err is not None:
                         batch.failed.append((record, str(err)))
@@ -119,9 +186,9 @@ class Publisher:
 
             return on_delivery
 
-        deadline = time.monotonic() + self._settings.publish_timeout + 5
+        producer = self._get(path)
         for record in records:
-            self.produce(record, report(record), deadline)
+            self._produce(producer, path, record, report(record), deadline)
         if not batch.done.wait(max(deadline - time.monotonic(), 0)):
             raise _Failed([(records[0], "no delivery report in time")])
         if batch.failed:
@@ -133,13 +200,28 @@ class Publisher:
         on_delivery: Callable[[KafkaError | None, Message], None],
         deadline: float | None = None,
     ) -> None:
-        """Queue one record; ``on_delivery`` runs on the report thread."""
+        """Queue one record on the batch path; ``on_delivery`` runs on the report thread."""
         end = (
             deadline if deadline is not None else time.monotonic() + self._settings.publish_timeout
         )
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            self._note("batch", err)
+            on_delivery(err, msg)
+
+        self._produce(self._get("batch"), "batch", record, report, end)
+
+    def _produce(
+        self,
+        producer: Producer,
+        path: str,
+        record: Record,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+        end: float,
+    ) -> None:
         while True:
             try:
-                self._producer.produce(
+                producer.produce(
                     record.topic,
                     value=record.value,
                     key=record.key,
@@ -153,11 +235,16 @@ class Publisher:
                     raise _Failed([(record, "local producer queue stayed full")]) from None
                 time.sleep(0.01)
             except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                self._note(path, error if isinstance(error, KafkaError) else None)
                 raise _Failed([(record, str(exc))]) from None
 
     def close(self) -> None:
         if self._closed.is_set():
             return
-        self._producer.flush(self._settings.publish_timeout)
+        with self._lock:
+            producers = list(self._producers.values())
+        for producer in producers:
+            producer.flush(self._settings.publish_timeout)
         self._closed.set()
         self._thread.join(5)

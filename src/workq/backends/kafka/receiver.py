@@ -27,6 +27,7 @@ from ...driver import Receiver
 from ...lanes import Lane, spread
 from ...messages import Received
 from ...spec import QueueSpec
+from .logs import Throttle, client_logger
 from .producing import Record
 from .settings import KafkaSettings
 from .topics import Naming
@@ -133,7 +134,8 @@ class KafkaReceiver(Receiver):
                 "topic.metadata.refresh.interval.ms": 5000,
             }
         )
-        self._consumer = Consumer(conf, logger=log)
+        self._consumer = Consumer(conf, logger=client_logger())
+        self._errors = Throttle()
         self._thread = threading.Thread(
             target=self._run, name=f"workq-kafka-poll-{spec.name}", daemon=True
         )
@@ -353,7 +355,15 @@ class KafkaReceiver(Receiver):
                 if part is not None:
                     part.eof = True
             else:
-                log.warning("Kafka consumer of queue %r: %s", self._spec.name, error)
+                # While a broker is down every poll reports it: one line per kind a while.
+                allowed, suppressed = self._errors.allow(str(error.code()))
+                if allowed:
+                    log.warning(
+                        "Kafka consumer of queue %r: %s%s",
+                        self._spec.name,
+                        error,
+                        f" ({suppressed} more since the last report)" if suppressed else "",
+                    )
             return None
         offset = message.offset()
         if part is None or offset is None:

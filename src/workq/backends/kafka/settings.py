@@ -26,7 +26,9 @@ class KafkaSettings(BackendSettings):
     #: Passphrase of an encrypted ``ssl_key_location``.
     ssl_key_password: SecretStr | None = None
     partitions: int = Field(3, ge=1)
-    replication_factor: int = Field(1, ge=1)
+    #: Replicas of new topics; None: 3 (with ``min.insync.replicas=2``) on a cluster of
+    #: 3 or more brokers, else 1.
+    replication_factor: int | None = Field(None, ge=1)
     session_timeout_ms: int = Field(6000, ge=6000)
     max_poll_interval_ms: int = Field(300000, ge=1000)
     group_prefix: str = Field("workq", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -43,6 +45,21 @@ class KafkaSettings(BackendSettings):
     commit_interval: float = Field(0.2, gt=0)
     #: Most messages taken from the client per poll.
     poll_batch: int = Field(500, ge=1)
+    #: ``group``: a queue's consumers form a consumer group (each partition has one
+    #: owner). ``share``: they form a share group (KIP-932, Kafka 4.2+; the client's
+    #: support is a preview): any consumer takes any record, acknowledged one by one.
+    mode: Literal["group", "share"] = "group"
+    #: Share mode: members (client share consumers) per workq consumer, at most its
+    #: prefetch; each holds one record at a time.
+    share_members: int = Field(4, ge=1, le=64)
+    #: Share mode: the share group's acquisition lock in seconds
+    #: (``share.record.lock.duration.ms``, set on the group; None keeps the broker's,
+    #: 30 s by default). A handler running longer may see its message delivered again.
+    share_lock_timeout: float | None = Field(None, ge=1, le=3600)
+    #: The producer's ``linger.ms``. Unset, it is chosen per path: 0 for a single
+    #: ``publish`` (sent at once), 5 for ``publish_many`` and re-publishing (fuller
+    #: batches). Setting it applies the value to both.
+    linger_ms: int = Field(0, ge=0, le=60000)
 
     @classmethod
     def url_fields(cls, url: SplitResult) -> dict[str, Any]:

@@ -42,6 +42,13 @@ class Naming:
         """The consumer group of a queue's consumers."""
         return f"{self.namespace}.{queue}"
 
+    def share_group(self, queue: str) -> str:
+        """The share group of a queue's consumers in ``mode=share``.
+
+        Not the consumer group's name: a group id is either kind, never both.
+        """
+        return f"{self.namespace}.{queue}.share"
+
     def redrive_group(self, queue: str) -> str:
         """The group whose committed offset on the DLQ marks how far redrive got."""
         return f"{self.namespace}.{queue}.redrive"

@@ -4,8 +4,18 @@ SQS bodies are text limited to the XML character set, and a message may carry at
 10 attributes, so:
 
 - the body goes as text when it is UTF-8 of allowed characters, else base64;
-- all workq metadata (id, tenant, priority, enqueued-at, user headers, content type,
-  attempt base, not-before, dead-letter reason) is one JSON string attribute ``workq``.
+- each header (``content-type``, ``traceparent``, the user's own) is a String message
+  attribute of its own, so plain SQS consumers read them, up to 9 of them; headers beyond
+  that, and those SQS cannot carry as attributes (names outside
+  ``[A-Za-z0-9_.-]``, starting ``AWS.``/``Amazon.``, empty values), are packed into
+  the ``workq`` attribute;
+- workq's own metadata (id, tenant, priority, enqueued-at, attempt base, not-before,
+  dead-letter reason) is one JSON string attribute ``workq``.
+
+A message without the ``workq`` attribute (a plain producer's) maps from SQS's own
+fields: ``MessageId`` → id, ``MessageAttributes`` → headers (String and Number values
+as they are, Binary ones base64), ``SentTimestamp`` → enqueued_at and
+``ApproximateReceiveCount`` → attempt.
 """
 
 from __future__ import annotations
@@ -19,14 +29,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...lanes import Lane
-from ...messages import Outgoing, Received
+from ...messages import CONTENT_TYPE, Outgoing, Received
 
 ATTRIBUTE = "workq"
+#: SQS's limit on message attributes per message.
+MAX_ATTRIBUTES = 10
 #: SQS's limit on one message, body and attributes together.
 MAX_MESSAGE = 262144
 MAX_DELAY = 900
 MAX_VISIBILITY = 43200
+#: What a receive asks SQS for besides the body and message attributes.
+SYSTEM_ATTRIBUTES: list[Any] = ["ApproximateReceiveCount", "SentTimestamp"]
 
+_ATTRIBUTE_NAME = re.compile(r"(?!\.)(?!.*\.\.)(?!.*\.$)[A-Za-z0-9_.-]{1,256}")
 _INVALID = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -74,14 +89,16 @@ class Meta:
     dead_attempt: int | None = None
     dead_at: float | None = None
 
-    def dump(self) -> str:
+    def dump(self, headers: dict[str, str]) -> str:
+        """The ``workq`` attribute, carrying ``headers`` (those not sent on their own)."""
         data: dict[str, Any] = {
             "id": self.id,
             "p": self.priority,
-            "h": self.headers,
             "ea": self.enqueued_at,
             "enc": self.encoding,
         }
+        if headers:
+            data["h"] = headers
         if self.tenant is not None:
             data["t"] = self.tenant
         if self.attempt_base:
@@ -96,18 +113,23 @@ class Meta:
 
     @classmethod
     def load(cls, message: Any) -> Meta:
-        """The metadata of a received SQS message (a foreign one gets defaults)."""
-        raw = (message.get("MessageAttributes") or {}).get(ATTRIBUTE, {}).get("StringValue")
-        attrs = message.get("Attributes") or {}
+        """The metadata of a received SQS message; a foreign one's from SQS's fields."""
+        attrs = message.get("MessageAttributes") or {}
+        raw = attrs.get(ATTRIBUTE, {}).get("StringValue")
+        headers = {
+            name: _attribute_text(value) for name, value in attrs.items() if name != ATTRIBUTE
+        }
         if raw is None:
-            sent = float(attrs.get("SentTimestamp", 0)) / 1000 or time.time()
-            return cls(message["MessageId"], None, 0, {}, sent)
+            system = message.get("Attributes") or {}
+            sent = float(system.get("SentTimestamp", 0)) / 1000 or time.time()
+            return cls(message["MessageId"], None, 0, headers, sent)
         data = json.loads(raw)
+        headers.update({str(k): str(v) for k, v in (data.get("h") or {}).items()})
         return cls(
             id=str(data["id"]),
             tenant=data.get("t"),
             priority=int(data.get("p", 0)),
-            headers={str(k): str(v) for k, v in (data.get("h") or {}).items()},
+            headers=headers,
             enqueued_at=float(data.get("ea", 0.0)),
             encoding=str(data.get("enc", "t")),
             attempt_base=int(data.get("ab", 0)),
@@ -121,13 +143,44 @@ class Meta:
         return Lane(queue, self.tenant, self.priority)
 
 
-def message_size(body: str, meta: str) -> int:
-    """Bytes SQS counts against its limit: body plus attribute name, type and value."""
-    return len(body.encode()) + len(ATTRIBUTE) + len("String") + len(meta.encode())
+def _attribute_text(value: Any) -> str:
+    if value.get("DataType", "").startswith("Binary"):
+        return base64.b64encode(value.get("BinaryValue", b"")).decode("ascii")
+    return str(value.get("StringValue", ""))
+
+
+def _own_attribute(name: str, value: str) -> bool:
+    """Whether SQS can carry this header as a message attribute of its own."""
+    return (
+        bool(value)
+        and name != ATTRIBUTE
+        and _ATTRIBUTE_NAME.fullmatch(name) is not None
+        and not name.lower().startswith(("aws.", "amazon."))
+        and _INVALID.search(value) is None
+    )
 
 
 def attributes(meta: Meta) -> dict[str, Any]:
-    return {ATTRIBUTE: {"DataType": "String", "StringValue": meta.dump()}}
+    """The message attributes of a workq message: one per header, the rest packed."""
+    own: dict[str, Any] = {}
+    packed: dict[str, str] = {}
+    # The content type first: plain consumers need it most.
+    items = sorted(meta.headers.items(), key=lambda kv: kv[0] != CONTENT_TYPE)
+    for name, value in items:
+        if len(own) < MAX_ATTRIBUTES - 1 and _own_attribute(name, value):
+            own[name] = {"DataType": "String", "StringValue": value}
+        else:
+            packed[name] = value
+    own[ATTRIBUTE] = {"DataType": "String", "StringValue": meta.dump(packed)}
+    return own
+
+
+def message_size(body: str, attrs: dict[str, Any]) -> int:
+    """Bytes SQS counts against its limit: body plus each attribute's name, type, value."""
+    size = len(body.encode())
+    for name, value in attrs.items():
+        size += len(name) + len(value["DataType"]) + len(value["StringValue"].encode())
+    return size
 
 
 def outgoing_meta(msg: Outgoing, encoding: str, now: float) -> Meta:

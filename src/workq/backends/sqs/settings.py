@@ -14,9 +14,16 @@ class SQSSettings(BackendSettings):
     """``sqs://REGION?endpoint_url=http://127.0.0.1:4566``; credentials from the AWS chain.
 
     ``wait_time_seconds`` caps a long poll; ``queue_prefix`` starts every SQS queue name
-    (at most 20 of ``[A-Za-z0-9_-]``); ``lane_refresh`` is how often (s) a consumer of
-    every tenant lists lanes; ``ack_linger`` is how long (s) an ack waits to share a
+    (at most 20 of ``[A-Za-z0-9_-]``); ``default_lane`` names a queue's default lane:
+    ``queue`` (the SQS queue named as the workq queue, so plain clients interoperate) or
+    ``suffixed`` (``<queue>_p0``, the layout of earlier versions); ``lane_refresh`` is
+    how often (s) a consumer of every tenant looks for new lanes; ``lane_sweep`` is the
+    longest (s) a lane with no news goes unpolled (the safety net behind the doorbell:
+    see docs/backends/sqs.md); ``ack_linger`` is how long (s) an ack waits to share a
     ``DeleteMessageBatch`` with others.
+
+    >>> SQSSettings.from_url("sqs://eu-west-1?queue_prefix=dev-").queue_prefix
+    'dev-'
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("sqs",)
@@ -25,7 +32,9 @@ class SQSSettings(BackendSettings):
     endpoint_url: str | None = None
     wait_time_seconds: int = Field(20, ge=0, le=20)
     queue_prefix: str = ""
+    default_lane: Literal["queue", "suffixed"] = "queue"
     lane_refresh: float = Field(1.0, gt=0)
+    lane_sweep: float = Field(1200.0, ge=1.0)
     ack_linger: float = Field(0.02, ge=0, le=1.0)
     #: Explicit credentials (else boto3's chain: environment, profile, role).
     aws_access_key_id: SecretStr | None = None

@@ -50,11 +50,14 @@ def _ensure_moto() -> None:
         )
 
 
-def start_local(workdir: Path) -> BrokerProcess:
-    """Start a moto server in ``workdir`` on a free 127.0.0.1 port."""
+def start_local(workdir: Path, port: int | None = None) -> BrokerProcess:
+    """Start a moto server in ``workdir`` on ``port`` (a free 127.0.0.1 port by default).
+
+    A fixed ``port`` lets a test restart the endpoint where clients expect it.
+    """
     _ensure_moto()
     _dummy_credentials()
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "moto.log"
     log = log_path.open("ab")

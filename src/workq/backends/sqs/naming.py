@@ -8,17 +8,25 @@ letter separates parts:
 ====================================  ===========================================
 lane / queue                          SQS name
 ====================================  ===========================================
-queue ``reports``, priority 0         ``reports_p0``
+queue ``reports``, default lane       ``reports`` (exactly the queue's name)
+queue ``reports``, priority 5         ``reports_p5``
 queue ``reports``, priority 5, acme   ``reports_p5_tacme``
 queue ``my_q``, tenant ``a_b``        ``my__q_p0_ta__b``
 dead letters of ``reports``           ``reports_dlq``
 too long                              ``<start of name>_x<hash>`` / ``..._y<hash>``
 ====================================  ===========================================
 
-The encoding is injective, and ``base + "_p"`` is a ``QueueNamePrefix`` that lists
-exactly one queue's lanes. A queue part too long for the budget is shortened and
+The default lane (no tenant, priority 0) is the SQS queue named as the workq queue
+(after ``queue_prefix``), so plain SQS clients on either end interoperate; with
+``default_lane=suffixed`` it is ``<queue>_p0`` like the other lanes (workq before 0.3).
+The other names are injective, and ``base + "_p"`` is a ``QueueNamePrefix`` that lists
+exactly one queue's other lanes. A queue part too long for the budget is shortened and
 suffixed ``_x`` + 12 hex digits of its SHA-256; a tenant part likewise with ``_y``, the
 tenant then being read back from the lane queue's ``workq-tenant`` tag.
+
+An exact default lane can coincide with another queue's lane or dead-letter queue
+(queue ``a_p5`` and priority 5 of queue ``a``; queue ``a_dlq`` and the dead letters of
+``a``): do not give queues such names.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import re
 
 from ...errors import ConfigurationError
 from ...lanes import Lane
+from ...spec import QueueSpec
 
 MAX_NAME = 80
 #: Longest prefix + queue part, leaving room for ``_p255`` and a hashed tenant part.
@@ -82,8 +91,11 @@ def lane_prefix(prefix: str, queue: str) -> str:
     return base_name(prefix, queue) + "_p"
 
 
-def lane_name(prefix: str, lane: Lane) -> str:
-    """The SQS queue name of a lane."""
+def lane_name(prefix: str, lane: Lane, exact: bool = True) -> str:
+    """The SQS queue name of a lane; ``exact``: the default lane is named as the queue."""
+    default = lane.tenant is None and lane.priority == 0
+    if exact and default and len(prefix) + len(lane.queue) <= MAX_NAME:
+        return prefix + lane.queue
     name = f"{base_name(prefix, lane.queue)}_p{lane.priority}"
     if lane.tenant is None:
         return name
@@ -98,9 +110,13 @@ def dlq_name(prefix: str, queue: str) -> str:
     return base_name(prefix, queue) + "_dlq"
 
 
-def parse_lane(prefix: str, queue: str, name: str) -> tuple[int, str | None, bool] | None:
+def parse_lane(
+    prefix: str, queue: str, name: str, exact: bool = True
+) -> tuple[int, str | None, bool] | None:
     """(priority, tenant, hashed) of a lane's SQS name, or None if it is not a lane of
     ``queue``. ``hashed`` means the tenant is only in the queue's tag (tenant is None)."""
+    if name == lane_name(prefix, Lane(queue), exact):
+        return 0, None, False
     base = base_name(prefix, queue)
     if not name.startswith(base):
         return None
@@ -113,10 +129,49 @@ def parse_lane(prefix: str, queue: str, name: str) -> tuple[int, str | None, boo
     if match.group(3) is not None:
         return priority, None, True
     if match.group(2) is None:
+        if lane_name(prefix, Lane(queue, None, priority), exact) != name:
+            return None
         return priority, None, False
     tenant = _unesc(match.group(2))
     if tenant is None:
         return None
-    if lane_name(prefix, Lane(queue, tenant, priority)) != name:
+    if lane_name(prefix, Lane(queue, tenant, priority), exact) != name:
         return None
     return priority, tenant, False
+
+
+#: Tags workq puts on the SQS queues it makes start with this.
+TAG = "workq-"
+
+
+def spec_tags(spec: QueueSpec, implicit: bool) -> dict[str, str]:
+    """The tags that store a queue's declared settings (on its dead-letter queue)."""
+    tags = {TAG + f: str(getattr(spec, f)).lower() for f in QueueSpec.SETTINGS}
+    tags[TAG + "implicit"] = "true" if implicit else "false"
+    return tags
+
+
+def spec_from_tags(queue: str, tags: dict[str, str]) -> tuple[QueueSpec | None, bool]:
+    """(stored spec, whether it was an implicit declaration); (None, False) if none is."""
+    if not all(TAG + f in tags for f in QueueSpec.SETTINGS):
+        return None, False
+    try:
+        spec = QueueSpec(
+            queue,
+            max_priority=int(tags[TAG + "max_priority"]),
+            max_attempts=int(tags[TAG + "max_attempts"]),
+            retry_delay=float(tags[TAG + "retry_delay"]),
+            lease=float(tags[TAG + "lease"]),
+            dead_letter=tags[TAG + "dead_letter"] == "true",
+        )
+    except (ValueError, ConfigurationError):
+        return None, False
+    return spec, tags.get(TAG + "implicit") == "true"
+
+
+def lane_tags(lane: Lane) -> dict[str, str]:
+    """Tags of a lane queue workq makes: which queue, priority and tenant it serves."""
+    tags = {TAG + "queue": lane.queue, TAG + "priority": str(lane.priority)}
+    if lane.tenant is not None:
+        tags[TAG + "tenant"] = lane.tenant
+    return tags

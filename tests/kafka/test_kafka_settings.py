@@ -1,0 +1,29 @@
+"""Kafka URL settings checked before any I/O (no broker needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+import workq
+from workq.backends.kafka.settings import KafkaSettings
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["partitions=x", "mode=queue", "linger_ms=-1", "bogus=1", "share_lock_timeout=0"],
+)
+def test_sasl_password_is_never_in_a_configuration_error(query: str) -> None:
+    with pytest.raises(workq.ConfigurationError) as info:
+        workq.connect(f"kafka://127.0.0.1:1?sasl_password=s3cr3t-pw&{query}")
+    assert "s3cr3t-pw" not in str(info.value)
+    assert query.split("=")[0] in str(info.value)
+
+
+def test_mode_defaults_to_consumer_groups_and_accepts_share() -> None:
+    assert KafkaSettings.from_url("kafka://h:9092").mode == "group"
+    assert KafkaSettings.from_url("kafka://h:9092?mode=share").mode == "share"
+
+
+def test_replication_factor_is_chosen_by_cluster_size_unless_given() -> None:
+    assert KafkaSettings.from_url("kafka://h:9092").replication_factor is None
+    assert KafkaSettings.from_url("kafka://h:9092?replication_factor=2").replication_factor == 2
