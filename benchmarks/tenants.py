@@ -79,11 +79,13 @@ def target(name: str, workdir: Path) -> Iterator[Target]:
         if name == "rabbitmq":
             node = proc.info["node"]
             t.broker_pid = int((node.base / "rabbit.pid").read_text().strip())
-        elif "pid" in proc.info:
-            pid = int(str(proc.info["pid"]))
-            if name == "sqs":
+        else:
+            # Apache Kafka's launcher lists its node processes; moto's and Tansu's, one.
+            pids = proc.info.get("pids") or [proc.info.get("pid")]
+            pid = int(str(pids[0])) if pids and pids[0] is not None else None
+            if pid is not None and name == "sqs":
                 t.request_log = Path(f"/proc/{pid}/cwd").resolve() / "moto.log"
-            else:
+            elif pid is not None:
                 t.broker_pid = pid
         yield t
     finally:
