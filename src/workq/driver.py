@@ -18,7 +18,6 @@ Rules every driver follows:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -27,11 +26,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
 
 from .lanes import Lane
 from .messages import Outgoing, Received
 from .spec import QueueSpec
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "AsyncDriver",
@@ -290,6 +292,8 @@ class _OnThreads:
         self._pool = pool
 
     async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        import asyncio  # here, not at the top: sync programs never load asyncio
+
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
@@ -302,6 +306,8 @@ class _ThreadedReceiver(_OnThreads, AsyncReceiver):
     async def receive(
         self, lanes: Sequence[Lane], max_count: int, timeout: float
     ) -> list[Received]:
+        import asyncio  # here, not at the top: sync programs never load asyncio
+
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, self.sync.receive, lanes, max_count, timeout)
         try:
