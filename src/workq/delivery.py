@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from .checks import check_seconds
 from .holding import SETTLED_AS
 from .messages import Received
-from .policy import Outcome
+from .policy import Decision
 from .spec import QueueSpec
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class BaseDelivery:
         self._state.check_settle(self.id, self._settled, how)
         self._settled = how
 
-    def _late(self, result: Outcome) -> bool:
+    def _late(self, result: Decision) -> bool:
         """True if a worker's settlement comes after the consumer closed: then it is
         dropped (the message went back to the queue on close), not raised."""
         if self._settled is None and self._state.closed:
@@ -255,7 +255,7 @@ class Delivery(BaseDelivery):
         """
         self._consumer._settle(self, "reject", reason=check_reason(reason))
 
-    def _apply(self, result: Outcome) -> None:
+    def _apply(self, result: Decision) -> None:
         """Settle as a worker decided, keeping the handler's error as the reason.
 
         After the consumer closed (a handler that outlived ``shutdown_timeout``) this does

@@ -18,7 +18,6 @@ Rules every driver follows:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -27,11 +26,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
 
 from .lanes import Lane
 from .messages import Outgoing, Received
 from .spec import QueueSpec
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "AsyncDriver",
@@ -270,9 +272,20 @@ class Driver(ABC):
     def close(self) -> None:
         """Close connections. Idempotent."""
 
+    def queues(self) -> list[str]:
+        """Names of the workq queues that exist on the broker (optional; for operators)."""
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, "listing queues")
+
 
 class AsyncReceiver(ABC):
-    """The async twin of :class:`Receiver`; same methods, as coroutines."""
+    """The async twin of :class:`Receiver`; same methods, as coroutines.
+
+    ``receive`` must be safe to cancel: the consumer cancels one that outlives its
+    timeout by more than a grace period (a silent network), and a cancelled receive must
+    lose nothing: what it had taken goes back to the queue (see ``threaded()``).
+    """
 
     @abstractmethod
     async def receive(
@@ -314,6 +327,11 @@ class AsyncDriver(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def queues(self) -> list[str]:
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, "listing queues")
+
 
 class _OnThreads:
     """Runs blocking calls on a driver-owned pool so the event loop never blocks."""
@@ -322,6 +340,8 @@ class _OnThreads:
         self._pool = pool
 
     async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        import asyncio  # here, not at the top: sync programs never load asyncio
+
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
@@ -334,6 +354,8 @@ class _ThreadedReceiver(_OnThreads, AsyncReceiver):
     async def receive(
         self, lanes: Sequence[Lane], max_count: int, timeout: float
     ) -> list[Received]:
+        import asyncio  # here, not at the top: sync programs never load asyncio
+
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, self.sync.receive, lanes, max_count, timeout)
         try:
@@ -392,6 +414,9 @@ class _ThreadedDriver(_OnThreads, AsyncDriver):
 
     async def redrive(self, spec: QueueSpec) -> int:
         return await self._call(self.sync.redrive, spec)
+
+    async def queues(self) -> list[str]:
+        return await self._call(self.sync.queues)
 
     async def close(self) -> None:
         with contextlib.suppress(RuntimeError):

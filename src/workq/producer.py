@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -12,6 +12,7 @@ from .driver import Capabilities, Driver
 from .errors import PublishError
 from .lanes import Lane
 from .messages import CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
+from .middleware import Chain
 from .names import check_tenant
 from .spec import QueueSpec
 
@@ -176,10 +177,25 @@ class Producer:
         spec_of: Callable[[str], QueueSpec],
         *,
         parent: Gate | None = None,
+        chain: Chain | None = None,
     ) -> None:
         self._driver = driver
         self._spec_of = spec_of
         self._gate = Gate("producer", parent)
+        self._chain = chain or None  # an empty chain costs nothing per publish
+
+    def _send(self, spec: QueueSpec, batch: Sequence[Outgoing]) -> None:
+        chain = self._chain
+        if chain is None:
+            self._driver.publish(spec, batch)
+            return
+        ctx = chain.before_publish(spec.name, batch)
+        try:
+            self._driver.publish(spec, batch)
+        except BaseException as exc:
+            chain.after_publish(ctx, exc)
+            raise
+        chain.after_publish(ctx, None)
 
     @property
     def closed(self) -> bool:
@@ -238,7 +254,7 @@ class Producer:
             message_id=message_id,
         )
         spec = self._spec_of(queue)
-        self._driver.publish(spec, [fit(spec, self._driver.capabilities, msg)])
+        self._send(spec, [fit(spec, self._driver.capabilities, msg)])
         return msg.id
 
     def publish_many(self, queue: str, messages: Iterable[Any]) -> list[str]:
@@ -275,7 +291,7 @@ class Producer:
         batch = draft_many(queue, messages)
         spec = self._spec_of(queue)
         if batch:
-            self._driver.publish(spec, fit_many(spec, self._driver.capabilities, batch))
+            self._send(spec, fit_many(spec, self._driver.capabilities, batch))
         return [m.id for m in batch]
 
     def close(self) -> None:

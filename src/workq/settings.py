@@ -47,10 +47,16 @@ def parse_url(url: str) -> BackendSettings:
     scheme = url.split("://", 1)[0].lower()
     cls = _BY_SCHEME.get(scheme)
     if cls is None:
-        raise ConfigurationError(
-            f"unknown scheme {scheme!r} in URL {redact_url(url)!r}: "
-            f"use one of {', '.join(sorted(_BY_SCHEME))}"
-        )
+        # A backend registered from outside workq (the ``workq.backends`` entry points).
+        from .backends import by_scheme, schemes
+
+        backend = by_scheme(scheme)
+        if backend is None:
+            raise ConfigurationError(
+                f"unknown scheme {scheme!r} in URL {redact_url(url)!r}: "
+                f"use one of {', '.join(sorted(set(_BY_SCHEME) | set(schemes())))}"
+            )
+        cls = backend.settings_class()
     return cls.from_url(url)
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..checks import check_seconds
 from ..delivery import BaseDelivery, check_reason
 from ..messages import Received
-from ..policy import Outcome
+from ..policy import Decision
 
 if TYPE_CHECKING:
     from ..holding import Holding
@@ -83,7 +83,7 @@ class Delivery(BaseDelivery):
         """
         await self._consumer._settle(self, "reject", reason=check_reason(reason))
 
-    async def _apply(self, result: Outcome) -> None:
+    async def _apply(self, result: Decision) -> None:
         """Settle as a worker decided; after the consumer closed, do nothing."""
         if not self._late(result):
             await self._consumer._settle(self, result.action, result.delay, result.reason)
