@@ -72,14 +72,18 @@ def test_wheel_holds_the_whole_package_and_nothing_else() -> None:
         assert root + needed in source
 
 
-def test_every_module_imports() -> None:
+def test_every_module_imports_or_names_its_extra() -> None:
     # Backends import their client library, which the test extra need not bring.
     skip = ("workq.backends.rabbitmq", "workq.backends.sqs", "workq.backends.kafka")
     for path in sorted(Path(workq.__file__).parent.rglob("*.py")):
         parts = path.relative_to(Path(workq.__file__).parent.parent).with_suffix("").parts
         name = ".".join(p for p in parts if p != "__init__")
-        if not name.startswith(skip):
+        if name.startswith(skip):
+            continue
+        try:
             importlib.import_module(name)
+        except ImportError as exc:  # an optional extra (otel, prometheus) is not installed
+            assert f"pip install '{DIST}[" in str(exc), f"{name}: {exc}"
 
 
 def test_pytest_plugin_is_registered_by_entry_point(pytestconfig: pytest.Config) -> None:
