@@ -21,6 +21,10 @@ from workq.testing.conformance import unique, until
 
 from .test_resilience import status
 
+#: A subprocess starting its client and a broker's first long poll can be slow on a busy
+#: machine: a bound, not a speed goal.
+WAIT = 90.0
+
 APP = """
 import logging
 import workq
@@ -66,7 +70,7 @@ class Running:
             assert self.proc.poll() is None, "".join(self.lines)
             return None
 
-        found: int = until(find, what="the HTTP port")
+        found: int = until(find, what="the HTTP port", timeout=WAIT)
         return found
 
     def metrics(self, port: int) -> str:
@@ -106,11 +110,11 @@ def test_workq_run_serves_metrics_and_health(broker_url: str, tmp_path: Path) ->
     )
     try:
         port = run.port()
-        until(lambda: status(port, "/readyz") == 200, what="/readyz to say ready")
+        until(lambda: status(port, "/readyz") == 200, what="/readyz to say ready", timeout=WAIT)
         assert status(port, "/livez") == 200
         with workq.connect(broker_url) as broker:
             broker.producer().publish_many(q, [f"m{i}" for i in range(10)])
-        until(lambda: run.acked(port, q) == 10, what="10 acks in /metrics")
+        until(lambda: run.acked(port, q) == 10, what="10 acks in /metrics", timeout=WAIT)
         text = run.metrics(port)
         assert f'workq_handler_duration_seconds_count{{queue="{q}",tenant=""}} 10.0' in text
         assert "workq_in_flight" in text
