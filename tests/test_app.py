@@ -130,3 +130,34 @@ def test_registration_errors_are_clear() -> None:
         app.handler("q3", concurrency=0)
     with pytest.raises(workq.ConfigurationError, match="no handlers"):
         workq.App().run("memory://")
+
+
+@pytest.mark.rabbitmq
+def test_app_rides_out_an_unreachable_broker_at_start_and_stop_works_meanwhile(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing listens on port 1: every connect is refused at once.
+    url = "amqp://guest:guest@127.0.0.1:1/?reconnect_attempts=1"
+    app = workq.App(url)
+
+    @app.handler("q", max_attempts=3)
+    def handle(d: workq.Delivery) -> None: ...
+
+    t = threading.Thread(target=app.run)
+    t.start()
+    until(
+        lambda: (
+            sum("reconnect attempt" in r.getMessage() for r in caplog.records) >= 1
+            or sum("connection lost" in r.getMessage() for r in caplog.records) >= 1
+        ),
+        what="a failed connection attempt",
+    )
+    assert t.is_alive() and not app.connected
+    app.stop()
+    t.join(10)
+    assert not t.is_alive()
+
+    bounded = workq.App(url, max_outage=0.5)
+    bounded.handler("q")(handle)
+    with pytest.raises(workq.BrokerUnavailable, match=r"max_outage=0\.5s"):
+        bounded.run()

@@ -191,7 +191,7 @@ def test_checks_name_argument_value_and_rule() -> None:
         check_bool("b", 1)
     with pytest.raises(ValueError, match=r"an int 0\.\.3"):
         check_int("n", 4, 0, 3)
-    with pytest.raises(TypeError, match="cannot be called"):
+    with pytest.raises(TypeError, match="not callable"):
         check_callable("handler", 3)
 
 

@@ -41,7 +41,10 @@ if TYPE_CHECKING:
     from .driver import DeadLetter, LaneStats, QueueStats
     from .lanes import Lane
     from .messages import Message
+    from .middleware import Middleware, ProcessContext, PublishContext, SettleContext
+    from .outcome import Outcome
     from .producer import MessageTooLarge, Producer
+    from .retry import RetryPolicy
     from .settings import Settings
     from .spec import QueueSpec
     from .worker import Worker
@@ -62,13 +65,19 @@ __all__ = [
     "LaneStats",
     "Message",
     "MessageTooLarge",
+    "Middleware",
+    "Outcome",
+    "ProcessContext",
     "Producer",
+    "PublishContext",
     "PublishError",
     "QueueSpec",
     "QueueStats",
     "Reject",
     "Retry",
+    "RetryPolicy",
     "Settings",
+    "SettleContext",
     "Unsupported",
     "Worker",
     "WorkqError",
@@ -88,6 +97,12 @@ _LAZY = {
     "QueueStats": ".driver",
     "Lane": ".lanes",
     "Message": ".messages",
+    "Middleware": ".middleware",
+    "ProcessContext": ".middleware",
+    "PublishContext": ".middleware",
+    "SettleContext": ".middleware",
+    "Outcome": ".outcome",
+    "RetryPolicy": ".retry",
     "MessageTooLarge": ".producer",
     "Producer": ".producer",
     "Settings": ".settings",

@@ -28,8 +28,11 @@ from pydantic import BaseModel, ValidationError
 
 from .delivery import BaseDelivery
 from .errors import ConfigurationError, Reject
+from .middleware import Middleware, check_middleware
 from .names import check_queue
-from .worker import WorkerBase, install_stop_signals
+from .processing import Link, check_worker_args, fatal, sleep_unless
+from .retry import RetryPolicy
+from .worker import install_stop_signals
 
 __all__ = ["App", "HandlerSpec"]
 
@@ -49,6 +52,8 @@ class HandlerSpec:
     tenants: Sequence[str] | None = None
     shutdown_timeout: float = 30.0
     declare: dict[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy | None = None
+    middleware: tuple[Middleware, ...] = ()
 
     @property
     def is_async(self) -> bool:
@@ -61,6 +66,8 @@ class HandlerSpec:
 
 def _arguments(func: Callable[..., Any]) -> Callable[[BaseDelivery], list[Any]]:
     """How to turn a delivery into the handler's arguments, from its annotations.
+
+    I/O-free and shared by the sync and async handlers.
 
     A parameter annotated with a pydantic model gets the body validated as that model
     (a body that does not validate is rejected with the validation error); one
@@ -117,10 +124,32 @@ class App:
     """A set of handlers run together; the broker URL comes from ``WORKQ_URL`` at run time.
 
     ``App(url)`` fixes the URL instead; ``app.run(url=...)`` overrides both.
+
+    Args:
+        url: The broker URL; ``None`` for ``WORKQ_URL`` at run time.
+        middleware: ``workq.Middleware`` objects wrapping every publish, handler and
+            settlement of the app's brokers (sync and async handlers alike).
+        max_outage: Seconds a broker outage is ridden out before ``run()`` raises
+            ``BrokerUnavailable``; ``None`` (the default) reconnects for as long as it
+            takes.
+
+    Example:
+        ```python
+        app = App("memory://", middleware=[workq.Middleware()])
+        ```
     """
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        middleware: Sequence[Middleware] | None = None,
+        max_outage: float | None = None,
+    ) -> None:
+        check_worker_args("app", None, max_outage=max_outage, check_handler=False)
         self.url = url
+        self.middleware = check_middleware(middleware)
+        self.max_outage = max_outage
         self.handlers: list[HandlerSpec] = []
         self._stop = threading.Event()
         self._running = threading.Event()
@@ -135,24 +164,31 @@ class App:
         prefetch: int | None = None,
         tenants: Sequence[str] | None = None,
         shutdown_timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        middleware: Sequence[Middleware] | None = None,
         **declare: Any,
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``.
 
         Extra keywords (``max_attempts=3``, ``lease=60``...) declare the queue with them.
         A plain function runs on threads; an ``async def`` runs under ``workq.aio``.
+        ``retry`` (a ``workq.RetryPolicy``) sets the backoff of failures; ``middleware``
+        is added after the app's for this handler only.
         """
         check_queue(queue)
         # The workers' own argument checks, now rather than when the app runs.
-        WorkerBase(
-            None,
+        check_worker_args(
             queue,
             None,
             concurrency=concurrency,
             prefetch=prefetch,
             tenants=tenants,
             shutdown_timeout=shutdown_timeout,
+            middleware=middleware,
+            retry=retry,
+            check_handler=False,
         )
+        extra = check_middleware(middleware)
 
         def register(func: F) -> F:
             _arguments(func)  # fail at import time, not at the first message
@@ -162,7 +198,15 @@ class App:
                 )
             self.handlers.append(
                 HandlerSpec(
-                    queue, func, concurrency, prefetch, tenants, shutdown_timeout, dict(declare)
+                    queue,
+                    func,
+                    concurrency,
+                    prefetch,
+                    tenants,
+                    shutdown_timeout,
+                    dict(declare),
+                    retry,
+                    extra,
                 )
             )
             return func
@@ -182,6 +226,23 @@ class App:
     def wait_running(self, timeout: float = 10.0) -> bool:
         """Block until every handler is consuming (for tests and hosting code)."""
         return self._running.wait(timeout)
+
+    @property
+    def workers(self) -> list[Any]:
+        """The running workers (sync and async), for health checks."""
+        with self._lock:
+            return list(self._workers)
+
+    @property
+    def connected(self) -> bool:
+        """True while every handler's worker is connected and consuming."""
+        workers = self.workers
+        return (
+            self._running.is_set()
+            and not self._stop.is_set()
+            and len(workers) == len(self.handlers)
+            and all(w.connected for w in workers)
+        )
 
     def run(
         self,
@@ -217,6 +278,9 @@ class App:
             "prefetch": pre,
             "tenants": h.tenants,
             "shutdown_timeout": h.shutdown_timeout,
+            "retry": h.retry,
+            "middleware": h.middleware,
+            "max_outage": self.max_outage,
         }
 
     def _run(self, url: str | None, concurrency: int | None, prefetch: int | None) -> None:
@@ -227,10 +291,11 @@ class App:
         errors: list[BaseException] = []
         threads: list[threading.Thread] = []
 
-        with connect(url) as broker:
+        broker = self._connect(lambda: connect(url, middleware=self.middleware), sync)
+        if broker is None:
+            return  # stopped before the broker could be reached
+        with broker:
             for h in sync:
-                if h.declare:
-                    broker.declare(h.queue, **h.declare)
                 args = _arguments(h.func)
                 func = h.func
 
@@ -293,13 +358,12 @@ class App:
         concurrency: int | None,
         prefetch: int | None,
     ) -> None:
-        from . import aio
-
-        async with await aio.connect(url) as broker:
+        broker = await self._connect_async(url, handlers)
+        if broker is None:
+            return
+        async with broker:
             runs = []
             for h in handlers:
-                if h.declare:
-                    await broker.declare(h.queue, **h.declare)
                 args = _arguments(h.func)
                 func = h.func
 
@@ -313,6 +377,55 @@ class App:
                     worker.stop()
                 runs.append(worker.run())
             await asyncio.gather(*runs)
+
+    def _connect(self, make: Callable[[], Any], handlers: list[HandlerSpec]) -> Any:
+        """Connect and declare, riding out an unreachable broker like a worker does."""
+        link = Link("app", self.max_outage)
+        while not self._stop.is_set():
+            broker = None
+            try:
+                broker = make()
+                for h in handlers:
+                    if h.declare:
+                        broker.declare(h.queue, **h.declare)
+            except Exception as exc:
+                if broker is not None:
+                    broker.close()
+                if fatal(exc):
+                    raise
+                link.down(exc)
+                if link.exceeded():
+                    raise link.give_up() from exc
+                self._stop.wait(link.next_wait())
+                continue
+            link.up()
+            return broker
+        return None
+
+    async def _connect_async(self, url: str | None, handlers: list[HandlerSpec]) -> Any:
+        from . import aio
+
+        link = Link("app", self.max_outage)
+        while not self._stop.is_set():
+            broker = None
+            try:
+                broker = await aio.connect(url, middleware=self.middleware)
+                for h in handlers:
+                    if h.declare:
+                        await broker.declare(h.queue, **h.declare)
+            except Exception as exc:
+                if broker is not None:
+                    await broker.close()
+                if fatal(exc):
+                    raise
+                link.down(exc)
+                if link.exceeded():
+                    raise link.give_up() from exc
+                await sleep_unless(self._stop, link.next_wait())
+                continue
+            link.up()
+            return broker
+        return None
 
     def _guard(self, fn: Callable[[], None], errors: list[BaseException]) -> Callable[[], None]:
         def run() -> None:

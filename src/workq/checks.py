@@ -126,7 +126,7 @@ def check_callable(name: str, value: T) -> T:
     """Something that can be called, such as a function."""
     if not callable(value):
         raise TypeError(
-            f"{name}={value!r} is a {_kind(value)}, which cannot be called: pass a function "
+            f"{name}={value!r} is a {_kind(value)}, not callable: pass a function "
             "that takes a delivery"
         )
     return value

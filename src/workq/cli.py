@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import logging
 import os
 import sys
 import time
@@ -18,7 +17,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -143,20 +141,70 @@ def run(
     prefetch: Annotated[
         int | None, typer.Option(min=1, help="Unsettled deliveries held per queue (overrides).")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option(help="Logging level (if the app has not set up logging).")
+    ] = "INFO",
+    log_format: Annotated[
+        str, typer.Option(help="text or json (if the app has not set up logging).")
+    ] = "text",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port."),
+    ] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Serve /livez and /readyz on this port."),
+    ] = None,
+    max_outage: Annotated[
+        float | None,
+        typer.Option(min=0, help="Exit after a broker outage this many seconds long."),
+    ] = None,
 ) -> None:
-    """Run every handler of an app until SIGTERM or Ctrl-C, then stop gracefully."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False)],
-    )
-    app = load_app(target)
-    where = redact_url(url) if url else (app.url or "$WORKQ_URL")
+    """Run every handler of an app until SIGTERM or Ctrl-C, then stop gracefully.
+
+    Broker outages are ridden out (reconnecting with backoff) unless --max-outage bounds
+    them. /readyz answers 200 only while every handler is connected and consuming.
+    """
+    from .logs import configure_logging
+
+    if log_format not in ("text", "json"):
+        raise ValueError(f"--log-format {log_format!r}: use text or json")
+    app = load_app(target)  # first: the app may set up logging itself
+    configure_logging(log_format, log_level)
+    if max_outage is not None:
+        app.max_outage = max_outage
+    servers = _serve(app, metrics_port, health_port)
+    where = redact_url(url) if url else (redact_url(app.url) if app.url else "$WORKQ_URL")
     queues = ", ".join(h.queue for h in app.handlers)
     err.print(f"workq: running {target} ({queues}) on {where}; SIGTERM or Ctrl-C stops it")
-    app.run(url, concurrency=concurrency, prefetch=prefetch)
+    try:
+        app.run(url, concurrency=concurrency, prefetch=prefetch)
+    finally:
+        for server in servers:
+            server.close()
     err.print("workq: stopped")
+
+
+def _serve(app: App, metrics_port: int | None, health_port: int | None) -> list[Any]:
+    """Start the HTTP endpoints asked for (one server when both ports are the same)."""
+    from .health import serve
+
+    servers = []
+    if metrics_port is not None:
+        from .contrib.prometheus import Prometheus
+
+        if not any(isinstance(m, Prometheus) for m in app.middleware):
+            app.middleware = (*app.middleware, Prometheus())
+    if metrics_port is not None and metrics_port == health_port:
+        servers.append(serve(metrics_port, [app]))
+    else:
+        if metrics_port is not None:
+            servers.append(serve(metrics_port, [app], health=False))
+        if health_port is not None:
+            servers.append(serve(health_port, [app], metrics=False))
+    for server in servers:
+        err.print(f"workq: serving HTTP on port {server.port}")
+    return servers
 
 
 def _header(value: str) -> tuple[str, str]:
@@ -208,10 +256,32 @@ def publish(
 def stats(
     queue: Annotated[str, typer.Argument(help="Queue name.")],
     url: UrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Per lane: ready, in flight and delayed messages; and the dead letters."""
     with connect(url) as broker:
         s = broker.stats(queue)
+    if as_json:
+        _print_json(
+            {
+                "queue": s.queue,
+                "ready": s.ready,
+                "in_flight": s.in_flight,
+                "delayed": s.delayed,
+                "dead_letters": s.dead_letters,
+                "lanes": [
+                    {
+                        "tenant": lane.lane.tenant,
+                        "priority": lane.lane.priority,
+                        "ready": lane.ready,
+                        "in_flight": lane.in_flight,
+                        "delayed": lane.delayed,
+                    }
+                    for lane in s.lanes
+                ],
+            }
+        )
+        return
     table = Table(title=f"queue {queue}", caption=f"dead letters: {s.dead_letters}")
     table.add_column("tenant")
     table.add_column("priority", justify="right")
@@ -237,6 +307,28 @@ def stats(
     out.print(table)
 
 
+def _print_json(data: Any) -> None:
+    # Plain stdout, not rich: the output is for scripts (jq), with no wrapping or markup.
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+@cli.command()
+@_friendly
+def queues(
+    url: UrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List the broker's workq queues."""
+    with connect(url) as broker:
+        names = broker.queues()
+    if as_json:
+        _print_json(names)
+    else:
+        for name in names:
+            out.print(name, highlight=False)
+
+
 def _preview(body: bytes, width: int = 60) -> str:
     text = body.decode(errors="replace")
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -251,15 +343,40 @@ def dlq(
     redrive: Annotated[
         bool, typer.Option("--redrive", help="Move every dead letter back to the queue.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Show a queue's dead letters with their reasons, or move them back (--redrive)."""
     with connect(url) as broker:
         if redrive:
             moved = broker.redrive(queue)
-            out.print(f"moved {moved} dead letter(s) back to {queue}")
+            if as_json:
+                _print_json({"queue": queue, "moved": moved})
+            else:
+                out.print(f"moved {moved} dead letter(s) back to {queue}")
             return
         dead = broker.dead_letters(queue, limit=limit)
         total = broker.stats(queue).dead_letters
+    if as_json:
+        _print_json(
+            {
+                "queue": queue,
+                "total": total,
+                "dead_letters": [
+                    {
+                        "id": d.id,
+                        "tenant": d.tenant,
+                        "priority": d.priority,
+                        "attempt": d.attempt,
+                        "reason": d.reason,
+                        "headers": d.headers,
+                        "enqueued_at": d.enqueued_at,
+                        "body": d.body.decode(errors="replace"),
+                    }
+                    for d in dead
+                ],
+            }
+        )
+        return
     table = Table(title=f"dead letters of {queue}", caption=f"showing {len(dead)} of {total}")
     for name in ("id", "tenant", "priority", "attempt", "reason", "body"):
         table.add_column(name, overflow="fold")

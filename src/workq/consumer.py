@@ -17,6 +17,7 @@ from .delivery import Delivery
 from .driver import Driver, Receiver, call_bounded
 from .holding import CLOSE_TIMEOUT, POLL_SLICE, SETTLED_AS, Do, Fetch, Holding
 from .messages import Received
+from .middleware import Chain
 from .spec import QueueSpec
 
 __all__ = ["POLL_SLICE", "Consumer"]
@@ -29,9 +30,12 @@ class Consumer:
 
     Every call on a closed consumer raises ``workq.Closed``.
 
-    >>> with broker.consumer("reports", prefetch=10) as c:   # doctest: +SKIP
-    ...     for d in c:
-    ...         d.ack()
+    Example:
+        ```python
+        with broker.consumer("reports", prefetch=10) as c:
+            for d in c:
+                d.ack()
+        ```
     """
 
     def __init__(
@@ -42,9 +46,11 @@ class Consumer:
         tenants: Sequence[str] | None = None,
         *,
         parent: Gate | None = None,
+        middleware: Chain | None = None,
     ) -> None:
         self._driver = driver
         self._state = Holding(spec, driver.capabilities, prefetch, tenants, parent)
+        self._chain = middleware or None  # told of every settlement and release
         self._receiver: Receiver = driver.open(spec, prefetch)
         # A plain Lock: get/ack take it twice per message, and ``with lock`` is C code.
         self._lock = threading.Lock()
@@ -77,7 +83,20 @@ class Consumer:
         Also ``None`` when this consumer already holds ``prefetch`` unsettled deliveries
         and none is settled in time, or when it is closed by another thread meanwhile.
 
-        >>> d = consumer.get(timeout=1.0)   # doctest: +SKIP
+        Args:
+            timeout: Seconds to wait; ``None`` waits until a delivery comes.
+
+        Raises:
+            Closed: The consumer or its broker is closed.
+            TypeError: ``timeout`` is not a number.
+            ValueError: ``timeout`` is negative or not finite.
+
+        Example:
+            ```python
+            d = consumer.get(timeout=1.0)
+            if d is not None:
+                d.ack()
+            ```
         """
         state = self._state
         timeout = check_timeout("timeout", timeout)
@@ -143,6 +162,8 @@ class Consumer:
                 self._receiver.nack(item, settle.delay)
             else:
                 self._receiver.dead_letter(item, settle.reason or "rejected")
+            if self._chain is not None:
+                self._chain.settled(item, settle.action, settle.delay, settle.reason)
         finally:
             with self._lock:
                 if state.done(item):  # only a get() waiting for room waits on a settlement
@@ -191,6 +212,8 @@ class Consumer:
             items = self._state.unstarted()
         if items:
             self._receiver.release(items)
+            if self._chain is not None:
+                self._chain.released(items)
         return len(items)
 
     def close(self) -> None:
@@ -216,10 +239,14 @@ class Consumer:
                 self._get_lock.release()
         receiver = self._receiver
 
+        chain = self._chain
+
         def give_back() -> None:
             try:
                 if held:
                     receiver.release(held)
+                    if chain is not None:
+                        chain.released(held)
             finally:
                 receiver.close()
 

@@ -81,6 +81,16 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class LaneStats:
+    """Depth of one lane of a queue.
+
+    Attributes:
+        lane: The lane (queue, tenant, priority).
+        ready: Messages ready to be delivered now.
+        in_flight: Messages delivered and not yet settled (0 where the broker cannot
+            count them, as on RabbitMQ).
+        delayed: Messages waiting out a delay.
+    """
+
     lane: Lane
     ready: int
     in_flight: int
@@ -89,7 +99,23 @@ class LaneStats:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Depth of a queue: per lane, and its dead letters."""
+    """Depth of a queue: per lane, and its dead letters.
+
+    ``broker.stats(queue)`` returns one; ``workq stats QUEUE`` prints it.
+
+    Attributes:
+        queue: The queue's name.
+        lanes: One entry per lane (tenant and priority) the queue has.
+        dead_letters: Messages in the queue's dead-letter queue.
+
+    Example:
+        ```python
+        stats = broker.stats("reports")
+        print(stats.ready, stats.in_flight, stats.delayed, stats.dead_letters)
+        for lane in stats.lanes:
+            print(lane.lane.tenant, lane.lane.priority, lane.ready)
+        ```
+    """
 
     queue: str
     lanes: list[LaneStats] = field(default_factory=list)
@@ -113,7 +139,29 @@ class QueueStats:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message in a queue's dead-letter queue, with why it is there."""
+    """A message in a queue's dead-letter queue, with why it is there.
+
+    ``broker.dead_letters(queue, limit=100)`` returns a list of them; reading removes
+    nothing. ``broker.redrive(queue)`` moves them back to the queue.
+
+    Attributes:
+        id: The message id.
+        queue: The queue it was published to.
+        tenant: Its tenant; ``None`` for the default lane.
+        priority: Its priority.
+        body: The body, in bytes.
+        headers: Its headers.
+        reason: Why it was dead-lettered (the handler's ``Reject`` reason, its last
+            error after ``max_attempts``, a validation error...).
+        attempt: Deliveries it had.
+        enqueued_at: When it was first published, as a Unix timestamp.
+
+    Example:
+        ```python
+        for dead in broker.dead_letters("reports", limit=20):
+            print(dead.id, dead.attempt, dead.reason)
+        ```
+    """
 
     id: str
     queue: str
@@ -224,9 +272,20 @@ class Driver(ABC):
     def close(self) -> None:
         """Close connections. Idempotent."""
 
+    def queues(self) -> list[str]:
+        """Names of the workq queues that exist on the broker (optional; for operators)."""
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, "listing queues")
+
 
 class AsyncReceiver(ABC):
-    """The async twin of :class:`Receiver`; same methods, as coroutines."""
+    """The async twin of :class:`Receiver`; same methods, as coroutines.
+
+    ``receive`` must be safe to cancel: the consumer cancels one that outlives its
+    timeout by more than a grace period (a silent network), and a cancelled receive must
+    lose nothing: what it had taken goes back to the queue (see ``threaded()``).
+    """
 
     @abstractmethod
     async def receive(
@@ -267,6 +326,11 @@ class AsyncDriver(ABC):
     async def redrive(self, spec: QueueSpec) -> int: ...
     @abstractmethod
     async def close(self) -> None: ...
+
+    async def queues(self) -> list[str]:
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, "listing queues")
 
 
 class _OnThreads:
@@ -350,6 +414,9 @@ class _ThreadedDriver(_OnThreads, AsyncDriver):
 
     async def redrive(self, spec: QueueSpec) -> int:
         return await self._call(self.sync.redrive, spec)
+
+    async def queues(self) -> list[str]:
+        return await self._call(self.sync.queues)
 
     async def close(self) -> None:
         with contextlib.suppress(RuntimeError):

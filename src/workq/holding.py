@@ -31,9 +31,9 @@ log = logging.getLogger("workq")
 #: Longest single wait on the driver, so close() and lane refresh are noticed promptly.
 POLL_SLICE = 1.0
 
-#: How much longer than asked a receive may take (network round trips) before the async
-#: consumer gives up on it as hung.
-RECEIVE_GRACE = 2.0
+#: How much longer than asked a receive may take (network round trips, a loaded machine)
+#: before the async consumer gives up on it as hung and cancels it.
+RECEIVE_GRACE = 5.0
 
 #: How long ``close()`` waits for the driver to give messages back and let go.
 CLOSE_TIMEOUT = 5.0

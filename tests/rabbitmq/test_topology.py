@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pika
-import pika.frame
-import pika.spec
 import pytest
 
-from workq.backends.rabbitmq.driver import _ack_frame, _Entry, _header_payload
 from workq.backends.rabbitmq.topology import (
     DELAY,
     Registry,
@@ -15,13 +11,11 @@ from workq.backends.rabbitmq.topology import (
     delay_ms,
     delay_record,
     lane_record,
-    outgoing_headers,
-    received,
+    own_dlx,
     spec_record,
 )
 from workq.errors import ConfigurationError
 from workq.lanes import Lane
-from workq.messages import Outgoing
 from workq.spec import QueueSpec
 
 pytestmark = pytest.mark.rabbitmq
@@ -70,67 +64,25 @@ def test_registry_is_the_union_of_its_records() -> None:
     assert merged.implicit is None
 
 
-@pytest.mark.parametrize(
-    "entry",
-    [
-        _Entry("x", "k", b"abc"),
-        _Entry(
-            "x",
-            "k",
-            b"a" * 300,
-            True,
-            {"content-type": "text/plain", "x-workq-enqueued-at": "1.5", "ü": "välue"},
-            "ab" * 16,
-            1_700_000_000,
-        ),
-        _Entry("x", "k", b"", True, {"a": "b"}, "id", 1, 7),
-        _Entry("x", "k", b"zz", True, {"n": 1, "b": b"x"}, None, None, 0),
-    ],
-)
-def test_content_header_is_encoded_as_pika_encodes_it(entry: _Entry) -> None:
-    props = pika.BasicProperties(
-        delivery_mode=2,
-        headers=entry.headers,
-        message_id=entry.message_id,
-        timestamp=entry.timestamp,
-        priority=entry.priority,
+def test_lane_of_queue_reads_tenant_and_priority_back() -> None:
+    quorum = Topology.of(QueueSpec("q", max_priority=5), "quorum", "team.")
+    for lane in (Lane("q"), Lane("q", "acme"), Lane("q", "acme", 5), Lane("q", None, 3)):
+        assert quorum.lane_of_queue(quorum.lane_queue(lane)) == lane
+    assert quorum.lane_queue(Lane("q", "acme")) == "team.q.t.acme"
+    assert quorum.lane_of_queue("other") is None
+    classic = Topology.of(QueueSpec("q", options={"queue_type": "classic"}), "quorum")
+    assert classic.lane_of_queue("q.t.a.p5") == Lane("q", "a.p5")  # classic: no .pN lanes
+
+
+def test_own_dlx_is_read_from_either_form_of_the_refusal() -> None:
+    named = (
+        "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q' in "
+        "vhost '/': received 'workq.probe.dlx' but current is 'their.dlx'"
     )
-    marshalled = pika.frame.Header(1, len(entry.body), props).marshal()
-    assert _header_payload(entry) == marshalled[7:-1]  # without frame head and end
-
-
-def test_metadata_headers_leave_out_what_reads_back_by_default() -> None:
-    topo = Topology.of(QueueSpec("q"), "quorum")
-    plain = Outgoing(Lane("q"), "abc", b"x", {"content-type": "text/plain"}, enqueued_at=5.25)
-    headers = outgoing_headers(plain)
-    assert headers == {"content-type": "text/plain", "x-workq-enqueued-at": "5.25"}
-    back = received(
-        topo,
-        body=b"x",
-        headers=headers,
-        message_id="abc",
-        priority=None,
-        redelivered=False,
-        timestamp=5,
-        token=None,
+    none = (
+        "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q' in "
+        "vhost '/': received the value 'workq.probe.dlx' of type 'longstr' but current is none"
     )
-    assert (back.id, back.lane, back.attempt, back.enqueued_at) == ("abc", Lane("q"), 1, 5.25)
-    assert back.headers == {"content-type": "text/plain"}
-    other = Outgoing(Lane("q", "acme", 3), "abc", b"x", {}, attempt=4, enqueued_at=5.25)
-    back = received(
-        topo,
-        body=b"x",
-        headers=outgoing_headers(other, 1300),
-        message_id="abc",
-        priority=None,
-        redelivered=False,
-        timestamp=5,
-        token=None,
-    )
-    assert (back.lane, back.attempt, back.headers) == (Lane("q", "acme", 3), 4, {})
-
-
-def test_ack_frame_is_pikas_and_acks_one_tag() -> None:
-    ack = pika.spec.Basic.Ack(delivery_tag=123_456_789, multiple=False)
-    expected = pika.frame.Method(7, ack).marshal()
-    assert _ack_frame(7, 123_456_789) == expected
+    assert own_dlx(named) == "their.dlx"
+    assert own_dlx(none) is None
+    assert own_dlx("PRECONDITION_FAILED - inequivalent arg 'durable'") is None

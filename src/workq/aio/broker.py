@@ -14,6 +14,7 @@ from ..checks import Gate, check_int, check_worker_args
 from ..config import BackendSettings
 from ..driver import AsyncDriver, DeadLetter, QueueStats
 from ..holding import CLOSE_TIMEOUT
+from ..middleware import Chain, Middleware, check_middleware
 from ..names import check_tenants
 from ..settings import Settings, load
 from ..spec import QueueSpec
@@ -22,6 +23,7 @@ from .consumer import Consumer
 from .producer import Producer
 
 if TYPE_CHECKING:
+    from ..retry import RetryPolicy
     from .delivery import Delivery
     from .worker import Worker
 
@@ -30,13 +32,38 @@ __all__ = ["Broker", "connect"]
 log = logging.getLogger("workq")
 
 
-async def connect(url: str | Settings | BackendSettings | None = None, **options: Any) -> Broker:
+async def connect(
+    url: str | Settings | BackendSettings | None = None,
+    *,
+    middleware: Sequence[Middleware] | None = None,
+    **options: Any,
+) -> Broker:
     """Connect to the broker a URL or settings name; ``WORKQ_URL`` if given nothing.
 
-    >>> broker = await workq.aio.connect("memory://")   # doctest: +SKIP
+    The twin of ``workq.connect``: same arguments, same errors.
+
+    Args:
+        url: A broker URL, a ``workq.Settings``, a backend's settings object, or
+            ``None`` for the URL in ``WORKQ_URL``.
+        middleware: ``workq.Middleware`` objects (the same as the sync API takes)
+            wrapping every publish, handler and settlement made through this broker.
+        **options: Backend options, as in the URL's query string.
+
+    Raises:
+        ConfigurationError: No URL, an unknown scheme or option, a bad value, or the
+            backend's client library is not installed (naming the extra to install).
+        BrokerUnavailable: The broker cannot be reached within the bounded retries.
+
+    Example:
+        ```python
+        async with await workq.aio.connect("memory://") as broker:
+            async with broker.producer() as p:
+                await p.publish("jobs", {"n": 1})
+        ```
     """
+    chosen = check_middleware(middleware)
     settings = load(url, **options)
-    return Broker(await create_async_driver(settings), settings)
+    return Broker(await create_async_driver(settings), settings, middleware=chosen)
 
 
 class Broker:
@@ -46,9 +73,16 @@ class Broker:
     then every call on it, its producers or its consumers raises ``workq.Closed``.
     """
 
-    def __init__(self, driver: AsyncDriver, settings: BackendSettings) -> None:
+    def __init__(
+        self,
+        driver: AsyncDriver,
+        settings: BackendSettings,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> None:
         self.driver = driver
         self.settings = settings
+        self.middleware = check_middleware(middleware)
+        self.chain = Chain(self.middleware, driver.capabilities.backend)
         self._specs = SpecCache()
         self._declaring = asyncio.Lock()
         self._gate = Gate("broker")
@@ -87,19 +121,26 @@ class Broker:
     def producer(self) -> Producer:
         """A producer; ``async with broker.producer() as p: await p.publish(...)``."""
         self._gate.check("open a producer")
-        return Producer(self.driver, self.spec, parent=self._gate)
+        return Producer(self.driver, self.spec, parent=self._gate, chain=self.chain)
 
     def consumer(
-        self, queue: str, prefetch: int = 1, tenants: Sequence[str] | None = None
+        self,
+        queue: str,
+        prefetch: int = 1,
+        tenants: Sequence[str] | None = None,
+        *,
+        middleware: Sequence[Middleware] | None = None,
     ) -> _ConsumerContext:
         """A consumer holding at most ``prefetch`` unsettled deliveries.
 
         ``async with broker.consumer("q") as c: async for d in c: ...``
+        ``middleware`` is added after the broker's for this consumer's settlements.
         """
         self._gate.check("open a consumer")
         check_int("prefetch", prefetch, 1)
         check_tenants(tenants)
-        return _ConsumerContext(self, queue, prefetch, tenants)
+        chain = self.chain.with_more(check_middleware(middleware))
+        return _ConsumerContext(self, queue, prefetch, tenants, chain)
 
     def worker(
         self,
@@ -109,8 +150,15 @@ class Broker:
         prefetch: int | None = None,
         tenants: Sequence[str] | None = None,
         shutdown_timeout: float = 30.0,
+        *,
+        middleware: Sequence[Middleware] | None = None,
+        retry: RetryPolicy | None = None,
+        max_outage: float | None = None,
     ) -> Worker:
-        """A worker running async ``handler`` on ``concurrency`` tasks: ``await worker.run()``."""
+        """A worker running async ``handler`` on ``concurrency`` tasks: ``await worker.run()``.
+
+        ``middleware``, ``retry`` and ``max_outage`` as for the sync ``Broker.worker``.
+        """
         from .worker import Worker
 
         self._gate.check("make a worker")
@@ -123,6 +171,9 @@ class Broker:
             prefetch=prefetch,
             tenants=tenants,
             shutdown_timeout=shutdown_timeout,
+            middleware=middleware,
+            retry=retry,
+            max_outage=max_outage,
         )
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
@@ -140,6 +191,11 @@ class Broker:
         """Ready, in-flight and dead-letter counts, per lane."""
         self._gate.check("read stats")
         return await self.driver.stats(await self.spec(queue))
+
+    async def queues(self) -> list[str]:
+        """Names of the workq queues on the broker (``Unsupported`` where it cannot list)."""
+        self._gate.check("list queues")
+        return await self.driver.queues()
 
     async def close(self) -> None:
         """Close the consumers, then the connection. Idempotent; returns within a few
@@ -178,16 +234,27 @@ class _ConsumerContext:
     """What ``broker.consumer()`` returns: ``async with`` it to get the consumer."""
 
     def __init__(
-        self, broker: Broker, queue: str, prefetch: int, tenants: Sequence[str] | None
+        self,
+        broker: Broker,
+        queue: str,
+        prefetch: int,
+        tenants: Sequence[str] | None,
+        chain: Chain | None = None,
     ) -> None:
         self._args = (broker, queue, prefetch, tenants)
+        self._chain = chain
         self._consumer: Consumer | None = None
 
     async def open(self) -> Consumer:
         broker, queue, prefetch, tenants = self._args
         broker._gate.check("open a consumer")
         self._consumer = Consumer(
-            broker.driver, await broker.spec(queue), prefetch, tenants, parent=broker._gate
+            broker.driver,
+            await broker.spec(queue),
+            prefetch,
+            tenants,
+            parent=broker._gate,
+            middleware=self._chain,
         )
         broker._consumers.add(self._consumer)
         return await self._consumer.open()

@@ -15,6 +15,7 @@ from ..driver import AsyncDriver, AsyncReceiver
 from ..errors import BrokerUnavailable
 from ..holding import CLOSE_TIMEOUT, POLL_SLICE, RECEIVE_GRACE, SETTLED_AS, Do, Fetch, Holding
 from ..messages import Received
+from ..middleware import Chain
 from ..spec import QueueSpec
 from .delivery import Delivery
 
@@ -39,9 +40,11 @@ class Consumer:
         tenants: Sequence[str] | None = None,
         *,
         parent: Gate | None = None,
+        middleware: Chain | None = None,
     ) -> None:
         self._driver = driver
         self._state = Holding(spec, driver.capabilities, prefetch, tenants, parent)
+        self._chain = middleware or None  # told of every settlement and release
         self._receiver: AsyncReceiver | None = None
         self._changed = asyncio.Event()
         self._get_lock = asyncio.Lock()
@@ -166,6 +169,8 @@ class Consumer:
                 await self._receiver.nack(item, settle.delay)
             else:
                 await self._receiver.dead_letter(item, settle.reason or "rejected")
+            if self._chain is not None:
+                self._chain.settled(item, settle.action, settle.delay, settle.reason)
         finally:
             if state.done(item):  # only a get() waiting for room waits on a settlement
                 self._changed.set()
@@ -210,6 +215,8 @@ class Consumer:
             items = self._state.unstarted()
         if items and self._receiver is not None:
             await self._receiver.release(items)
+            if self._chain is not None:
+                self._chain.released(items)
         return len(items)
 
     async def close(self) -> None:
@@ -244,6 +251,8 @@ class Consumer:
                 try:
                     if held:
                         await receiver.release(held)
+                        if self._chain is not None:
+                            self._chain.released(held)
                 finally:
                     await receiver.close()
         except TimeoutError:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from ..checks import Gate
 from ..driver import AsyncDriver
+from ..messages import Outgoing
+from ..middleware import Chain
 from ..producer import draft, draft_many, fit, fit_many
 from ..spec import QueueSpec
 
@@ -19,8 +21,11 @@ class Producer:
 
     After ``close()`` (or its broker's) every call raises ``workq.Closed``.
 
-    >>> async with broker.producer() as p:                 # doctest: +SKIP
-    ...     await p.publish("reports", {"day": "2026-11-21"}, tenant="acme")
+    Example:
+        ```python
+        async with broker.producer() as p:
+            await p.publish("reports", {"day": "2026-11-21"}, tenant="acme")
+        ```
     """
 
     def __init__(
@@ -29,10 +34,25 @@ class Producer:
         spec_of: Callable[[str], Awaitable[QueueSpec]],
         *,
         parent: Gate | None = None,
+        chain: Chain | None = None,
     ) -> None:
         self._driver = driver
         self._spec_of = spec_of
         self._gate = Gate("producer", parent)
+        self._chain = chain or None  # an empty chain costs nothing per publish
+
+    async def _send(self, spec: QueueSpec, batch: Sequence[Outgoing]) -> None:
+        chain = self._chain
+        if chain is None:
+            await self._driver.publish(spec, batch)
+            return
+        ctx = chain.before_publish(spec.name, batch)
+        try:
+            await self._driver.publish(spec, batch)
+        except BaseException as exc:
+            chain.after_publish(ctx, exc)
+            raise
+        chain.after_publish(ctx, None)
 
     @property
     def closed(self) -> bool:
@@ -62,7 +82,7 @@ class Producer:
             message_id=message_id,
         )
         spec = await self._spec_of(queue)
-        await self._driver.publish(spec, [fit(spec, self._driver.capabilities, msg)])
+        await self._send(spec, [fit(spec, self._driver.capabilities, msg)])
         return msg.id
 
     async def publish_many(self, queue: str, messages: Iterable[Any]) -> list[str]:
@@ -71,7 +91,7 @@ class Producer:
         batch = draft_many(queue, messages)
         spec = await self._spec_of(queue)
         if batch:
-            await self._driver.publish(spec, fit_many(spec, self._driver.capabilities, batch))
+            await self._send(spec, fit_many(spec, self._driver.capabilities, batch))
         return [m.id for m in batch]
 
     async def close(self) -> None:

@@ -17,6 +17,11 @@ in your tests and give them a ``url`` fixture::
 
 Each test uses fresh queue names, so a shared broker needs no cleaning. Waits are
 bounded polls (``WAIT`` seconds at most), never sleeps used as synchronisation.
+
+A backend that is not reached by URL (or that wants its brokers built another way)
+overrides :meth:`_Base.open_sync` and :meth:`_Base.open_async`. A backend that lacks an
+optional behaviour leaves it out of ``features`` (see :data:`FEATURES`); the tests of
+that behaviour are then skipped, saying which feature they need.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -36,7 +41,14 @@ from pydantic import BaseModel
 import workq
 from workq import Message
 
-__all__ = ["AsyncConformance", "Conformance"]
+__all__ = ["FEATURES", "AsyncConformance", "Conformance"]
+
+#: Optional behaviours a backend declares in ``features``:
+#: ``shared_dispatch``: any consumer can take any ready message (not a partitioned log);
+#: ``exact_stats``: ``stats()`` counts ready messages exactly (not an estimate);
+#: ``in_flight_stats``: ``stats()`` counts delivered, unsettled messages;
+#: ``release_keeps_attempt``: a message given back unprocessed keeps its attempt number.
+FEATURES = frozenset({"shared_dispatch", "exact_stats", "in_flight_stats", "release_keeps_attempt"})
 
 #: Upper bound on any wait in the suite; generous for group rebalances and lease expiry.
 WAIT = 30.0
@@ -84,9 +96,30 @@ def until(check: Callable[[], T], timeout: float = WAIT, what: str = "condition"
 
 
 class _Base:
+    #: What this backend does of :data:`FEATURES`; ``shared_dispatch`` is also taken
+    #: from the driver's capabilities.
+    features: ClassVar[frozenset[str]] = FEATURES
+
     @pytest.fixture
     def url(self) -> str:
         raise NotImplementedError("subclasses provide a `url` fixture for their broker")
+
+    def open_sync(self, url: str) -> workq.Broker:
+        """Build the sync broker a test uses (override to build it other than by URL)."""
+        return workq.connect(url)
+
+    async def open_async(self, url: str) -> workq.aio.Broker:
+        """Build the async broker a test uses (override to build it other than by URL)."""
+        return await workq.aio.connect(url)
+
+    def need(self, feature: str, broker: Any = None) -> None:
+        """Skip unless this backend declares ``feature``."""
+        assert feature in FEATURES, f"unknown conformance feature {feature!r}"
+        has = feature in self.features
+        if feature == "shared_dispatch" and broker is not None:
+            has = has and broker.driver.capabilities.shared_dispatch
+        if not has:
+            pytest.skip(f"the backend does not declare the {feature!r} feature")
 
     @pytest.fixture
     def queue(self) -> str:
@@ -98,7 +131,7 @@ class Conformance(_Base):
 
     @pytest.fixture
     def broker(self, url: str) -> Iterator[workq.Broker]:
-        with workq.connect(url) as broker:
+        with self.open_sync(url) as broker:
             yield broker
 
     # -- helpers ---------------------------------------------------------------
@@ -344,6 +377,51 @@ class Conformance(_Base):
             again = self.take_acked(c2, 2)
         assert {d.id for d in again} == {d.id for d in held}
 
+    # -- stats, leases, releases -------------------------------------------------
+
+    def test_stats_count_ready_in_flight_and_dead_letters(
+        self, broker: workq.Broker, queue: str
+    ) -> None:
+        self.need("exact_stats")
+        broker.producer().publish_many(queue, ["a", "b", "c"])
+        until(lambda: broker.stats(queue).ready == 3, what="3 ready")
+        with broker.consumer(queue, prefetch=1) as c:
+            (held,) = self.take(c, 1)
+            until(lambda: broker.stats(queue).ready == 2, what="2 ready")
+            stats = broker.stats(queue)
+            if "in_flight_stats" in self.features:
+                until(lambda: broker.stats(queue).in_flight == 1, what="1 in flight")
+            held.reject("stats test")
+            until(lambda: broker.stats(queue).dead_letters == 1, what="1 dead letter")
+        assert stats.queue == queue
+        assert sum(lane.ready for lane in stats.lanes) == stats.ready
+
+    def test_lease_is_extended_past_the_lease(self, broker: workq.Broker, queue: str) -> None:
+        lease = DELAY
+        broker.declare(queue, lease=lease)
+        broker.producer().publish(queue, "long job")
+        with broker.consumer(queue) as c, broker.consumer(queue) as other:
+            (d,) = self.take(c, 1)
+            # Held for well past its lease: the keeper extends it, nobody else gets it.
+            assert other.get(timeout=lease * 2.5) is None
+            d.ack()
+        with broker.consumer(queue) as c:
+            assert c.get(timeout=QUIET) is None
+
+    def test_release_is_not_an_attempt(self, broker: workq.Broker, queue: str) -> None:
+        self.need("release_keeps_attempt")
+        broker.declare(queue, max_attempts=2)
+        broker.producer().publish(queue, "given back")
+        for _ in range(3):  # more releases than max_attempts: still never dead-lettered
+            with broker.consumer(queue) as c:
+                (d,) = self.take(c, 1)
+                assert d.attempt == 1
+        with broker.consumer(queue, prefetch=5) as c:
+            (d,) = self.take(c, 1)
+            assert d.attempt == 1 and not d.redelivered
+            d.ack()
+        assert broker.dead_letters(queue) == []
+
     # -- worker ----------------------------------------------------------------
 
     def _run(self, worker: workq.Worker) -> threading.Thread:
@@ -502,7 +580,7 @@ class AsyncConformance(_Base):
 
     @aio
     async def test_round_trip_of_each_body_type(self, url: str, queue: str) -> None:
-        async with await workq.aio.connect(url) as broker:
+        async with await self.open_async(url) as broker:
             async with broker.producer() as p:
                 await p.publish(queue, b"raw")
                 await p.publish(queue, "text")
@@ -515,7 +593,7 @@ class AsyncConformance(_Base):
 
     @aio
     async def test_nack_delay_and_attempts(self, url: str, queue: str) -> None:
-        async with await workq.aio.connect(url) as broker:
+        async with await self.open_async(url) as broker:
             await broker.producer().publish(queue, "x", tenant="t", priority=2)
             async with broker.consumer(queue) as c:
                 (d,) = await self.take(c, 1)
@@ -531,7 +609,7 @@ class AsyncConformance(_Base):
 
     @aio
     async def test_reject_max_attempts_and_redrive(self, url: str, queue: str) -> None:
-        async with await workq.aio.connect(url) as broker:
+        async with await self.open_async(url) as broker:
             await broker.declare(queue, max_attempts=1)
             await broker.producer().publish_many(queue, ["rejected", "exhausted"])
             async with broker.consumer(queue, prefetch=2) as c:
@@ -556,7 +634,7 @@ class AsyncConformance(_Base):
 
     @aio
     async def test_priority_and_fairness(self, url: str, queue: str) -> None:
-        async with await workq.aio.connect(url) as broker:
+        async with await self.open_async(url) as broker:
             p = broker.producer()
             await p.publish_many(queue, [Message(f"a{i}", tenant="a") for i in range(30)])
             await p.publish_many(queue, [Message(f"b{i}", tenant="b") for i in range(3)])
@@ -568,7 +646,7 @@ class AsyncConformance(_Base):
 
     @aio
     async def test_tenants_filter_and_new_lanes(self, url: str, queue: str) -> None:
-        async with await workq.aio.connect(url) as broker:
+        async with await self.open_async(url) as broker:
             p = broker.producer()
             await p.publish(queue, "b", tenant="b")
             async with broker.consumer(queue, tenants=["a"]) as c:
@@ -588,7 +666,7 @@ class AsyncConformance(_Base):
 
     @aio
     async def test_prefetch_and_close_release(self, url: str, queue: str) -> None:
-        async with await workq.aio.connect(url) as broker:
+        async with await self.open_async(url) as broker:
             await broker.declare(queue, lease=120.0)
             await broker.producer().publish_many(queue, [str(i) for i in range(4)])
             async with broker.consumer(queue, prefetch=2) as c:
@@ -600,7 +678,7 @@ class AsyncConformance(_Base):
 
     @aio
     async def test_worker_outcomes_and_stop(self, url: str, queue: str) -> None:
-        async with await workq.aio.connect(url) as broker:
+        async with await self.open_async(url) as broker:
             await broker.declare(queue, max_attempts=2, retry_delay=0.1)
             await broker.producer().publish_many(queue, ["ok", "fails", "reject"])
             calls: list[tuple[str, int]] = []
@@ -628,7 +706,7 @@ class AsyncConformance(_Base):
 
     @aio
     async def test_worker_stop_releases_unstarted(self, url: str, queue: str) -> None:
-        async with await workq.aio.connect(url) as broker:
+        async with await self.open_async(url) as broker:
             await broker.declare(queue, lease=120.0)
             await broker.producer().publish_many(queue, [str(i) for i in range(3)])
             started, go = asyncio.Event(), asyncio.Event()
@@ -662,9 +740,40 @@ class AsyncConformance(_Base):
             await workq.aio.connect("nope://x")
         with pytest.raises(workq.ConfigurationError, match="bogus"):
             await workq.aio.connect(with_query(url, "bogus=1"))
-        async with await workq.aio.connect(url) as broker:
+        async with await self.open_async(url) as broker:
             with pytest.raises(TypeError, match="bytes, str"):
                 await broker.producer().publish(queue, {1, 2})
             await broker.declare(queue, max_attempts=3)
             with pytest.raises(workq.ConfigurationError, match="max_attempts"):
                 await broker.declare(queue, max_attempts=4)
+
+    @aio
+    async def test_stats_and_release_is_not_an_attempt(self, url: str, queue: str) -> None:
+        exact = "exact_stats" in self.features
+        async with await self.open_async(url) as broker:
+            await broker.declare(queue, max_attempts=2)
+            async with broker.producer() as p:
+                await p.publish_many(queue, ["a", "b"])
+
+            async def ready(n: int) -> bool:
+                return (await broker.stats(queue)).ready == n
+
+            if exact:
+                await self.until(lambda: ready(2), "2 ready")
+            if "release_keeps_attempt" in self.features:
+                # More releases than max_attempts: still never dead-lettered.
+                for _ in range(3):
+                    async with broker.consumer(queue, prefetch=1) as c:
+                        (d,) = await self.take(c, 1)
+                        assert d.attempt == 1
+                        if exact:
+                            await self.until(lambda: ready(1), "1 ready while one is held")
+            async with broker.consumer(queue, prefetch=2) as c:
+                got = await self.take(c, 2)
+                await got[0].reject("stats test")
+                await got[1].ack()
+
+            async def dead() -> bool:
+                return (await broker.stats(queue)).dead_letters == 1
+
+            await self.until(dead, "1 dead letter")

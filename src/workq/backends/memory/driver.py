@@ -93,6 +93,10 @@ class MemoryDriver(Driver):
     def __init__(self, store: Store) -> None:
         self._store = store
 
+    def queues(self) -> list[str]:
+        with self._store.cond:
+            return sorted(self._store.queues)
+
     def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
         spec.check_options("memory")
         with self._store.cond:

@@ -8,49 +8,54 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aio_pika
 import aiormq
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from ...driver import AsyncDriver, AsyncReceiver, DeadLetter, LaneStats, QueueStats
 from ...errors import BrokerUnavailable, ConfigurationError, PublishError
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
-from .driver import CAPABILITIES, SYNC_TIMEOUT, tls_context
+from .aio_declare import AsyncDeclarations
+from .codec import ATTEMPT, Envelope, copy_of, envelope, reason_of, received
+from .connection import (
+    CAPABILITIES,
+    CLOSE_TIMEOUT,
+    SYNC_TIMEOUT,
+    Deadline,
+    connect_failed,
+    endpoints,
+    lanes_bound,
+    tls_context,
+)
 from .settings import RabbitMQSettings
 from .topology import (
-    ATTEMPT,
-    DELAY_REDECLARE,
-    REASON,
     Declared,
     Registry,
     Topology,
     check_declared,
-    config_error,
-    copy_of,
     delay_ms,
-    delay_record,
-    lane_record,
-    meta_queue,
-    outgoing_headers,
+    passive_missing,
     queue_type,
-    reason_of,
-    received,
     spec_record,
 )
 
-__all__ = ["AsyncRabbitMQDriver", "AsyncRabbitMQReceiver"]
+__all__ = ["AsyncRabbitMQDriver"]
 
 log = logging.getLogger("workq.rabbitmq")
 
@@ -71,18 +76,50 @@ class _Retry(Exception):
     pass
 
 
-def _properties(topo: Topology, msg: Outgoing, headers: dict[str, Any]) -> Any:
-    """The AMQP properties of ``msg``, as ``aio_pika.Message`` would set them."""
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def bounded(
+    fn: Callable[Concatenate[AsyncRabbitMQDriver, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[AsyncRabbitMQDriver, P], Coroutine[Any, Any, R]]:
+    """Bound a call by ``connect_timeout + publish_timeout``, as the sync driver bounds
+    every call: on a silent network the connection is dropped and the call raises."""
+
+    @functools.wraps(fn)
+    async def run(driver: AsyncRabbitMQDriver, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        limit = driver.settings.connect_timeout + driver.settings.publish_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await fn(driver, *args, **kwargs)
+        except TimeoutError as exc:
+            driver.drop()
+            raise BrokerUnavailable(
+                f"RabbitMQ at {driver.settings.redacted_url()} did not answer within {limit}s; "
+                "it reconnects on the next call"
+            ) from exc
+
+    return run
+
+
+#: Pauses between connect and publish attempts (capped by what is left of the bound).
+connect_backoff = wait_exponential(multiplier=0.2, max=5)
+publish_backoff = wait_exponential(multiplier=0.1, max=2)
+
+
+def properties(e: Envelope) -> Any:
+    """The AMQP properties of ``e``, as ``aio_pika.Message`` would set them."""
     return aiormq.spec.Basic.Properties(
-        headers=headers,
+        headers=e.headers,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=msg.id,
-        timestamp=datetime.fromtimestamp(int(msg.enqueued_at), tz=UTC),
-        priority=msg.lane.priority if topo.native_priority else None,
+        message_id=e.message_id,
+        timestamp=None if e.timestamp is None else datetime.fromtimestamp(e.timestamp, tz=UTC),
+        priority=e.priority,
+        content_type=e.content_type,
     )
 
 
-class AsyncRabbitMQDriver(AsyncDriver):
+class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
     """The asyncio RabbitMQ driver (aio-pika)."""
 
     capabilities = CAPABILITIES
@@ -97,7 +134,11 @@ class AsyncRabbitMQDriver(AsyncDriver):
         self._declared = Declared()
         self._regs: dict[str, Registry] = {}
         self._topos: dict[str, Topology] = {}
+        #: Lane queues adopted as they are, and their own dead-letter exchange.
+        self.adopted: dict[str, str | None] = {}
+        self.lanes_made: set[str] = set()
         self._closed = False
+        self._closing: set[asyncio.Task[Any]] = set()
 
     @classmethod
     async def connect(cls, settings: RabbitMQSettings) -> AsyncRabbitMQDriver:
@@ -121,41 +162,47 @@ class AsyncRabbitMQDriver(AsyncDriver):
             return self.conn  # type: ignore[no-any-return]
 
     async def _connect(self) -> Any:
+        """Connect within ``connect_timeout`` in all, retries over the host list included."""
         s = self.settings
         attempts = max(s.reconnect_attempts, 1)
-        last: BaseException | None = None
+        deadline = Deadline(s.connect_timeout)
+        hosts = endpoints(s)
+        tries = 0
+
+        async def once() -> Any:
+            last: BaseException | None = None
+            for i, (host, port) in enumerate(hosts):
+                budget = deadline.left() / (len(hosts) - i)
+                try:
+                    async with asyncio.timeout(max(budget, 0.1)):
+                        return await aio_pika.connect(
+                            host=host,
+                            port=port,
+                            login=s.username,
+                            password=s.password.get_secret_value(),
+                            virtualhost=s.vhost,
+                            ssl=s.tls,
+                            ssl_context=tls_context(s) if s.tls else None,
+                            timeout=max(budget, 0.1),
+                            heartbeat=s.heartbeat,
+                        )
+                except CONNECT_ERRORS as exc:
+                    last = exc
+            assert last is not None
+            raise last
+
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(attempts),
-                wait=wait_exponential(multiplier=0.2, max=5),
+                stop=stop_after_attempt(attempts) | stop_after_delay(s.connect_timeout),
+                wait=lambda state: min(float(connect_backoff(state)), deadline.left()),
                 retry=retry_if_exception_type(CONNECT_ERRORS),
                 reraise=True,
             ):
                 with attempt:
-                    for item in s.hosts:
-                        host, _, port = item.rpartition(":")
-                        try:
-                            return await aio_pika.connect(
-                                host=host,
-                                port=int(port),
-                                login=s.username,
-                                password=s.password.get_secret_value(),
-                                virtualhost=s.vhost,
-                                ssl=s.tls,
-                                ssl_context=tls_context(s) if s.tls else None,
-                                timeout=s.connect_timeout,
-                                heartbeat=s.heartbeat,
-                            )
-                        except CONNECT_ERRORS as exc:
-                            last = exc
-                    assert last is not None
-                    raise last
+                    tries += 1
+                    return await once()
         except CONNECT_ERRORS as exc:
-            raise BrokerUnavailable(
-                f"cannot connect to RabbitMQ at {s.redacted_url()} after {attempts} attempts "
-                f"over {len(s.hosts)} host(s): {exc!r}. Check the broker is running and the "
-                "URL (hosts, credentials, vhost) is right"
-            ) from exc
+            raise connect_failed(s, tries, exc) from exc
         raise BrokerUnavailable(f"cannot connect to RabbitMQ at {s.redacted_url()}")
 
     async def channel(self, confirms: bool = False) -> AbstractChannel:
@@ -174,7 +221,20 @@ class AsyncRabbitMQDriver(AsyncDriver):
         self._admin = self._pub = None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5)
+                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+
+    def drop(self) -> None:
+        """Give up on the connection at once (closing it in the background, bounded);
+        the next call reconnects. For a connection that no longer answers."""
+        conn, self.conn = self.conn, None
+        self._admin = self._pub = None
+        if conn is not None:
+            task = asyncio.get_running_loop().create_task(
+                asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+            )
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def admin(self) -> AbstractChannel:
         if self._admin is None or self._admin.is_closed:
@@ -193,152 +253,29 @@ class AsyncRabbitMQDriver(AsyncDriver):
             with contextlib.suppress(Exception):
                 await ch.close()
 
-    async def _declare(self, topo: Topology, coro: Any) -> Any:
-        try:
-            return await coro
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            self._admin = None
-            raise config_error(topo.name, str(exc)) from None
-        except aiormq.exceptions.ChannelNotFoundEntity as exc:
-            self._admin = None
-            raise BrokerUnavailable(
-                f"queue {topo.name!r} is not available right now ({exc}); "
-                "retry once the node or its replicas are back"
-            ) from exc
-
-    async def _ensure_base(self, topo: Topology) -> None:
-        if self._declared.fresh(topo.exchange):
-            return
-
-        async def run() -> None:
-            ch = await self.admin()
-            ex = await ch.declare_exchange(
-                topo.exchange, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-            dlx = await ch.declare_exchange(topo.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
-            await ch.declare_exchange(
-                topo.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
-            )
-            dlq = await ch.declare_queue(topo.dlq, durable=True, arguments=topo.queue_args())
-            await dlq.bind(dlx, "")
-            await ch.declare_queue(topo.meta, durable=True, arguments=topo.queue_args())
-            default = Lane(topo.name)
-            q = await ch.declare_queue(
-                topo.lane_queue(default), durable=True, arguments=topo.lane_args()
-            )
-            await q.bind(ex, topo.routing_key(default))
-
-        await self._declare(topo, run())
-        self._declared.mark(topo.exchange)
-        self._declared.mark(topo.lane_queue(Lane(topo.name)))
-
-    async def _ensure_lanes(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> None:
-        out: list[bytes] = []
-        for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
-            qname = topo.lane_queue(lane)
-            if self._declared.fresh(qname):
-                continue
-            phys = topo.physical(lane)
-
-            async def run_lane(qname: str = qname, phys: Lane = phys) -> None:
-                ch = await self.admin()
-                q = await ch.declare_queue(qname, durable=True, arguments=topo.lane_args())
-                await q.bind(topo.exchange, topo.routing_key(phys))
-
-            await self._declare(topo, run_lane())
-            self._declared.mark(qname)
-            out.append(lane_record(phys))
-        for ms in sorted(delays):
-            qname = topo.delay_queue(ms)
-            if self._declared.fresh(qname, DELAY_REDECLARE):
-                continue
-
-            async def run_delay(qname: str = qname, ms: int = ms) -> None:
-                ch = await self.admin()
-                q = await ch.declare_queue(qname, durable=True, arguments=topo.delay_args(ms))
-                await q.bind(topo.delay_exchange, "", arguments=topo.delay_binding(ms))
-
-            await self._declare(topo, run_delay())
-            fresh = qname not in self._declared.names
-            self._declared.mark(qname)
-            if fresh:
-                out.append(delay_record(ms))
-        if out:
-            try:
-                await self._registry(topo, write=out)
-            except BrokerUnavailable as exc:
-                log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
-                self._declared = Declared()
-
-    async def _registry(self, topo: Topology, write: Sequence[bytes] = ()) -> Registry:
-        """Read the queue's registry (and add ``write``): see the sync driver's twin."""
-        reg = self._regs.get(topo.name)
-        if reg is None:
-            reg = self._regs[topo.name] = Registry(topo.name)
-        await self._ensure_base(topo)
-        ch = await self.channel()
-        try:
-            q = await ch.get_queue(topo.meta, ensure=False)
-            last: AbstractIncomingMessage | None = None
-            while True:
-                m = await q.get(no_ack=False, fail=False)
-                if m is None:
-                    break
-                last = m
-                reg.add(m.body)
-            if write:
-                for body in write:
-                    reg.add(body)
-                pub = await self.pub()
-                try:
-                    await asyncio.wait_for(
-                        pub.default_exchange.publish(
-                            aio_pika.Message(
-                                reg.dump(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-                            ),
-                            topo.meta,
-                        ),
-                        SYNC_TIMEOUT,
-                    )
-                except (TimeoutError, aio_pika.exceptions.DeliveryError) as exc:
-                    raise BrokerUnavailable(
-                        f"queue {topo.name!r}: writing its registry record failed ({exc!r})"
-                    ) from exc
-                if last is not None:
-                    await last.ack(multiple=True)
-        finally:
-            with contextlib.suppress(Exception):
-                await ch.close()  # what was read and not replaced goes back
-        return reg
-
     def topology(self, spec: QueueSpec) -> Topology:
         topo = self._topos.get(spec.name)
         if topo is None or topo.max_priority != spec.max_priority:
-            topo = self._topos[spec.name] = Topology.of(spec, self.settings.queue_type)
+            topo = self._topos[spec.name] = Topology.of(
+                spec, self.settings.queue_type, self.settings.queue_prefix
+            )
         return topo
 
     # -- AsyncDriver API ---------------------------------------------------------------
 
-    async def _stored_spec(self, name: str) -> QueueSpec | None:
-        """The spec in an existing registry of ``name``: see the sync driver's twin."""
-        ch = await self.channel()
-        try:
-            try:
-                q = await ch.declare_queue(meta_queue(name), passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                return None  # never declared: the defaults apply
-            reg = Registry(name)
-            while (m := await q.get(no_ack=False, fail=False)) is not None:
-                reg.add(m.body)
-            return reg.spec
-        finally:
-            with contextlib.suppress(Exception):
-                await ch.close()  # what was read goes back
-
-    async def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+    async def declare(
+        self, spec: QueueSpec, *, implicit: bool = False, passive: bool = False
+    ) -> QueueSpec:
+        """See the sync twin; ``passive=True`` creates nothing."""
         # Bounded as a whole, like the sync driver's: a stuck broker is an error, not a hang.
         try:
             async with asyncio.timeout(SYNC_TIMEOUT * 3):
+                if passive:
+                    if not await self._exists(self.settings.queue_prefix + spec.name):
+                        raise ConfigurationError(
+                            passive_missing(spec.name, self.settings.redacted_url())
+                        )
+                    return await self._stored_spec(spec.name) or spec
                 effective = await self._declare_spec(spec, implicit)
         except TimeoutError as exc:
             raise BrokerUnavailable(
@@ -346,16 +283,20 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 f"took over {SYNC_TIMEOUT * 3}s; check that the broker and its queues' nodes "
                 "are healthy"
             ) from exc
-        self._topos[spec.name] = Topology.of(effective, self.settings.queue_type)
+        self._topos[spec.name] = Topology.of(
+            effective, self.settings.queue_type, self.settings.queue_prefix
+        )
         return effective
 
     async def _declare_spec(self, spec: QueueSpec, implicit: bool) -> QueueSpec:
         if implicit and (stored := await self._stored_spec(spec.name)) is not None:
             # Adopt what was declared elsewhere, declaring it the same way.
-            await self._ensure_base(Topology.of(stored, self.settings.queue_type))
+            await self._ensure_base(
+                Topology.of(stored, self.settings.queue_type, self.settings.queue_prefix)
+            )
             return stored
         kind = queue_type(spec, self.settings.queue_type)
-        topo = Topology.of(spec, self.settings.queue_type)
+        topo = Topology.of(spec, self.settings.queue_type, self.settings.queue_prefix)
         reg = await self._registry(topo)
         if reg.spec is None or (not implicit and reg.explicit is None):
             reg = await self._registry(topo, write=[spec_record(spec, kind, implicit)])
@@ -381,22 +322,13 @@ class AsyncRabbitMQDriver(AsyncDriver):
             # Straight to aio-pika's own aiormq channel, as ``Exchange.publish`` does, but
             # without waiting for each socket write before sending the next message (the
             # confirm is still awaited) and without building an ``aio_pika.Message``.
-            if dead is not None:
-                headers = outgoing_headers(msg)
-                headers[REASON] = dead
-                exchange, key = topo.dlx, ""
-            elif msg.delay:
-                headers = outgoing_headers(msg, delay_ms(msg.delay))
-                exchange, key = topo.delay_exchange, topo.routing_key(msg.lane)
-            else:
-                headers = outgoing_headers(msg)
-                exchange, key = topo.exchange, topo.routing_key(msg.lane)
+            e = envelope(topo, msg, dead)
             return await ch.basic_publish(
-                msg.body,
-                exchange=exchange,
-                routing_key=key,
-                properties=_properties(topo, msg, headers),
-                mandatory=True,
+                e.body,
+                exchange=e.exchange,
+                routing_key=e.routing_key,
+                properties=properties(e),
+                mandatory=e.mandatory,
                 wait=False,
             )
 
@@ -416,7 +348,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 raise _Retry() from exc
             results = await asyncio.wait_for(
                 asyncio.gather(*(one(ch, m) for m in left), return_exceptions=True),
-                self.settings.publish_timeout,
+                deadline.left(),
             )
             failed = [
                 (m, r) for m, r in zip(left, results, strict=True) if isinstance(r, BaseException)
@@ -431,31 +363,58 @@ class AsyncRabbitMQDriver(AsyncDriver):
                 errors = [r for _, r in failed]
                 raise _Retry()
 
+        # New lanes first, on a bound of their own: see the sync twin.
+        new = len({topo.lane_queue(m.lane) for m in messages} - self.lanes_made)
         try:
-            async for retry in AsyncRetrying(
-                stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
-                wait=wait_exponential(multiplier=0.1, max=2),
-                retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
-                reraise=True,
-            ):
-                with retry:
-                    await attempt()
+            if new:
+                async with asyncio.timeout(lanes_bound(new)):
+                    await self._ensure_base(topo)
+                    await self._ensure_lanes(
+                        topo,
+                        {m.lane for m in messages},
+                        {delay_ms(m.delay) for m in messages if m.delay and dead is None},
+                    )
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            log.info("queue %r: declaring lanes before publishing failed: %r", topo.name, exc)
+        # One bound for the rest of the call, retries (and any reconnect) included.
+        deadline = Deadline(self.settings.publish_timeout)
+        try:
+            async with asyncio.timeout(self.settings.publish_timeout):
+                async for retry in AsyncRetrying(
+                    stop=stop_after_attempt(max(self.settings.publish_retries, 1))
+                    | stop_after_delay(self.settings.publish_timeout),
+                    wait=lambda state: min(float(publish_backoff(state)), deadline.left()),
+                    retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
+                    reraise=True,
+                ):
+                    with retry:
+                        await attempt()
         except (TimeoutError, _Retry) as exc:
+            if isinstance(exc, TimeoutError):
+                # Silence, not a refusal: the connection may be dead without knowing it.
+                self.drop()
             sample = repr(errors[0]) if errors else "no confirm within publish_timeout"
             raise PublishError(
                 f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "
-                f"confirmed by RabbitMQ at {self.settings.redacted_url()} after "
-                f"{self.settings.publish_retries} attempts ({sample}); they may or may not "
-                "be enqueued: publish them again"
+                f"confirmed by RabbitMQ at {self.settings.redacted_url()} within "
+                f"publish_timeout={self.settings.publish_timeout}s "
+                f"(publish_retries={self.settings.publish_retries}; {sample}); they may or "
+                "may not be enqueued: publish them again"
             ) from exc
 
+    @bounded
     async def lanes(self, spec: QueueSpec) -> list[Lane]:
         topo = self.topology(spec)
         return topo.known_lanes(await self._registry(topo))
 
     async def open(self, spec: QueueSpec, prefetch: int) -> AsyncReceiver:
+        from .aio_receiver import AsyncRabbitMQReceiver
+
         return AsyncRabbitMQReceiver(self, self.topology(spec), prefetch)
 
+    @bounded
     async def stats(self, spec: QueueSpec) -> QueueStats:
         topo = self.topology(spec)
         registry = await self._registry(topo)
@@ -495,6 +454,7 @@ class AsyncRabbitMQDriver(AsyncDriver):
             got.append(m)
         return ch, got
 
+    @bounded
     async def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
         topo = self.topology(spec)
         if limit <= 0:
@@ -522,7 +482,9 @@ class AsyncRabbitMQDriver(AsyncDriver):
             await ch.close()  # closing requeues what was read: reading removes nothing
 
     @staticmethod
-    def _received(topo: Topology, m: AbstractIncomingMessage, token: Any) -> Received:
+    def _received(
+        topo: Topology, m: AbstractIncomingMessage, token: Any, queue: str | None = None
+    ) -> Received:
         return received(
             topo,
             body=m.body,
@@ -532,6 +494,8 @@ class AsyncRabbitMQDriver(AsyncDriver):
             redelivered=bool(m.redelivered),
             timestamp=int(m.timestamp.timestamp()) if m.timestamp else None,
             token=token,
+            content_type=m.content_type,
+            queue=queue,
         )
 
     async def redrive(self, spec: QueueSpec) -> int:
@@ -555,176 +519,6 @@ class AsyncRabbitMQDriver(AsyncDriver):
             return
         self._closed = True
         if self.conn is not None:
+            # Bounded: on a black-holed network the broker never answers the close.
             with contextlib.suppress(Exception):
-                await self.conn.close()
-
-
-class AsyncRabbitMQReceiver(AsyncReceiver):
-    """One async consumer: pushed to on one lane queue, ``basic_get`` across several."""
-
-    def __init__(self, driver: AsyncRabbitMQDriver, topo: Topology, prefetch: int) -> None:
-        self._driver = driver
-        self._topo = topo
-        self._prefetch = prefetch
-        self._channel: AbstractChannel | None = None
-        self._gen = -1
-        self._consuming: str | None = None
-        self._ctag: str | None = None
-        self._underlay: Any = None
-        self._buffer: deque[Received] = deque()
-        self._event = asyncio.Event()
-        self._closed = False
-
-    async def _chan(self) -> AbstractChannel:
-        await self._driver.connection()
-        if self._channel is None or self._channel.is_closed or self._gen != self._driver.generation:
-            self._buffer.clear()  # held on a dead channel: the broker requeues them
-            self._channel = await self._driver.channel()
-            await self._channel.set_qos(prefetch_count=self._prefetch)
-            # Consumed and acked on aio-pika's own aiormq channel: aio-pika's message
-            # wrapper and second task per delivery cost more than the rest of a delivery.
-            self._underlay = await self._channel.get_underlay_channel()
-            self._gen = self._driver.generation
-            self._consuming = self._ctag = None
-        return self._channel
-
-    def _item(self, m: AbstractIncomingMessage) -> Received:
-        token = (self._gen, self._channel, m.delivery_tag)
-        return self._driver._received(self._topo, m, token)
-
-    async def _on_delivered(self, m: DeliveredMessage) -> None:
-        props = m.header.properties
-        stamp = props.timestamp
-        item = received(
-            self._topo,
-            body=m.body,
-            headers=props.headers,
-            message_id=props.message_id,
-            priority=props.priority,
-            redelivered=bool(m.delivery.redelivered),  # type: ignore[union-attr]
-            timestamp=int(stamp.timestamp()) if stamp else None,
-            token=(self._gen, self._channel, m.delivery.delivery_tag),  # type: ignore[union-attr]
-        )
-        buffer = self._buffer
-        buffer.append(item)
-        if len(buffer) == 1:  # only an empty buffer has a waiter
-            self._event.set()
-
-    async def _stop_consume(self) -> None:
-        if self._consuming is None:
-            return
-        with contextlib.suppress(Exception):
-            await self._underlay.basic_cancel(self._ctag)
-        self._consuming = self._ctag = None
-        items = list(self._buffer)
-        self._buffer.clear()
-        await self.release(items)
-
-    async def receive(
-        self, lanes: Sequence[Lane], max_count: int, timeout: float
-    ) -> list[Received]:
-        topo = self._topo
-        ordered = topo.levels(lanes)
-        if not ordered:
-            return []
-        deadline = time.monotonic() + max(timeout, 0.0)
-        if len(ordered) == 1 and len(ordered[0]) == 1:
-            queue = ordered[0][0]
-            while True:
-                await self._chan()
-                if self._consuming != queue:
-                    await self._stop_consume()
-                    await self._driver._ensure_base(topo)
-                    ok = await self._underlay.basic_consume(queue, self._on_delivered)
-                    self._ctag = ok.consumer_tag
-                    self._consuming = queue
-                if not self._buffer:
-                    self._event.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(
-                            self._event.wait(), max(deadline - time.monotonic(), 0.0)
-                        )
-                out: list[Received] = []
-                while self._buffer and len(out) < max_count:
-                    out.append(self._buffer.popleft())
-                if out or time.monotonic() >= deadline or self._closed:
-                    return out
-        pause = 0.01
-        while True:
-            await self._stop_consume()
-            got = await self._get(ordered, max_count)
-            remaining = deadline - time.monotonic()
-            if got or remaining <= 0 or self._closed:
-                return got
-            await asyncio.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.2)
-
-    async def _get(self, levels: list[list[str]], max_count: int) -> list[Received]:
-        ch = await self._chan()
-        out: list[Received] = []
-        for level in levels:
-            live = list(level)
-            while live and len(out) < max_count:
-                for name in list(live):
-                    if len(out) >= max_count:
-                        break
-                    q = await ch.get_queue(name, ensure=False)
-                    m = await q.get(no_ack=False, fail=False)
-                    if m is None:
-                        live.remove(name)
-                    else:
-                        out.append(self._item(m))
-            if len(out) >= max_count:
-                break
-        return out
-
-    async def _ack_now(self, item: Received) -> None:
-        gen, channel, tag = item.token
-        if (
-            gen != self._driver.generation
-            or channel is not self._channel
-            or channel is None
-            or channel.is_closed
-        ):
-            log.info("delivery %s came from a lost channel: the broker redelivers it", item.id)
-            return
-        # Acks exactly this delivery tag. Not waiting for the socket write, as the sync
-        # driver does not: a lost ack means a redelivery, which at-least-once allows.
-        await self._underlay.basic_ack(tag, wait=False)
-
-    async def ack(self, item: Received) -> None:
-        await self._ack_now(item)
-
-    async def nack(self, item: Received, delay: float | None) -> None:
-        await self._driver.publish_to(self._topo, [copy_of(item, item.attempt + 1, delay)])
-        await self._ack_now(item)
-
-    async def dead_letter(self, item: Received, reason: str) -> None:
-        await self._driver.publish_to(self._topo, [copy_of(item, item.attempt)], dead=reason)
-        await self._ack_now(item)
-
-    async def extend(self, items: Sequence[Received], seconds: float) -> None:
-        """Nothing to do: RabbitMQ holds a delivery as long as its channel lives."""
-
-    async def release(self, items: Sequence[Received]) -> None:
-        if not items:
-            return
-        # Re-published with the same attempt, then acked: see the sync receiver.
-        await self._driver.publish_to(self._topo, [copy_of(i, i.attempt) for i in items])
-        for item in items:
-            await self._ack_now(item)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._event.set()
-        try:
-            await self._stop_consume()
-        except GONE:
-            pass  # the connection is gone, so the broker has requeued everything
-        finally:
-            if self._channel is not None and not self._channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await self._channel.close()
-            self._channel = None
+                await asyncio.wait_for(self.conn.close(), CLOSE_TIMEOUT)

@@ -28,6 +28,9 @@ class RabbitMQSettings(BackendSettings):
     tls_verify: bool = True
     heartbeat: int = 60
     queue_type: Literal["quorum", "classic"] = "quorum"
+    #: Prepended to the name of every queue and exchange workq makes; empty by default,
+    #: so the default lane of queue ``orders`` is the RabbitMQ queue ``orders``.
+    queue_prefix: str = ""
     reconnect_attempts: int = 5
 
     @field_validator("hosts")

@@ -19,42 +19,44 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from ...errors import ConfigurationError
 from ...lanes import Lane
-from ...messages import META_PREFIX, Outgoing, Received, split_meta
 from ...spec import QueueSpec
 
 QueueType = Literal["quorum", "classic"]
 OPTIONS = frozenset({"queue_type"})
-REASON = META_PREFIX + "reason"
 #: The delay bucket header the delay exchange routes on. Not ``x-``-prefixed: a headers
 #: exchange ignores ``x-`` arguments when matching, so such a binding would match anything.
 DELAY = "workq-delay-ms"
-ATTEMPT = META_PREFIX + "attempt"
-#: Headers the broker adds; they are not the user's.
-BROKER_HEADERS = frozenset(
-    {
-        "x-death",
-        "x-delivery-count",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        "x-stream-offset",
-        DELAY,
-    }
-)
 #: A delay queue is deleted by the broker once unused this long beyond its TTL.
 DELAY_EXPIRES_MARGIN = 600.0
 #: Re-declare a delay queue before half its expiry has passed, so it never expires
 #: while holding messages (publishing does not count as use).
 DELAY_REDECLARE = DELAY_EXPIRES_MARGIN / 2
+
+
+_PRIORITY_SUFFIX = re.compile(r"\.p(\d+)$")
+#: A dead-letter exchange no queue has: declaring an existing queue with it makes
+#: RabbitMQ name the queue's own dead-letter exchange in its refusal (:func:`own_dlx`).
+DLX_PROBE = "workq.probe.dlx"
+
+
+def own_dlx(reply_text: str) -> str | None:
+    """The dead-letter exchange a 406 refusal of a :data:`DLX_PROBE` declaration says
+    the queue has (None: none, or the refusal is about something else).
+
+    >>> own_dlx("... inequivalent arg 'x-dead-letter-exchange' for queue 'q' in vhost "
+    ...         "'/': received 'workq.probe.dlx' but current is 'their.dlx'")
+    'their.dlx'
+    """
+    if "'x-dead-letter-exchange'" not in reply_text:
+        return None
+    m = re.search(r"but current is (?:the value )?'([^']*)'", reply_text)
+    return m.group(1) if m else None
 
 
 def queue_type(spec: QueueSpec, default: QueueType) -> QueueType:
@@ -81,10 +83,17 @@ class Topology:
     name: str
     kind: QueueType
     max_priority: int
+    #: Prepended to every RabbitMQ object's name (the ``queue_prefix`` setting).
+    prefix: str = ""
 
     @classmethod
-    def of(cls, spec: QueueSpec, default: QueueType) -> Topology:
-        return cls(spec.name, queue_type(spec, default), spec.max_priority)
+    def of(cls, spec: QueueSpec, default: QueueType, prefix: str = "") -> Topology:
+        return cls(spec.name, queue_type(spec, default), spec.max_priority, prefix)
+
+    @property
+    def base(self) -> str:
+        """The RabbitMQ name of the default lane queue: the queue's name, prefixed."""
+        return self.prefix + self.name
 
     @property
     def native_priority(self) -> bool:
@@ -92,23 +101,23 @@ class Topology:
 
     @property
     def exchange(self) -> str:
-        return f"workq.{self.name}"
+        return f"workq.{self.base}"
 
     @property
     def dlx(self) -> str:
-        return f"workq.{self.name}.dlx"
+        return f"workq.{self.base}.dlx"
 
     @property
     def dlq(self) -> str:
-        return f"{self.name}.dlq"
+        return f"{self.base}.dlq"
 
     @property
     def delay_exchange(self) -> str:
-        return f"workq.{self.name}.delay"
+        return f"workq.{self.base}.delay"
 
     @property
     def meta(self) -> str:
-        return meta_queue(self.name)
+        return meta_queue(self.base)
 
     def physical(self, lane: Lane) -> Lane:
         """The lane as stored: classic queues hold every priority in one queue."""
@@ -118,8 +127,22 @@ class Topology:
 
     def lane_queue(self, lane: Lane) -> str:
         lane = self.physical(lane)
-        name = self.name if lane.tenant is None else f"{self.name}.t.{lane.tenant}"
+        name = self.base if lane.tenant is None else f"{self.base}.t.{lane.tenant}"
         return f"{name}.p{lane.priority}" if lane.priority else name
+
+    def lane_of_queue(self, queue: str) -> Lane | None:
+        """The lane whose queue is named ``queue`` (as stored), or None if it is not one."""
+        rest = queue[len(self.base) :] if queue.startswith(self.base) else None
+        if rest is None:
+            return None
+        priority = 0
+        if self.kind == "quorum" and (m := _PRIORITY_SUFFIX.search(rest)):
+            priority, rest = int(m.group(1)), rest[: m.start()]
+        if rest == "":
+            return Lane(self.name, None, priority)
+        if rest.startswith(".t.") and len(rest) > 3:
+            return Lane(self.name, rest[3:], priority)
+        return None
 
     def routing_key(self, lane: Lane) -> str:
         lane = self.physical(lane)
@@ -142,7 +165,7 @@ class Topology:
         return args
 
     def delay_queue(self, ms: int) -> str:
-        return f"{self.name}.delay.{ms}"
+        return f"{self.base}.delay.{ms}"
 
     def delay_args(self, ms: int) -> dict[str, Any]:
         args = self.queue_args()
@@ -295,89 +318,12 @@ def check_declared(stored: QueueSpec, spec: QueueSpec, kind: QueueType) -> None:
     stored.check_same(normalized(spec, kind))
 
 
-# --- message mapping -----------------------------------------------------------------
-
-
-_ENQUEUED_AT = META_PREFIX + "enqueued-at"
-_TENANT = META_PREFIX + "tenant"
-_PRIORITY = META_PREFIX + "priority"
-
-
-def outgoing_headers(msg: Outgoing, delay_bucket: int | None = None) -> dict[str, str]:
-    """The user's headers plus workq's metadata, leaving out what :func:`received`
-    would read back anyway: the id (it is the ``message_id`` property), attempt 1 and
-    priority 0. Fewer headers are cheaper to encode, send and parse."""
-    headers = dict(msg.headers)
-    headers[_ENQUEUED_AT] = repr(msg.enqueued_at)
-    lane = msg.lane
-    if lane.tenant is not None:
-        headers[_TENANT] = lane.tenant
-    if lane.priority:
-        headers[_PRIORITY] = str(lane.priority)
-    if msg.attempt != 1:
-        headers[ATTEMPT] = str(msg.attempt)
-    if delay_bucket is not None:
-        headers[DELAY] = str(delay_bucket)
-    return headers
-
-
-def received(
-    topo: Topology,
-    *,
-    body: bytes,
-    headers: Mapping[str, Any] | None,
-    message_id: str | None,
-    priority: int | None,
-    redelivered: bool,
-    timestamp: int | None,
-    token: Any,
-) -> Received:
-    """A :class:`Received` from an AMQP delivery's properties."""
-    raw = dict(headers or {})
-    delivery_count = raw.get("x-delivery-count")
-    strings = {
-        k: (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-        if k not in BROKER_HEADERS and isinstance(v, str | bytes)
-    }
-    user, meta = split_meta(strings)
-    meta.pop("reason", None)
-    tenant = meta.get("tenant")
-    prio = int(meta.get("priority", priority or 0))
-    stored_attempt = int(meta.get("attempt", "1"))
-    if topo.kind == "quorum":
-        extra = int(delivery_count) if isinstance(delivery_count, int) else 0
-    else:
-        # Classic queues only say "delivered before": at least one more attempt.
-        extra = 1 if redelivered else 0
-    enqueued = meta.get("enqueued-at")
-    return Received(
-        lane=Lane(topo.name, tenant, prio),
-        id=meta.get("id") or message_id or "",
-        body=body,
-        headers=user,
-        attempt=stored_attempt + extra,
-        enqueued_at=float(enqueued) if enqueued else float(timestamp or time.time()),
-        token=token,
+def passive_missing(name: str, where: str) -> str:
+    """The error of a passive declaration of a queue that does not exist."""
+    return (
+        f"queue {name!r} does not exist on RabbitMQ at {where}, and passive=True creates "
+        "nothing: create it first, or declare it without passive=True"
     )
-
-
-def copy_of(item: Received, attempt: int, delay: float | None = None) -> Outgoing:
-    """An :class:`Outgoing` re-publishing a received message with ``attempt``."""
-    return Outgoing(
-        lane=item.lane,
-        id=item.id,
-        body=item.body,
-        headers=dict(item.headers),
-        delay=delay or None,
-        attempt=attempt,
-        enqueued_at=item.enqueued_at,
-    )
-
-
-def reason_of(headers: Mapping[str, Any] | None) -> str:
-    value = (headers or {}).get(REASON, "")
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def config_error(topo_name: str, reply_text: str) -> ConfigurationError:

@@ -309,6 +309,13 @@ class SqliteDriver(Driver):
         self._known_lanes.update(new_lanes)
         self.notify()
 
+    def queues(self) -> list[str]:
+        rows = self._retrying(
+            lambda: self.conn().execute("SELECT name FROM workq_queues ORDER BY name").fetchall(),
+            "queues",
+        )
+        return [str(name) for (name,) in rows]
+
     def lanes(self, spec: QueueSpec) -> list[Lane]:
         rows = self._retrying(
             lambda: (

@@ -1,0 +1,506 @@
+"""The pika connection of the sync driver: one I/O thread that owns it, and confirms.
+
+pika is not thread-safe, so one I/O thread per driver owns the connection and every
+channel; other threads hand it work and wait on a future. Publishes are pipelined:
+the I/O thread sends a whole batch, and publisher confirms settle it as they arrive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import pika
+import pika.exceptions
+import pika.spec
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from ...errors import BrokerUnavailable, WorkqError
+from .codec import Envelope
+from .connection import CLOSE_TIMEOUT, Deadline, connect_failed, endpoints, tls_context
+from .frames import Wire, abort, enable_confirms, received_bytes
+from .settings import RabbitMQSettings
+from .topology import Declared, Registry
+
+__all__ = ["CONNECTION_ERRORS", "GONE", "Batch", "IOThread", "connection_parameters"]
+
+log = logging.getLogger("workq.rabbitmq")
+T = TypeVar("T")
+
+#: How often the watchdog looks for a stuck command.
+WATCH_EVERY = 0.25
+#: Pause between connect attempts (capped by what is left of ``connect_timeout``).
+backoff = wait_exponential(multiplier=0.2, max=5)
+
+#: Errors meaning the connection (not just one call) is gone.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.StreamLostError,
+    ConnectionError,
+    OSError,
+)
+#: Errors after which the broker already has back whatever a closing receiver held.
+GONE: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
+
+
+def connection_parameters(
+    settings: RabbitMQSettings, budget: float | None = None
+) -> list[pika.ConnectionParameters]:
+    """One parameter set per host, in failover order, sharing ``budget`` seconds
+    (default ``connect_timeout``) for one pass over them all."""
+    hosts = endpoints(settings)
+    timeout = max((settings.connect_timeout if budget is None else budget) / len(hosts), 0.1)
+    out = []
+    credentials = pika.PlainCredentials(settings.username, settings.password.get_secret_value())
+    for host, port in hosts:
+        ssl_options = None
+        if settings.tls:
+            ssl_options = pika.SSLOptions(tls_context(settings), server_hostname=host)
+        out.append(
+            pika.ConnectionParameters(
+                host=host,
+                port=port,
+                virtual_host=settings.vhost,
+                credentials=credentials,
+                heartbeat=settings.heartbeat,
+                blocked_connection_timeout=settings.publish_timeout,
+                connection_attempts=1,
+                socket_timeout=timeout,
+                stack_timeout=timeout,
+                ssl_options=ssl_options,
+            )
+        )
+    return out
+
+
+class Batch:
+    """Confirms of one pipelined publish; ``done`` is set once every entry is settled."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.errors: dict[int, str] = {}
+        self.done = threading.Event()
+        if size == 0:
+            self.done.set()
+
+    def settle(self, index: int, error: str | None) -> None:
+        if error is not None:
+            self.errors.setdefault(index, error)
+        self.left -= 1
+        if self.left <= 0:
+            self.done.set()
+
+
+def _noop() -> None:
+    pass
+
+
+#: Marks a command nobody waits for (see ``_IO.post``).
+_POSTED: Future[Any] = Future()
+
+
+class IOThread:
+    """The one thread that touches pika: a command queue served between event pumps."""
+
+    def __init__(self, settings: RabbitMQSettings) -> None:
+        self.settings = settings
+        self.conn: Any = None
+        self.generation = 0
+        self._cmds: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._cond = threading.Condition()
+        self._woken = False
+        self._closed = False
+        self._admin: Any = None
+        self._pub: Any = None
+        self._tag = 0
+        self._pending: dict[int, tuple[Batch, int]] = {}
+        self._by_mid: dict[str, int] = {}
+        self._returned: set[int] = set()
+        self.declared = Declared()
+        self.regs: dict[str, Registry] = {}
+        self.on_lost: list[Callable[[], None]] = []
+        #: A command running longer than this is stuck: the watchdog cuts the connection.
+        self.stuck_after = max(settings.publish_timeout, 1.0)
+        self._busy = False
+        self._close_by: float | None = None
+        self._watch_stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="workq-rabbitmq-io", daemon=True)
+        self._thread.start()
+        threading.Thread(target=self._watch, name="workq-rabbitmq-watch", daemon=True).start()
+
+    # -- running work on the I/O thread -----------------------------------------------
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        fut: Future[T] = Future()
+        if threading.current_thread() is self._thread:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
+        if not self._enqueue(fn, fut):
+            raise BrokerUnavailable(f"the connection to {self.settings.redacted_url()} is closed")
+        return fut
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the I/O thread without waiting for it (errors are logged)."""
+        if threading.current_thread() is self._thread:
+            fn()
+        else:
+            self._enqueue(fn, _POSTED)
+
+    def _enqueue(self, fn: Callable[[], Any], fut: Future[Any]) -> bool:
+        """Queue a command and wake the I/O thread; False once closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._cmds.append((fn, fut))
+            conn, wake = self.conn, not self._woken
+            self._woken = True
+            self._cond.notify()
+        if conn is not None and wake:
+            with contextlib.suppress(Exception):
+                conn.add_callback_threadsafe(_noop)
+        return True
+
+    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``fn`` on the I/O thread and return its result, within ``timeout``
+        (default: one connect and one stuck command, so no call ever waits forever)."""
+        if timeout is None:
+            timeout = self.settings.connect_timeout + self.stuck_after + WATCH_EVERY * 2
+        try:
+            return self.submit(fn).result(timeout)
+        except TimeoutError as exc:
+            raise BrokerUnavailable(
+                f"RabbitMQ at {self.settings.redacted_url()} did not answer within "
+                f"{timeout}s; check that the broker and its queues' nodes are healthy"
+            ) from exc
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise BrokerUnavailable(
+                f"RabbitMQ at {self.settings.redacted_url()} refused: {exc.reply_code} "
+                f"{exc.reply_text}; retry once the broker is healthy"
+            ) from exc
+        except WorkqError:
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(
+                f"lost the connection to RabbitMQ at {self.settings.redacted_url()} ({exc!r}); "
+                "it reconnects on the next call"
+            ) from exc
+
+    def _run(self) -> None:
+        try:
+            while self._serve_once():
+                pass
+        finally:
+            self._close_conn()
+
+    def _serve_once(self) -> bool:
+        """Run what is queued, then pump events; False once closed and drained.
+
+        Nothing may end this thread but ``close()``: an unexpected error fails the
+        commands it was running with that error, drops the connection, and the next
+        command reconnects.
+        """
+        with self._cond:
+            while not self._cmds and self.conn is None and not self._closed:
+                self._cond.wait()
+            if self._closed and not self._cmds:
+                return False
+            batch = list(self._cmds)
+            self._cmds.clear()
+            self._woken = False
+        try:
+            if batch and self.conn is None:
+                try:
+                    self._connect()
+                except Exception as exc:
+                    # Commands queued while this connect was tried waited for it: they
+                    # get its error too, and the next command tries again.
+                    with self._cond:
+                        batch += self._cmds
+                        self._cmds.clear()
+                    error = exc if isinstance(exc, BrokerUnavailable) else self._failed(exc)
+                    for _, fut in batch:
+                        if fut is not _POSTED and fut.set_running_or_notify_cancel():
+                            fut.set_exception(error)
+                    return True
+            for fn, fut in batch:
+                self._execute(fn, fut)
+            if self.conn is not None:
+                # A wake-up may have been consumed by a pump inside a command: never sleep
+                # on work already queued.
+                with self._cond:
+                    busy = bool(self._cmds)
+                try:
+                    self.conn.process_data_events(time_limit=0 if busy else 1.0)
+                except CONNECTION_ERRORS as exc:
+                    self._lost(exc)
+                except pika.exceptions.AMQPError as exc:
+                    log.warning("rabbitmq I/O: %r", exc)
+        except Exception as exc:
+            log.exception("rabbitmq I/O thread: unexpected error; reconnecting on next use")
+            error = self._failed(exc)
+            for _, fut in batch:
+                if fut is not _POSTED and not fut.done():
+                    with contextlib.suppress(Exception):
+                        fut.set_exception(error)
+            self._lost(exc)
+        return True
+
+    def _execute(self, fn: Callable[[], Any], fut: Future[Any]) -> None:
+        """Run one command; the watchdog cuts the connection if it hangs."""
+        self._busy = True
+        try:
+            if fut is _POSTED:
+                try:
+                    fn()
+                except Exception as exc:
+                    log.warning("rabbitmq I/O: %r", exc)
+                    if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, WorkqError):
+                        self._lost(exc)
+                return
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+                if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, WorkqError):
+                    self._lost(exc)
+        finally:
+            self._busy = False
+
+    def _failed(self, exc: BaseException) -> BrokerUnavailable:
+        return BrokerUnavailable(
+            f"the connection to RabbitMQ at {self.settings.redacted_url()} failed ({exc!r}); "
+            "it reconnects on the next call"
+        )
+
+    def _watch(self) -> None:
+        """Cut the connection under a command that hears nothing from the broker for
+        ``stuck_after`` (a silent network: a long command that gets answers is left
+        alone), or under a close that gets no goodbye within ``CLOSE_TIMEOUT``."""
+        heard, quiet_since = -1, time.monotonic()
+        while not self._watch_stop.wait(WATCH_EVERY):
+            conn, now = self.conn, time.monotonic()
+            close_by = self._close_by
+            if conn is None or (not self._busy and close_by is None):
+                heard = -1
+                continue
+            if close_by is not None:
+                silent = now > close_by
+            else:
+                n = received_bytes(conn)
+                if n != heard:
+                    heard, quiet_since = n, now
+                silent = now - quiet_since > self.stuck_after
+            if silent:
+                log.warning(
+                    "RabbitMQ at %s went silent; dropping the connection",
+                    self.settings.redacted_url(),
+                )
+                heard, self._close_by = -1, None
+                with contextlib.suppress(Exception):
+                    abort(conn)
+
+    def _connect(self) -> None:
+        """Connect within ``connect_timeout`` in all, retries over the host list included."""
+        s = self.settings
+        attempts = max(s.reconnect_attempts, 1)
+        deadline = Deadline(s.connect_timeout)
+        tries = 0
+        last: Exception | None = None
+
+        def pause(state: RetryCallState) -> float:
+            return min(float(backoff(state)), deadline.left())
+
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(attempts) | stop_after_delay(s.connect_timeout),
+                wait=pause,
+                retry=retry_if_exception_type(Exception),
+                reraise=True,
+            ):
+                with attempt:
+                    tries += 1
+                    if deadline.passed() and last is not None:
+                        raise last  # out of time: the error that used it up
+                    try:
+                        conn = pika.BlockingConnection(connection_parameters(s, deadline.left()))
+                    except Exception as exc:
+                        last = exc
+                        raise
+        except Exception as exc:
+            raise connect_failed(s, tries, exc) from exc
+        self.conn = conn
+        self.generation += 1
+        self._admin = self._pub = None
+
+    def _lost(self, exc: BaseException) -> None:
+        log.warning("lost the RabbitMQ connection (%r); reconnecting on next use", exc)
+        conn, self.conn = self.conn, None
+        self.generation += 1
+        self._admin = self._pub = None
+        if conn is not None:
+            # Not a polite close: on a black-holed network it would wait for an answer.
+            with contextlib.suppress(Exception):
+                abort(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._fail_pending(f"connection lost: {exc!r}")
+        self.declared = Declared()
+        for cb in list(self.on_lost):
+            with contextlib.suppress(Exception):
+                cb()
+
+    def drop(self, reason: str) -> None:
+        """Give up on the connection (I/O thread): the next command reconnects.
+
+        For a connection that looks open but no longer answers: a black-holed network
+        only shows itself by silence, and the heartbeat takes minutes to notice.
+        """
+        if self.conn is not None:
+            self._lost(TimeoutError(reason))
+
+    def _fail_pending(self, error: str) -> None:
+        pending, self._pending = self._pending, {}
+        self._by_mid.clear()
+        self._returned.clear()
+        for batch, index in pending.values():
+            batch.settle(index, error)
+
+    def close(self) -> None:
+        """Close the connection; returns within a few seconds even on a dead network."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            conn = self.conn
+            self._cond.notify()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.add_callback_threadsafe(_noop)
+        if threading.current_thread() is not self._thread:
+            # A command still running has until the watchdog cuts it; the close itself
+            # gets CLOSE_TIMEOUT. The thread is a daemon: never wait longer than that.
+            self._thread.join(timeout=CLOSE_TIMEOUT * 2)
+        self._watch_stop.set()
+
+    def _close_conn(self) -> None:
+        self._fail_pending("the driver was closed")
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self._close_by = time.monotonic() + CLOSE_TIMEOUT
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._close_by = None
+        self._watch_stop.set()
+
+    # -- channels (I/O thread only) ----------------------------------------------------
+
+    def connection(self) -> Any:
+        if self.conn is None or not self.conn.is_open:
+            self.conn = None
+            self._connect()
+        return self.conn
+
+    def channel(self) -> Any:
+        return self.connection().channel()
+
+    def admin(self) -> Any:
+        if self._admin is None or not self._admin.is_open:
+            self._admin = self.channel()
+        return self._admin
+
+    def pub(self) -> Any:
+        if self._pub is None or not self._pub.is_open:
+            ch = self.channel()
+            self._fail_pending("publish channel closed")
+            self._tag = 0
+            enable_confirms(ch, self._on_return, self._on_pub_close, self._on_confirm)
+            self._pub = ch
+        return self._pub
+
+    def reset_pub(self) -> None:
+        """Close the confirm channel; the next publish opens a new one."""
+        ch, self._pub = self._pub, None
+        self._fail_pending("publish channel reset")
+        if ch is not None and ch.is_open:
+            with contextlib.suppress(Exception):
+                ch.close()
+
+    def _on_pub_close(self, _channel: Any, reason: Exception) -> None:
+        self._pub = None
+        self._fail_pending(f"publish channel closed: {reason!r}")
+
+    def _on_return(self, _ch: Any, _method: Any, props: Any, _body: bytes) -> None:
+        tag = self._by_mid.get(props.message_id or "")
+        if tag is not None:
+            self._returned.add(tag)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        ok = isinstance(method, pika.spec.Basic.Ack)
+        last = method.delivery_tag
+        if method.multiple:
+            # Tags are pending in increasing order: stop at the first one not covered.
+            tags = []
+            for t in self._pending:
+                if t > last:
+                    break
+                tags.append(t)
+        else:
+            tags = [last]
+        for tag in tags:
+            entry = self._pending.pop(tag, None)
+            if entry is None:
+                continue
+            batch, index = entry
+            if not ok:
+                batch.settle(index, "nacked by the broker (queue full or internal error)")
+            elif tag in self._returned:
+                self._returned.discard(tag)
+                batch.settle(index, "unroutable: the lane queue is missing")
+            else:
+                batch.settle(index, None)
+
+    def pump(self) -> None:
+        """Send what is buffered and handle what has arrived, without waiting."""
+        self.connection().process_data_events(time_limit=0)
+
+    def publish(self, entries: Sequence[Envelope]) -> Batch:
+        """Send entries on the confirm channel; the returned batch settles on confirms."""
+        wire = Wire(self.pub())
+        batch = Batch(len(entries))
+        pending, by_mid = self._pending, self._by_mid
+        try:
+            for index, e in enumerate(entries):
+                self._tag += 1
+                pending[self._tag] = (batch, index)
+                if e.mandatory and e.message_id:
+                    by_mid[e.message_id] = self._tag
+                wire.publish(e)
+            wire.flush()
+        except BaseException:
+            # Delivery tags and what was written no longer agree: start a fresh channel
+            # (this fails what is pending, so it is retried or raised, never lost).
+            self.reset_pub()
+            raise
+        if len(self._by_mid) > 100_000:
+            self._by_mid.clear()
+        return batch

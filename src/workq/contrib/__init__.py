@@ -1,0 +1,1 @@
+"""Middleware that ships with workq for other systems (extras: ``otel``, ``prometheus``)."""
