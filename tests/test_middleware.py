@@ -235,7 +235,7 @@ def test_bad_middleware_and_worker_arguments_are_named() -> None:
             broker.worker("q", print, retry=3)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="max_outage"):
             broker.worker("q", print, max_outage=-1)
-        with pytest.raises(TypeError, match="cannot be called"):
+        with pytest.raises(TypeError, match="not callable"):
             broker.worker("q", "handler")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="retry="):
         workq.App().handler("q", retry="often")  # type: ignore[arg-type]

@@ -104,7 +104,7 @@ def test_missing_client_library_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     for name in [m for m in sys.modules if m == "boto3" or m.startswith("workq.backends.sqs.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "boto3", None)  # as if the sqs extra were not installed
-    with pytest.raises(workq.ConfigurationError, match=r"pip install 'workq\[sqs\]'"):
+    with pytest.raises(workq.ConfigurationError, match=r"pip install 'pyworkq\[sqs\]'"):
         workq.connect("sqs://us-east-1?endpoint_url=http://127.0.0.1:1")
 
 

@@ -125,12 +125,18 @@ class App:
 
     ``App(url)`` fixes the URL instead; ``app.run(url=...)`` overrides both.
 
-    :param middleware: ``workq.Middleware`` objects wrapping every publish, handler and
-        settlement of the app's brokers (sync and async handlers alike).
-    :param max_outage: seconds a broker outage is ridden out before ``run()`` raises
-        ``BrokerUnavailable``; ``None`` (the default) reconnects for as long as it takes.
+    Args:
+        url: The broker URL; ``None`` for ``WORKQ_URL`` at run time.
+        middleware: ``workq.Middleware`` objects wrapping every publish, handler and
+            settlement of the app's brokers (sync and async handlers alike).
+        max_outage: Seconds a broker outage is ridden out before ``run()`` raises
+            ``BrokerUnavailable``; ``None`` (the default) reconnects for as long as it
+            takes.
 
-    >>> app = App("memory://", middleware=[workq.Middleware()])   # doctest: +SKIP
+    Example:
+        ```python
+        app = App("memory://", middleware=[workq.Middleware()])
+        ```
     """
 
     def __init__(

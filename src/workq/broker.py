@@ -37,12 +37,31 @@ def connect(
 ) -> Broker:
     """Connect to the broker a URL or settings name; ``WORKQ_URL`` if given nothing.
 
-    ``middleware`` (``workq.Middleware`` objects) wraps every publish, handler and
-    settlement made through this broker.
+    Args:
+        url: A broker URL (``amqp://``, ``amqps://``, ``sqs://``, ``kafka://``,
+            ``sqlite://``, ``memory://``), a ``workq.Settings``, a backend's settings
+            object, or ``None`` for the URL in ``WORKQ_URL``.
+        middleware: ``workq.Middleware`` objects wrapping every publish, handler and
+            settlement made through this broker.
+        **options: Backend options, as in the URL's query string (``heartbeat=30``,
+            ``publish_timeout=5.0``...); see the Settings reference.
 
-    >>> with connect("memory://") as broker:
-    ...     broker.producer().publish("jobs", b"hello")   # doctest: +ELLIPSIS
-    '...'
+    Returns:
+        The connected broker; use it as a context manager, or call ``close()``.
+
+    Raises:
+        ConfigurationError: No URL, an unknown scheme or option, a bad value, or the
+            backend's client library is not installed (naming the extra to install).
+        BrokerUnavailable: The broker cannot be reached within the bounded retries.
+
+    Examples:
+        >>> with connect("memory://") as broker:
+        ...     broker.producer().publish("jobs", b"hello")   # doctest: +ELLIPSIS
+        '...'
+
+        ```python
+        broker = workq.connect("amqp://app:secret@h1,h2,h3/prod", heartbeat=30)
+        ```
     """
     chosen = check_middleware(middleware)
     settings = load(url, **options)
@@ -82,7 +101,27 @@ class Broker:
     def declare(self, queue: str, **settings: Any) -> QueueSpec:
         """Declare a queue (idempotent). Conflicting re-declaration raises ``ConfigurationError``.
 
-        >>> broker.declare("reports", max_priority=9, max_attempts=5)   # doctest: +SKIP
+        Undeclared queues are declared with the defaults on first use; declare one to
+        choose its settings.
+
+        Args:
+            queue: The queue's name, ``[A-Za-z0-9_-]{1,64}``.
+            **settings: ``max_priority`` (9), ``max_attempts`` (5), ``retry_delay`` (1.0),
+                ``lease`` (30.0), ``dead_letter`` (True), and backend options such as
+                RabbitMQ's ``queue_type`` or Kafka's ``ordering``; see ``QueueSpec``.
+
+        Returns:
+            The queue's spec.
+
+        Raises:
+            ConfigurationError: A bad name or setting, an option the backend does not
+                know, or settings that conflict with the existing queue (each named).
+            Closed: The broker is closed.
+
+        Example:
+            ```python
+            broker.declare("reports", max_priority=9, max_attempts=5, retry_delay=1.0)
+            ```
         """
         self._gate.check("declare")
         spec = make_spec(queue, settings)
@@ -119,7 +158,24 @@ class Broker:
     ) -> Consumer:
         """A consumer holding at most ``prefetch`` unsettled deliveries.
 
-        ``middleware`` is added after the broker's for this consumer's settlements.
+        Args:
+            queue: The queue to consume.
+            prefetch: Most unsettled deliveries held at once (fair dispatch).
+            tenants: Only these tenants' lanes; ``None`` for every tenant, including
+                tenants that appear later.
+            middleware: Added after the broker's for this consumer's settlements.
+
+        Raises:
+            TypeError: ``prefetch`` is not an int.
+            ValueError: ``prefetch`` is below 1, or a bad tenant name.
+            Closed: The broker is closed.
+
+        Example:
+            ```python
+            with broker.consumer("reports", prefetch=10, tenants=["acme"]) as c:
+                for d in c:
+                    d.ack()
+            ```
         """
         self._gate.check("open a consumer")
         check_int("prefetch", prefetch, 1)
@@ -151,9 +207,34 @@ class Broker:
     ) -> Worker:
         """A worker running ``handler`` on ``concurrency`` threads; ``worker.run()`` blocks.
 
-        ``middleware`` is added after the broker's; ``retry`` sets the backoff of failed
-        handlers (default: doubling from the queue's ``retry_delay``); ``max_outage``
-        bounds, in seconds, how long a broker outage is ridden out (default: forever).
+        The handler's return acks; ``raise workq.Retry(delay)`` nacks; ``raise
+        workq.Reject(reason)`` dead-letters; any other exception nacks with backoff.
+
+        Args:
+            queue: The queue to consume.
+            handler: Called with each ``workq.Delivery``.
+            concurrency: Handler threads.
+            prefetch: Unsettled deliveries held; ``None`` for ``concurrency``.
+            tenants: Only these tenants' lanes; ``None`` for every tenant.
+            shutdown_timeout: Seconds running handlers get to finish on a graceful stop.
+            middleware: Added after the broker's.
+            retry: The backoff of failed handlers (default: doubling from the queue's
+                ``retry_delay``).
+            max_outage: Seconds a broker outage is ridden out before ``run()`` raises
+                (default: forever).
+
+        Raises:
+            TypeError: ``handler`` is not callable, or a number is of the wrong type.
+            ValueError: A number is out of range, or a bad tenant name.
+            Closed: The broker is closed.
+
+        Example:
+            ```python
+            def handle(d: workq.Delivery) -> None:
+                print(d.json())
+
+            broker.worker("reports", handle, concurrency=4).run()
+            ```
         """
         from .worker import Worker
 
@@ -173,7 +254,12 @@ class Broker:
         )
 
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        """What is in the queue's dead-letter queue, oldest first; reading removes nothing."""
+        """What is in the queue's dead-letter queue, oldest first; reading removes nothing.
+
+        Args:
+            queue: The queue whose dead letters to read.
+            limit: At most this many.
+        """
         self._gate.check("read dead letters")
         check_int("limit", limit, 1)
         return self.driver.dead_letters(self.spec(queue), limit)

@@ -30,9 +30,12 @@ class Consumer:
 
     Every call on a closed consumer raises ``workq.Closed``.
 
-    >>> with broker.consumer("reports", prefetch=10) as c:   # doctest: +SKIP
-    ...     for d in c:
-    ...         d.ack()
+    Example:
+        ```python
+        with broker.consumer("reports", prefetch=10) as c:
+            for d in c:
+                d.ack()
+        ```
     """
 
     def __init__(
@@ -80,7 +83,20 @@ class Consumer:
         Also ``None`` when this consumer already holds ``prefetch`` unsettled deliveries
         and none is settled in time, or when it is closed by another thread meanwhile.
 
-        >>> d = consumer.get(timeout=1.0)   # doctest: +SKIP
+        Args:
+            timeout: Seconds to wait; ``None`` waits until a delivery comes.
+
+        Raises:
+            Closed: The consumer or its broker is closed.
+            TypeError: ``timeout`` is not a number.
+            ValueError: ``timeout`` is negative or not finite.
+
+        Example:
+            ```python
+            d = consumer.get(timeout=1.0)
+            if d is not None:
+                d.ack()
+            ```
         """
         state = self._state
         timeout = check_timeout("timeout", timeout)

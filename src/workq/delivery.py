@@ -34,7 +34,11 @@ def check_reason(reason: Any) -> str:
 
 
 class BaseDelivery:
-    """The data of a delivery, shared by ``workq.Delivery`` and ``workq.aio.Delivery``."""
+    """The data of a delivery, shared by ``workq.Delivery`` and ``workq.aio.Delivery``.
+
+    Every attribute is read-only. The body is kept as the bytes the broker gave;
+    ``text()``, ``json()`` and ``parse()`` decode it on demand.
+    """
 
     __slots__ = ("_item", "_settled")
 
@@ -44,26 +48,35 @@ class BaseDelivery:
 
     @property
     def id(self) -> str:
+        """The message id: given to ``publish(message_id=...)`` or made by workq.
+
+        The same on every delivery of one message, so handlers can deduplicate on it.
+        """
         return self._item.id
 
     @property
     def queue(self) -> str:
+        """The queue it was published to."""
         return self._item.lane.queue
 
     @property
     def tenant(self) -> str | None:
+        """The tenant it was published for; ``None`` for the default lane."""
         return self._item.lane.tenant
 
     @property
     def priority(self) -> int:
+        """Its priority, ``0..max_priority`` of the queue (higher is delivered first)."""
         return self._item.lane.priority
 
     @property
     def body(self) -> bytes:
+        """The body as published, in bytes (str bodies as UTF-8, dicts and models as JSON)."""
         return self._item.body
 
     @property
     def headers(self) -> dict[str, str]:
+        """The headers given to ``publish(headers=...)``, plus ``content-type``."""
         return self._item.headers
 
     @property
@@ -73,26 +86,60 @@ class BaseDelivery:
 
     @property
     def redelivered(self) -> bool:
+        """Whether this message was delivered before: ``attempt > 1``."""
         return self._item.redelivered
 
     @property
     def enqueued_at(self) -> datetime:
+        """When it was first published, as an aware UTC datetime."""
         return datetime.fromtimestamp(self._item.enqueued_at, UTC)
 
     @property
     def settled(self) -> bool:
+        """Whether it was acked, nacked or rejected already."""
         return self._settled is not None
 
     def text(self) -> str:
-        """The body decoded as UTF-8."""
+        """The body decoded as UTF-8.
+
+        Raises:
+            UnicodeDecodeError: The body is not UTF-8.
+        """
         return self._item.body.decode()
 
     def json(self) -> Any:
-        """The body parsed as JSON."""
+        """The body parsed as JSON.
+
+        Raises:
+            json.JSONDecodeError: The body is not JSON (a ``ValueError``).
+
+        Example:
+            ```python
+            job = d.json()          # {"day": "2026-11-21"}
+            ```
+        """
         return json.loads(self._item.body)
 
     def parse(self, model: type[M]) -> M:
-        """The body validated as a pydantic model; ``pydantic.ValidationError`` if it is not."""
+        """The body validated as a pydantic model.
+
+        Args:
+            model: The pydantic model class to validate the JSON body as.
+
+        Returns:
+            An instance of ``model``.
+
+        Raises:
+            pydantic.ValidationError: The body is not valid JSON for ``model``.
+
+        Example:
+            ```python
+            class Report(BaseModel):
+                day: date
+
+            report = d.parse(Report)
+            ```
+        """
         return model.model_validate_json(self._item.body)
 
     @property
@@ -134,11 +181,24 @@ class Delivery(BaseDelivery):
     """A message received by a consumer: settle it with ``ack``, ``nack`` or ``reject``.
 
     Settling twice raises ``workq.AlreadySettled``; settling after the consumer closed
-    raises ``workq.Closed`` (the message went back to the queue).
+    raises ``workq.Closed`` (the message went back to the queue). One left unsettled
+    comes back to the queue when its consumer closes (at once) or dies (after the lease
+    or session). The data (``id``, ``tenant``, ``attempt``, ``headers``, ``json()``,
+    ``parse()``...) is listed below.
 
-    >>> for d in consumer:          # doctest: +SKIP
-    ...     process(d.json())
-    ...     d.ack()
+    Example:
+        ```python
+        with broker.consumer("reports", prefetch=10) as consumer:
+            for d in consumer:
+                try:
+                    process(d.json())
+                except TemporaryError:
+                    d.nack(delay=5.0)
+                except ValueError as exc:
+                    d.reject(reason=str(exc))
+                else:
+                    d.ack()
+        ```
     """
 
     __slots__ = ("_consumer",)
@@ -152,18 +212,47 @@ class Delivery(BaseDelivery):
         return self._consumer._state
 
     def ack(self) -> None:
-        """Done: remove the message for good."""
+        """Done: remove the message for good.
+
+        Raises:
+            AlreadySettled: It was settled before.
+            Closed: Its consumer closed; the message went back to the queue then.
+        """
         self._consumer._settle(self, "ack")
 
     def nack(self, delay: float | None = None) -> None:
         """Try again: now, or not before ``delay`` seconds. Dead-letters after max_attempts.
 
-        >>> d.nack(delay=5.0)   # doctest: +SKIP
+        The next delivery has ``attempt + 1``. Once ``attempt`` has reached the queue's
+        ``max_attempts``, the message goes to the dead-letter queue instead.
+
+        Args:
+            delay: Seconds before it may be delivered again; ``None`` for now.
+
+        Raises:
+            AlreadySettled: It was settled before.
+            Closed: Its consumer closed; the message went back to the queue then.
+            TypeError: ``delay`` is not a number.
+            ValueError: ``delay`` is negative or not finite.
+
+        Example:
+            ```python
+            d.nack(delay=5.0)
+            ```
         """
         self._consumer._settle(self, "nack", check_seconds("delay", delay, optional=True))
 
     def reject(self, reason: str = "rejected") -> None:
-        """Send the message straight to the dead-letter queue with ``reason``."""
+        """Send the message straight to the dead-letter queue with ``reason``.
+
+        Args:
+            reason: Why, kept with the dead letter.
+
+        Raises:
+            AlreadySettled: It was settled before.
+            Closed: Its consumer closed; the message went back to the queue then.
+            TypeError: ``reason`` is not a str.
+        """
         self._consumer._settle(self, "reject", reason=check_reason(reason))
 
     def _apply(self, result: Decision) -> None:

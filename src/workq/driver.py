@@ -18,7 +18,6 @@ Rules every driver follows:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -27,11 +26,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
 
 from .lanes import Lane
 from .messages import Outgoing, Received
 from .spec import QueueSpec
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "AsyncDriver",
@@ -79,6 +81,16 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class LaneStats:
+    """Depth of one lane of a queue.
+
+    Attributes:
+        lane: The lane (queue, tenant, priority).
+        ready: Messages ready to be delivered now.
+        in_flight: Messages delivered and not yet settled (0 where the broker cannot
+            count them, as on RabbitMQ).
+        delayed: Messages waiting out a delay.
+    """
+
     lane: Lane
     ready: int
     in_flight: int
@@ -87,7 +99,23 @@ class LaneStats:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Depth of a queue: per lane, and its dead letters."""
+    """Depth of a queue: per lane, and its dead letters.
+
+    ``broker.stats(queue)`` returns one; ``workq stats QUEUE`` prints it.
+
+    Attributes:
+        queue: The queue's name.
+        lanes: One entry per lane (tenant and priority) the queue has.
+        dead_letters: Messages in the queue's dead-letter queue.
+
+    Example:
+        ```python
+        stats = broker.stats("reports")
+        print(stats.ready, stats.in_flight, stats.delayed, stats.dead_letters)
+        for lane in stats.lanes:
+            print(lane.lane.tenant, lane.lane.priority, lane.ready)
+        ```
+    """
 
     queue: str
     lanes: list[LaneStats] = field(default_factory=list)
@@ -111,7 +139,29 @@ class QueueStats:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message in a queue's dead-letter queue, with why it is there."""
+    """A message in a queue's dead-letter queue, with why it is there.
+
+    ``broker.dead_letters(queue, limit=100)`` returns a list of them; reading removes
+    nothing. ``broker.redrive(queue)`` moves them back to the queue.
+
+    Attributes:
+        id: The message id.
+        queue: The queue it was published to.
+        tenant: Its tenant; ``None`` for the default lane.
+        priority: Its priority.
+        body: The body, in bytes.
+        headers: Its headers.
+        reason: Why it was dead-lettered (the handler's ``Reject`` reason, its last
+            error after ``max_attempts``, a validation error...).
+        attempt: Deliveries it had.
+        enqueued_at: When it was first published, as a Unix timestamp.
+
+    Example:
+        ```python
+        for dead in broker.dead_letters("reports", limit=20):
+            print(dead.id, dead.attempt, dead.reason)
+        ```
+    """
 
     id: str
     queue: str
@@ -290,6 +340,8 @@ class _OnThreads:
         self._pool = pool
 
     async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        import asyncio  # here, not at the top: sync programs never load asyncio
+
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
@@ -302,6 +354,8 @@ class _ThreadedReceiver(_OnThreads, AsyncReceiver):
     async def receive(
         self, lanes: Sequence[Lane], max_count: int, timeout: float
     ) -> list[Received]:
+        import asyncio  # here, not at the top: sync programs never load asyncio
+
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, self.sync.receive, lanes, max_count, timeout)
         try:

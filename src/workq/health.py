@@ -93,7 +93,7 @@ def serve(
             import prometheus_client  # noqa: F401
         except ModuleNotFoundError as exc:
             raise ModuleNotFoundError(
-                "serving /metrics needs prometheus-client: pip install 'workq[prometheus]'",
+                "serving /metrics needs prometheus-client: pip install 'pyworkq[prometheus]'",
                 name=exc.name,
             ) from exc
 

@@ -21,6 +21,11 @@ class Lane:
     """One physical queue: a queue's messages for one tenant at one priority level.
 
     ``tenant=None`` is the default lane of messages published without a tenant.
+
+    Attributes:
+        queue: The queue's name.
+        tenant: The tenant; ``None`` for the default lane.
+        priority: The priority level.
     """
 
     queue: str

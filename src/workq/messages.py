@@ -40,8 +40,32 @@ BYTES = "application/octet-stream"
 class Message:
     """A body with per-message options, for ``publish_many``.
 
-    >>> Message({"id": 7}, tenant="acme", priority=9)  # doctest: +ELLIPSIS
-    Message(body={'id': 7}, tenant='acme', priority=9, ...)
+    The fields are the keyword arguments of ``publish()``; ``publish_many`` takes
+    ``Message`` objects and plain bodies mixed.
+
+    Attributes:
+        body: ``bytes``, ``str``, a JSON-able ``dict`` or ``list``, or a pydantic model
+            (stored as JSON with a ``content-type`` header). Any other type is a
+            ``TypeError`` when published.
+        tenant: The tenant's lane (``[A-Za-z0-9_-]{1,64}``); ``None`` for the default lane.
+        priority: ``0..max_priority`` of the queue; higher is delivered first.
+        headers: String headers delivered with the message.
+        delay: Seconds before it may be delivered; ``None`` for at once.
+        message_id: The id to use; ``None`` to have one made.
+
+    Examples:
+        >>> Message({"id": 7}, tenant="acme", priority=9)  # doctest: +ELLIPSIS
+        Message(body={'id': 7}, tenant='acme', priority=9, ...)
+
+        Publishing a batch with per-message options:
+
+        ```python
+        with broker.producer() as p:
+            ids = p.publish_many("reports", [
+                {"day": "2026-11-20"},
+                workq.Message({"day": "2026-11-21"}, tenant="acme", priority=9),
+            ])
+        ```
     """
 
     body: Any
@@ -89,8 +113,12 @@ class Received:
 def encode_body(body: Any) -> tuple[bytes, str]:
     """Encode a body as bytes and name its content type.
 
-    >>> encode_body({"a": 1})
-    (b'{"a":1}', 'application/json')
+    Raises:
+        TypeError: The body is of no accepted type, or a dict or list that is not JSON-able.
+
+    Examples:
+        >>> encode_body({"a": 1})
+        (b'{"a":1}', 'application/json')
     """
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes(body), BYTES

@@ -123,13 +123,15 @@ class Middleware:
     ``on_settle`` and ``on_stats`` hooks are logged and ignored, so an observer cannot
     break message handling.
 
-    :cvar stats_interval: seconds between :meth:`on_stats` calls in a worker; ``None``
-        (the default) asks for none.
+    Attributes:
+        stats_interval: Seconds between ``on_stats`` calls in a worker; ``None`` (the
+            default) asks for none.
 
-    >>> class AddTenantHeader(Middleware):
-    ...     def before_publish(self, ctx):
-    ...         for msg in ctx.messages:
-    ...             msg.headers["x-origin"] = "billing"
+    Examples:
+        >>> class AddTenantHeader(Middleware):
+        ...     def before_publish(self, ctx):
+        ...         for msg in ctx.messages:
+        ...             msg.headers["x-origin"] = "billing"
     """
 
     stats_interval: float | None = None

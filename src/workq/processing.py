@@ -7,7 +7,6 @@ delivery, call the handler, settle, reconnect, sleep.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -132,6 +131,8 @@ class Processing:
 
 async def sleep_unless(stop: threading.Event, seconds: float) -> None:
     """Sleep ``seconds``, waking early once ``stop`` is set (possibly by another thread)."""
+    import asyncio  # here, not at the top: sync programs never load asyncio
+
     deadline = time.monotonic() + seconds
     while not stop.is_set():
         left = deadline - time.monotonic()

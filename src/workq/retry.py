@@ -18,17 +18,21 @@ __all__ = ["RetryPolicy"]
 class RetryPolicy:
     """Exponential backoff with an upper bound and jitter, and which errors retry at all.
 
-    :param base: seconds before the second attempt; each later one waits twice as long.
-        ``None`` (the default) takes the queue's ``retry_delay``.
-    :param cap: the longest wait, in seconds.
-    :param jitter: wait a random time between half and all of the computed delay, so
-        messages that failed together do not all come back together.
-    :param retry_on: exception types that are retried; any other exception a handler
-        raises sends the message straight to the dead-letter queue.
-        (``workq.Retry`` and ``workq.Reject`` always do what they say.)
+    Args:
+        base: Seconds before the second attempt; each later one waits twice as long.
+            ``None`` (the default) takes the queue's ``retry_delay``.
+        cap: The longest wait, in seconds.
+        jitter: Wait a random time between half and all of the computed delay, so
+            messages that failed together do not all come back together.
+        retry_on: Exception types that are retried; any other exception a handler
+            raises sends the message straight to the dead-letter queue.
+            (``workq.Retry`` and ``workq.Reject`` always do what they say.)
 
-    >>> policy = RetryPolicy(base=0.5, cap=60.0, retry_on=(TimeoutError, ConnectionError))
-    >>> broker.worker("reports", handle, retry=policy)   # doctest: +SKIP
+    Example:
+        ```python
+        policy = RetryPolicy(base=0.5, cap=60.0, retry_on=(TimeoutError, ConnectionError))
+        broker.worker("reports", handle, retry=policy)
+        ```
     """
 
     base: float | None = None

@@ -63,12 +63,31 @@ def parse_url(url: str) -> BackendSettings:
 class Settings(BaseSettings):
     """workq's settings: a backend's typed settings, or a URL naming them.
 
-    ``WORKQ_URL`` fills ``url``; ``WORKQ_BACKEND`` (JSON) fills ``backend``.
+    ``WORKQ_URL`` fills ``url``; ``WORKQ_BACKEND`` (JSON) fills ``backend``. Give one to
+    ``workq.connect()``; the URL's password never shows in ``repr``.
 
-    >>> Settings.from_url("amqp://u:secret@h1,h2/jobs").resolve().hosts
-    ['h1:5672', 'h2:5672']
-    >>> Settings(url="amqp://u:secret@h1/jobs")
-    Settings(url='amqp://u:***@h1/jobs')
+    Attributes:
+        url: A broker URL (``amqp://``, ``sqs://``, ``kafka://``, ``sqlite://``,
+            ``memory://``), kept secret.
+        backend: A backend's settings object (``RabbitMQSettings``, ``SQSSettings``...),
+            discriminated by its ``backend`` field.
+
+    Raises:
+        ConfigurationError: From ``from_url()`` and ``resolve()``, for a URL of an unknown
+            scheme, an unknown option or a bad value, naming what is wrong.
+
+    Examples:
+        >>> Settings.from_url("amqp://u:secret@h1,h2/jobs").resolve().hosts
+        ['h1:5672', 'h2:5672']
+        >>> Settings(url="amqp://u:secret@h1/jobs")
+        Settings(url='amqp://u:***@h1/jobs')
+
+        From the environment:
+
+        ```python
+        # WORKQ_URL=sqs://eu-west-1
+        broker = workq.connect(workq.Settings())
+        ```
     """
 
     model_config = SettingsConfigDict(env_prefix="WORKQ_", extra="forbid", frozen=True)

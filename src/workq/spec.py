@@ -17,11 +17,38 @@ __all__ = ["QueueSpec"]
 class QueueSpec:
     """What a queue is: its name and delivery rules.
 
-    ``options`` holds backend-specific settings (``queue_type="classic"`` on RabbitMQ,
-    ``partitions=6`` on Kafka...); each backend validates its own and refuses unknown ones.
+    ``broker.declare(name, **settings)`` builds one and returns it; declaring is
+    idempotent, and a declaration that disagrees with the existing queue raises
+    ``ConfigurationError`` naming each difference.
 
-    >>> QueueSpec("reports", max_priority=9, max_attempts=5).lease
-    30.0
+    Args:
+        name: The queue's name, ``[A-Za-z0-9_-]`` (at most 64 characters).
+        max_priority: Highest priority a message may have, ``0..255``.
+        max_attempts: Deliveries before a nacked (or repeatedly abandoned) message goes
+            to the dead-letter queue, ``>= 1``.
+        retry_delay: Base of a worker's exponential backoff in seconds,
+            ``retry_delay * 2 ** (attempt - 1)`` capped at five minutes, ``>= 0``.
+        lease: Seconds a delivery is held for a consumer on lease backends (SQLite,
+            memory, SQS), extended every ``lease / 3`` while it is held, ``> 0``.
+        dead_letter: Keep dead letters in the queue's dead-letter queue; ``False`` drops
+            them (each drop logged as a warning).
+        options: Backend-specific settings (``queue_type="classic"`` on RabbitMQ,
+            ``ordering="key"`` on Kafka...); each backend validates its own and refuses
+            unknown ones.
+
+    Raises:
+        ConfigurationError: A setting is out of range or the name is not a valid queue
+            name; the message names the setting and its allowed values.
+
+    Examples:
+        >>> QueueSpec("reports", max_priority=9, max_attempts=5).lease
+        30.0
+
+        Usually made by declaring the queue:
+
+        ```python
+        spec = broker.declare("reports", max_priority=9, max_attempts=5, lease=60.0)
+        ```
     """
 
     #: The delivery settings, each a field: what ``declare()`` takes besides options.

@@ -135,8 +135,15 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
     max_attempts). A lost broker connection is re-established with backoff, for as long
     as it takes unless ``max_outage`` seconds bound it.
 
-    >>> worker = broker.worker("reports", handle, concurrency=4)   # doctest: +SKIP
-    >>> worker.run()                                               # doctest: +SKIP
+    Made by ``broker.worker(...)`` (see its arguments). ``run()`` blocks until SIGTERM,
+    SIGINT or ``stop()``, then stops gracefully: no new deliveries, unstarted ones
+    released at once, running handlers given ``shutdown_timeout`` to finish.
+
+    Example:
+        ```python
+        worker = broker.worker("reports", handle, concurrency=4)
+        worker.run()
+        ```
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

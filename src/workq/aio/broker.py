@@ -40,10 +40,26 @@ async def connect(
 ) -> Broker:
     """Connect to the broker a URL or settings name; ``WORKQ_URL`` if given nothing.
 
-    ``middleware`` (``workq.Middleware`` objects, the same as the sync API takes) wraps
-    every publish, handler and settlement made through this broker.
+    The twin of ``workq.connect``: same arguments, same errors.
 
-    >>> broker = await workq.aio.connect("memory://")   # doctest: +SKIP
+    Args:
+        url: A broker URL, a ``workq.Settings``, a backend's settings object, or
+            ``None`` for the URL in ``WORKQ_URL``.
+        middleware: ``workq.Middleware`` objects (the same as the sync API takes)
+            wrapping every publish, handler and settlement made through this broker.
+        **options: Backend options, as in the URL's query string.
+
+    Raises:
+        ConfigurationError: No URL, an unknown scheme or option, a bad value, or the
+            backend's client library is not installed (naming the extra to install).
+        BrokerUnavailable: The broker cannot be reached within the bounded retries.
+
+    Example:
+        ```python
+        async with await workq.aio.connect("memory://") as broker:
+            async with broker.producer() as p:
+                await p.publish("jobs", {"n": 1})
+        ```
     """
     chosen = check_middleware(middleware)
     settings = load(url, **options)

@@ -21,8 +21,11 @@ class Producer:
 
     After ``close()`` (or its broker's) every call raises ``workq.Closed``.
 
-    >>> async with broker.producer() as p:                 # doctest: +SKIP
-    ...     await p.publish("reports", {"day": "2026-11-21"}, tenant="acme")
+    Example:
+        ```python
+        async with broker.producer() as p:
+            await p.publish("reports", {"day": "2026-11-21"}, tenant="acme")
+        ```
     """
 
     def __init__(

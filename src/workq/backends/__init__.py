@@ -60,7 +60,7 @@ def _load(ref: Any, what: str, backend: str, extra: str | None) -> Any:
             raise ConfigurationError(
                 f"the {backend} backend's {what} {ref!r} cannot be imported: {exc}"
             ) from exc
-        hint = f"pip install 'workq[{extra}]'" if extra else f"install {exc.name}"
+        hint = f"pip install 'pyworkq[{extra}]'" if extra else f"install {exc.name}"
         raise ConfigurationError(
             f"the {backend} backend needs {exc.name!r}, which is not installed: {hint}"
         ) from exc

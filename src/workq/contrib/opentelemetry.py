@@ -23,7 +23,7 @@ try:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError(
-        "workq.contrib.opentelemetry needs opentelemetry-api: pip install 'workq[otel]'",
+        "workq.contrib.opentelemetry needs opentelemetry-api: pip install 'pyworkq[otel]'",
         name=exc.name,
     ) from exc
 

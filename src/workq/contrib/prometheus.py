@@ -23,7 +23,7 @@ try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError(
-        "workq.contrib.prometheus needs prometheus-client: pip install 'workq[prometheus]'",
+        "workq.contrib.prometheus needs prometheus-client: pip install 'pyworkq[prometheus]'",
         name=exc.name,
     ) from exc
 

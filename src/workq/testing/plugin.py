@@ -14,15 +14,37 @@ from pathlib import Path
 
 import pytest
 
-from .brokers import BrokerProcess, NotAvailable
+from .brokers import BrokerProcess, NotAvailable, docker_engine_problem
 
 
 def in_ci() -> bool:
+    """Whether this runs in CI (``CI`` is ``1``, ``true`` or ``yes``)."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def start_broker(name: str, workdir: Path) -> BrokerProcess:
-    """Start a ``name`` broker (rabbitmq, sqs, kafka): a local process, else a container."""
+    """Start a ``name`` broker (rabbitmq, sqs, kafka): a local process, else a container.
+
+    Args:
+        name: The launcher module in ``workq.testing.brokers``: ``rabbitmq``, ``sqs``
+            or ``kafka``.
+        workdir: Directory for the local process's data and logs.
+
+    Returns:
+        The running broker; call its ``stop()`` when done.
+
+    Raises:
+        NotAvailable: Neither way works here; the message gives each way's reason.
+
+    Example:
+        ```python
+        proc = start_broker("sqs", tmp_path)
+        try:
+            broker = workq.connect(proc.url)
+        finally:
+            proc.stop()
+        ```
+    """
     launcher = importlib.import_module(f"workq.testing.brokers.{name}")
     reasons = []
     for way in ("start_local", "start_container"):
@@ -30,6 +52,11 @@ def start_broker(name: str, workdir: Path) -> BrokerProcess:
             if way == "start_local":
                 proc: BrokerProcess = launcher.start_local(workdir)
             else:
+                # Asked first so the reason is plain, and no container start waits on an
+                # engine that is not there.
+                problem = docker_engine_problem()
+                if problem:
+                    raise NotAvailable(problem)
                 proc = launcher.start_container()
             return proc
         except NotAvailable as exc:
@@ -38,6 +65,11 @@ def start_broker(name: str, workdir: Path) -> BrokerProcess:
 
 
 def broker_url(name: str, factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a ``name`` broker for a session fixture; stops what it started.
+
+    ``WORKQ_TEST_<NAME>_URL`` wins; else [start_broker][workq.testing.plugin.start_broker].
+    When no broker can be had the test is skipped, or fails under ``CI=true``.
+    """
     env = os.environ.get(f"WORKQ_TEST_{name.upper()}_URL")
     if env:
         yield env
@@ -56,17 +88,52 @@ def broker_url(name: str, factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def rabbitmq_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An ``amqp://`` URL of a real RabbitMQ node for this test session."""
+    """An ``amqp://`` URL of a real RabbitMQ node for this test session.
+
+    ``WORKQ_TEST_RABBITMQ_URL`` if set; else an isolated node on free loopback ports
+    (``rabbitmq-server`` installed with apt when missing, as root); else a
+    ``rabbitmq:3.13`` container. Use a unique queue name per test.
+
+    Example:
+        ```python
+        def test_roundtrip(rabbitmq_url: str) -> None:
+            with workq.connect(rabbitmq_url) as broker:
+                ...
+        ```
+    """
     yield from broker_url("rabbitmq", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def sqs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An ``sqs://`` URL of a real SQS server for this test session."""
+    """An ``sqs://`` URL of a real SQS server for this test session.
+
+    ``WORKQ_TEST_SQS_URL`` if set; else moto's server on a free loopback port (with dummy
+    AWS credentials set unless some are configured); else a moto container.
+
+    Example:
+        ```python
+        def test_roundtrip(sqs_url: str) -> None:
+            with workq.connect(sqs_url) as broker:
+                ...
+        ```
+    """
     yield from broker_url("sqs", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A ``kafka://`` URL of a real Kafka-protocol broker for this test session."""
+    """A ``kafka://`` URL of a real Kafka-protocol broker for this test session.
+
+    ``WORKQ_TEST_KAFKA_URL`` if set; else Apache Kafka in KRaft mode on free loopback
+    ports (jars from Maven Central, cached), or Tansu with ``WORKQ_TEST_KAFKA=tansu``;
+    else a Kafka container.
+
+    Example:
+        ```python
+        def test_roundtrip(kafka_url: str) -> None:
+            with workq.connect(kafka_url) as broker:
+                ...
+        ```
+    """
     yield from broker_url("kafka", tmp_path_factory)

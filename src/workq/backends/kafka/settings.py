@@ -15,22 +15,34 @@ class KafkaSettings(BackendSettings):
 
     schemes: ClassVar[tuple[str, ...]] = ("kafka",)
     backend: Literal["kafka"] = "kafka"
+    #: ``host:port`` of the brokers to bootstrap from (from the URL).
     bootstrap_servers: list[str] = ["127.0.0.1:9092"]
+    #: librdkafka's ``security.protocol``.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    #: SASL mechanism (``PLAIN``, ``SCRAM-SHA-512``...); ``PLAIN`` when a user is given.
     sasl_mechanism: str | None = None
+    #: SASL user (the URL's user).
     sasl_username: str | None = None
+    #: SASL password (the URL's password); masked in ``repr``, logs and errors.
     sasl_password: SecretStr | None = None
+    #: CA bundle to verify the brokers' certificates.
     ssl_ca_location: str | None = None
+    #: Client certificate.
     ssl_certificate_location: str | None = None
+    #: Key of the client certificate.
     ssl_key_location: str | None = None
     #: Passphrase of an encrypted ``ssl_key_location``.
     ssl_key_password: SecretStr | None = None
+    #: Partitions of each topic workq creates.
     partitions: int = Field(3, ge=1)
     #: Replicas of new topics; None: 3 (with ``min.insync.replicas=2``) on a cluster of
     #: 3 or more brokers, else 1.
     replication_factor: int | None = Field(None, ge=1)
+    #: Consumer session timeout: how long a dead consumer keeps its partitions.
     session_timeout_ms: int = Field(6000, ge=6000)
+    #: librdkafka's ``max.poll.interval.ms``; the poll thread never lets it lapse.
     max_poll_interval_ms: int = Field(300000, ge=1000)
+    #: Starts every topic and consumer group name workq makes.
     group_prefix: str = Field("workq", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     #: Messages a consumer reads ahead of what it has handed out (beyond ``prefetch``),
     #: so it can pick by priority and tenant; partitions pause past this, resume at half.

@@ -13,6 +13,7 @@ class MemorySettings(BackendSettings):
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
     backend: Literal["memory"] = "memory"
+    #: The store's name: connections naming the same store share it; ``None``: private.
     name: str | None = None
 
     @classmethod

@@ -23,9 +23,14 @@ class SqliteSettings(BackendSettings):
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
     backend: Literal["sqlite"] = "sqlite"
+    #: The database file (from the URL); missing parent directories are created.
     path: str
+    #: Seconds between checks for messages written by other processes.
     poll_interval: float = Field(0.05, gt=0)
+    #: Seconds a call waits for another process's write lock.
     busy_timeout: float = Field(30.0, gt=0)
+    #: ``FULL``: fsync the write-ahead log on every commit (survives power loss);
+    #: ``NORMAL``: survives a process crash only.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
     @classmethod

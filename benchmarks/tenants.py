@@ -1,0 +1,267 @@
+"""What one idle consumer costs as the tenant count grows, and fairness at scale (issue 14).
+
+    python benchmarks/tenants.py            # CI mode: T = 1, 10, 100, short windows
+    python benchmarks/tenants.py --full     # T = 1, 10, 100, 1000 and the T = 1000 fairness
+    python benchmarks/tenants.py --broker sqs --broker rabbitmq --idle 20
+
+For each broker (RabbitMQ, SQS on moto, SQLite, Kafka), each tenant count T: T tenant
+lanes are made (one message each, consumed), then one consumer with ``tenants=None``
+sits idle for a fixed window. Printed per T:
+
+- broker load: SQS API requests per second (counted at the server: moto writes one
+  access line per request); RabbitMQ and Kafka broker CPU seconds per second (from
+  ``/proc`` of the broker process; the broker's own idle CPU with no consumer is printed
+  as the baseline); SQLite has no broker: the consumer's polling is its whole cost;
+- the idle consumer's CPU seconds per second (this process, which does nothing else);
+- the latency from publishing one message into a quiet tenant's lane to its delivery
+  (median and max of a few samples), and into a brand-new tenant's lane (discovery).
+
+Then, in full mode (or with ``--fairness``), the fairness check: one noisy tenant with
+a backlog and quiet tenants with one message each; every quiet tenant must be served
+before the noisy tenant's (quiet count + 1)-th delivery (round-robin). Full mode: 10,000
+noisy and 999 quiet (SQS: 1,000 noisy, as moto walks the queue on each send);
+``--fairness``: 300 and 99. CI leaves fairness to ``tests/test_tenants_fairness.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import workq
+from workq import Message
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    broker_pid: int | None = None  # whose CPU is the broker's load
+    request_log: Path | None = None  # SQS: moto's access log, one line per request
+    notes: list[str] = field(default_factory=list)
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_in(log: Path) -> int:
+    with log.open("rb") as f:
+        return sum(1 for line in f if b'"POST ' in line)
+
+
+@contextlib.contextmanager
+def target(name: str, workdir: Path) -> Iterator[Target]:
+    if name == "sqlite":
+        yield Target(name, f"sqlite://{workdir / 'tenants.db'}")
+        return
+    env_url = os.environ.get(f"WORKQ_TEST_{name.upper()}_URL")
+    if env_url:
+        yield Target(name, env_url, notes=["external broker: no broker load measured"])
+        return
+    launcher = importlib.import_module(f"workq.testing.brokers.{name}")
+    proc = launcher.start_local(workdir / name)
+    try:
+        t = Target(name, proc.url)
+        if name == "rabbitmq":
+            node = proc.info["node"]
+            t.broker_pid = int((node.base / "rabbit.pid").read_text().strip())
+        else:
+            # Apache Kafka's launcher lists its node processes; moto's and Tansu's, one.
+            pids = proc.info.get("pids") or [proc.info.get("pid")]
+            pid = int(str(pids[0])) if pids and pids[0] is not None else None
+            if pid is not None and name == "sqs":
+                t.request_log = Path(f"/proc/{pid}/cwd").resolve() / "moto.log"
+            elif pid is not None:
+                t.broker_pid = pid
+        yield t
+    finally:
+        proc.stop()
+
+
+class Idle:
+    """One consumer of every lane on its own thread; records when each message arrives."""
+
+    def __init__(self, broker: workq.Broker, queue: str) -> None:
+        self.consumer = broker.consumer(queue, prefetch=1)
+        self.arrived: dict[bytes, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self) -> None:
+        with self.consumer as c:
+            while not self.stop.is_set():
+                d = c.get(timeout=0.5)
+                if d is not None:
+                    self.arrived[d.body] = time.monotonic()
+                    d.ack()
+
+    def wait_for(self, body: bytes, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        while body not in self.arrived:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.005)
+        return self.arrived[body]
+
+
+def make_lanes(broker: workq.Broker, queue: str, tenants: list[str]) -> None:
+    """One message per tenant, consumed, so every lane exists and is empty."""
+    with broker.producer() as p:
+        for start in range(0, len(tenants), 100):
+            p.publish_many(queue, [Message("lane", tenant=t) for t in tenants[start : start + 100]])
+    left = len(tenants)
+    deadline = time.monotonic() + 60 + len(tenants) * 0.2
+    with broker.consumer(queue, prefetch=50) as c:
+        while left and time.monotonic() < deadline:
+            d = c.get(timeout=1.0)
+            if d is not None:
+                d.ack()
+                left -= 1
+    if left:
+        raise RuntimeError(f"{left} lane-making messages not consumed")
+
+
+def idle_cost(t: Target, count: int, window: float, samples: int) -> dict[str, str]:
+    queue = f"ten{uuid.uuid4().hex[:10]}"
+    tenants = [f"t{i:04d}" for i in range(count)]
+    with workq.connect(t.url) as broker:
+        broker.declare(queue)
+        make_lanes(broker, queue, tenants)
+        baseline = ""
+        if t.broker_pid is not None:
+            c0 = cpu_of(t.broker_pid)
+            time.sleep(min(window, 2.0))
+            baseline = f"{(cpu_of(t.broker_pid) - c0) / min(window, 2.0):.3f}"
+        idle = Idle(broker, queue)
+        idle.thread.start()
+        time.sleep(0.5)  # past the consumer's start-up (lane listing, subscriptions)
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        b0 = cpu_of(t.broker_pid) if t.broker_pid is not None else None
+        r0 = requests_in(t.request_log) if t.request_log is not None else None
+        time.sleep(window)
+        wall = time.monotonic() - wall0
+        consumer_cpu = (time.process_time() - cpu0) / wall
+        load = "-"
+        if b0 is not None and t.broker_pid is not None:
+            load = f"{(cpu_of(t.broker_pid) - b0) / wall:.3f} cpu-s/s (idle broker {baseline})"
+        if r0 is not None and t.request_log is not None:
+            load = f"{(requests_in(t.request_log) - r0) / wall:.1f} req/s"
+        latencies: list[float] = []
+        with broker.producer() as p:
+            for i in range(samples):
+                body = f"quiet-{i}".encode()
+                tenant = tenants[(i * 7919) % count]
+                sent = time.monotonic()
+                p.publish(queue, body, tenant=tenant)
+                got = idle.wait_for(body, 60.0)
+                latencies.append((got - sent) if got is not None else float("inf"))
+            # A tenant the consumer has never seen: lane discovery (tenants=None).
+            sent = time.monotonic()
+            p.publish(queue, b"new-lane", tenant="brandnew")
+            got = idle.wait_for(b"new-lane", 60.0)
+            new_lane = f"{got - sent:.3f} s" if got is not None else "not within 60 s"
+        idle.stop.set()
+        idle.thread.join(30)
+    return {
+        "new": new_lane,
+        "load": load,
+        "consumer": f"{consumer_cpu:.3f}",
+        "latency": f"median {statistics.median(latencies):.3f} s, max {max(latencies):.3f} s",
+    }
+
+
+def fairness(t: Target, quiet: int, noisy: int) -> str:
+    queue = f"fair{uuid.uuid4().hex[:10]}"
+    quiet_tenants = [f"q{i:04d}" for i in range(quiet)]
+    with workq.connect(t.url) as broker:
+        broker.declare(queue)
+        with broker.producer() as p:
+            for start in range(0, noisy, 100):
+                n = min(100, noisy - start)
+                p.publish_many(queue, [Message("n", tenant="noisy") for _ in range(n)])
+            for start in range(0, quiet, 100):
+                batch = quiet_tenants[start : start + 100]
+                p.publish_many(queue, [Message("q", tenant=q) for q in batch])
+        served = noisy_seen = 0
+        started = time.monotonic()
+        deadline = started + 120 + quiet * 0.3
+        with broker.consumer(queue, prefetch=10) as c:
+            while served < quiet and noisy_seen <= quiet and time.monotonic() < deadline:
+                d = c.get(timeout=1.0)
+                if d is None:
+                    continue
+                if d.tenant == "noisy":
+                    noisy_seen += 1
+                else:
+                    served += 1
+                d.ack()
+        took = time.monotonic() - started
+    verdict = "PASS" if served == quiet and noisy_seen <= quiet else "FAIL"
+    return (
+        f"{verdict}: {served}/{quiet} quiet tenants served with {noisy_seen} noisy deliveries "
+        f"before the last (limit {quiet}), {took:.1f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="T up to 1,000 and full fairness")
+    parser.add_argument("--broker", action="append", choices=["rabbitmq", "sqs", "sqlite", "kafka"])
+    parser.add_argument("--idle", type=float, default=None, help="idle window, seconds")
+    parser.add_argument(
+        "--fairness", action="store_true", help="CI mode too: fairness at 100 tenants"
+    )
+    args = parser.parse_args()
+    counts = [1, 10, 100, 1000] if args.full else [1, 10, 100]
+    window = args.idle or (10.0 if args.full else 1.0)
+    samples = 5 if args.full else 2
+    brokers = args.broker or ["rabbitmq", "sqs", "sqlite", "kafka"]
+    mode = "full" if args.full else "CI"
+    print(f"Tenant lanes benchmark ({mode} mode), idle window {window:g} s")
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="workq-tenants-") as tmp:
+        for name in brokers:
+            print(f"\n== {name}")
+            began = time.monotonic()
+            try:
+                with target(name, Path(tmp)) as t:
+                    print(f"{'T':>5}  {'broker load':<40} {'consumer cpu-s/s':>16}  quiet latency")
+                    for count in counts:
+                        r = idle_cost(t, count, window, samples)
+                        print(
+                            f"{count:>5}  {r['load']:<40} {r['consumer']:>16}  {r['latency']}"
+                            f"; new tenant {r['new']}"
+                        )
+                        sys.stdout.flush()
+                    if args.full or args.fairness:
+                        quiet = 999 if args.full else 99
+                        noisy = (1000 if name == "sqs" else 10_000) if args.full else 300
+                        verdict = fairness(t, quiet, noisy)
+                        failed |= verdict.startswith("FAIL")
+                        print(f"fairness, {quiet + 1} tenants, {noisy} noisy queued: {verdict}")
+                    for note in t.notes:
+                        print(f"note: {note}")
+                print(f"({name}: {time.monotonic() - began:.0f} s, broker start included)")
+            except Exception as exc:
+                failed = True
+                print(f"{name}: could not run: {exc.__class__.__name__}: {exc}")
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
