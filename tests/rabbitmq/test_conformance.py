@@ -10,7 +10,7 @@ pytestmark = pytest.mark.rabbitmq
 
 # queue.declare reports ready messages only; quorum queues count a release (channel
 # close) as a delivery in x-delivery-count until issue 10's release bookkeeping lands.
-RABBITMQ = FEATURES - {"in_flight_stats", "release_keeps_attempt"}
+RABBITMQ = FEATURES - {"in_flight_stats"}
 
 
 class TestRabbitMQSync(Conformance):

@@ -84,8 +84,6 @@ def test_aio_release_is_not_an_attempt(rabbitmq_url: str) -> None:
 def test_worker_rides_out_a_broker_outage(rabbitmq_url: str) -> None:
     """The connection drops for a few seconds under a running worker and producer: the
     worker keeps running and everything confirmed is processed."""
-    if not hasattr(workq.Worker, "connected"):
-        pytest.xfail("the worker's reconnect (issue 10, worker side) has not landed yet")
     parts = urlsplit(rabbitmq_url)
     assert parts.hostname is not None and parts.port is not None
     q = unique()
@@ -107,6 +105,7 @@ def test_worker_rides_out_a_broker_outage(rabbitmq_url: str) -> None:
                 confirmed |= set(direct.producer().publish_many(q, [b"after"] * 20))
                 until(lambda: confirmed <= done, WAIT, "every confirmed message processed")
                 assert t.is_alive()
+                until(lambda: worker.connected, WAIT, "the worker to say it is connected")
             finally:
                 worker.stop()
                 t.join(timeout=WAIT)

@@ -18,6 +18,7 @@ from ...lanes import Lane
 from ...messages import Received
 from .aio import GONE, AsyncRabbitMQDriver
 from .codec import copy_of, received
+from .connection import CLOSE_TIMEOUT
 from .topology import Topology
 
 __all__ = ["AsyncRabbitMQReceiver"]
@@ -86,7 +87,8 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         if self._consuming is None:
             return []
         with contextlib.suppress(Exception):
-            await self._underlay.basic_cancel(self._ctag)
+            # Bounded: a connection dying under us may never answer the cancel.
+            await asyncio.wait_for(self._underlay.basic_cancel(self._ctag), CLOSE_TIMEOUT)
         # Deliveries that arrived before the cancel-ok run as tasks of their own: let
         # them reach the buffer.
         await asyncio.sleep(0)
@@ -212,5 +214,5 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         finally:
             if self._channel is not None and not self._channel.is_closed:
                 with contextlib.suppress(Exception):
-                    await self._channel.close()
+                    await asyncio.wait_for(self._channel.close(), CLOSE_TIMEOUT)
             self._channel = None
