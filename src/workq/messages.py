@@ -52,6 +52,8 @@ class Message:
         headers: String headers delivered with the message.
         delay: Seconds before it may be delivered; ``None`` for at once.
         message_id: The id to use; ``None`` to have one made.
+        key: A partitioning and ordering hint (``str`` or ``bytes``): the Kafka record
+            key (by default the tenant); other backends ignore it.
 
     Examples:
         >>> Message({"id": 7}, tenant="acme", priority=9)  # doctest: +ELLIPSIS
@@ -74,6 +76,7 @@ class Message:
     headers: Mapping[str, str] | None = None
     delay: float | None = None
     message_id: str | None = None
+    key: str | bytes | None = None
 
 
 @dataclass(slots=True)
@@ -87,6 +90,8 @@ class Outgoing:
     delay: float | None = None
     attempt: int = 1
     enqueued_at: float = field(default_factory=time.time)
+    #: The partitioning hint given with ``key=`` (Kafka's record key), or None.
+    key: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -42,6 +42,7 @@ def draft(
     headers: Mapping[str, str] | None = None,
     delay: float | None = None,
     message_id: str | None = None,
+    key: str | bytes | None = None,
 ) -> Outgoing:
     """Check and encode one message: everything that needs no queue spec, so that bad
     arguments fail before any I/O (even the declaration of a queue on first use)."""
@@ -50,7 +51,12 @@ def draft(
             f"priority={priority!r} is a {type(priority).__name__}: it must be an int "
             "0..max_priority of the queue"
         )
-    return build_outgoing(
+    if key is not None and not isinstance(key, str | bytes):
+        raise TypeError(
+            f"key={key!r} is a {type(key).__name__}: it must be str or bytes (a "
+            "partitioning hint such as a customer id), or None"
+        )
+    msg = build_outgoing(
         queue,
         body,
         tenant=check_tenant(tenant),
@@ -59,6 +65,9 @@ def draft(
         delay=delay,
         message_id=message_id,
     )
+    if key is not None:
+        msg.key = key.encode() if isinstance(key, str) else bytes(key)
+    return msg
 
 
 def fit(spec: QueueSpec, capabilities: Capabilities, msg: Outgoing) -> Outgoing:
@@ -78,6 +87,7 @@ def prepare(
     headers: Mapping[str, str] | None = None,
     delay: float | None = None,
     message_id: str | None = None,
+    key: str | bytes | None = None,
 ) -> Outgoing:
     """Validate and encode one message for ``spec``'s queue (:func:`draft` then :func:`fit`)."""
     msg = draft(
@@ -88,6 +98,7 @@ def prepare(
         headers=headers,
         delay=delay,
         message_id=message_id,
+        key=key,
     )
     return fit(spec, capabilities, msg)
 
@@ -133,6 +144,7 @@ def draft_many(queue: str, bodies: Iterable[Any]) -> list[Outgoing]:
                     headers=item.headers,
                     delay=item.delay,
                     message_id=mid if item.message_id is None else item.message_id,
+                    key=item.key,
                 )
             )
             continue
@@ -212,6 +224,7 @@ class Producer:
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
         message_id: str | None = None,
+        key: str | bytes | None = None,
     ) -> str:
         """Publish one message and return its id.
 
@@ -227,6 +240,8 @@ class Producer:
             headers: String headers delivered with the message.
             delay: Seconds before it may be delivered; ``None`` for at once.
             message_id: The id to use; ``None`` to have one made.
+            key: A partitioning and ordering hint, ``str`` or ``bytes``: the Kafka
+                record key (by default the tenant); other backends ignore it.
 
         Returns:
             The message id.
@@ -252,6 +267,7 @@ class Producer:
             headers=headers,
             delay=delay,
             message_id=message_id,
+            key=key,
         )
         spec = self._spec_of(queue)
         self._send(spec, [fit(spec, self._driver.capabilities, msg)])

@@ -55,7 +55,7 @@ def test_topics_are_replicated_three_ways_on_a_three_broker_cluster(
         broker.declare(queue, partitions=1)
     servers = ",".join(n.address for n in cluster.nodes)
     admin = AdminClient({"bootstrap.servers": servers})
-    topic = f"workq.{queue}.p0"
+    topic = queue  # the default lane is the topic named as the queue
     meta = admin.list_topics(topic, timeout=WAIT)
     assert len(meta.topics[topic].partitions[0].replicas) == 3
 
@@ -76,7 +76,7 @@ def test_killing_the_leader_loses_no_confirmed_message(cluster: KafkaCluster) ->
 
     with workq.connect(url) as broker:
         broker.declare(queue, partitions=1)
-        topic = f"workq.{queue}.p0"
+        topic = queue  # the default lane is the topic named as the queue
         worker = broker.worker(queue, handle, concurrency=2)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()

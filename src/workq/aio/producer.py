@@ -69,8 +69,9 @@ class Producer:
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
         message_id: str | None = None,
+        key: str | bytes | None = None,
     ) -> str:
-        """Publish one message and return its id."""
+        """Publish one message and return its id (the twin of ``workq.Producer.publish``)."""
         self._gate.check("publish")
         msg = draft(
             queue,
@@ -80,6 +81,7 @@ class Producer:
             headers=headers,
             delay=delay,
             message_id=message_id,
+            key=key,
         )
         spec = await self._spec_of(queue)
         await self._send(spec, [fit(spec, self._driver.capabilities, msg)])

@@ -69,7 +69,11 @@ class KafkaDriver(Driver):
         if settings.mode == "share":
             # Any member of a share group takes any record.
             self.capabilities = dataclasses.replace(self.capabilities, shared_dispatch=True)
-        self.naming = Naming(settings.group_prefix)
+        self.naming = Naming(
+            settings.group_prefix,
+            suffixed=settings.default_lane == "suffixed",
+            topic_prefix=settings.topic_prefix,
+        )
         self._admin = AdminClient(dict(settings.client_config()), logger=client_logger())
         self._brokers = self._check_reachable()
         self._publisher = Publisher(settings)

@@ -100,6 +100,7 @@ class KafkaReceiver(Receiver):
         self._settings = settings
         self._naming = naming
         self._spec = spec
+        self._key_header: str | None = spec.options.get("key_header", "key")
         self._bound = prefetch + settings.buffer
         self._ordered = spec.options.get("ordering", "none") == "key"
         self._republish = republish
@@ -374,7 +375,7 @@ class KafkaReceiver(Receiver):
         part.next_offset = offset + 1
         part.pending.append(offset)
         token = Token(key, offset, part.generation, message.key())
-        item, not_before = decode(message, part.lane, token)
+        item, not_before = decode(message, part.lane, token, self._key_header)
         return part, item, not_before
 
     def _buffer(self, part: Part, item: Received, not_before: float | None) -> None:

@@ -42,8 +42,15 @@ class KafkaSettings(BackendSettings):
     session_timeout_ms: int = Field(6000, ge=6000)
     #: librdkafka's ``max.poll.interval.ms``; the poll thread never lets it lapse.
     max_poll_interval_ms: int = Field(300000, ge=1000)
-    #: Starts every topic and consumer group name workq makes.
+    #: Starts every consumer group name workq makes (and topic names with
+    #: ``default_lane=suffixed``).
     group_prefix: str = Field("workq", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: ``topic``: a queue's default lane is the topic named exactly as the queue
+    #: (``topic_prefix`` + queue), other lanes ``<queue>.p<priority>[.<tenant>]`` beside
+    #: it. ``suffixed``: the earlier names, ``<group_prefix>.<queue>.p0`` and so on.
+    default_lane: Literal["topic", "suffixed"] = "topic"
+    #: Starts every topic name workq makes or reads with ``default_lane=topic``.
+    topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
     #: Messages a consumer reads ahead of what it has handed out (beyond ``prefetch``),
     #: so it can pick by priority and tenant; partitions pause past this, resume at half.
     buffer: int = Field(10000, ge=1)

@@ -81,6 +81,7 @@ class ShareReceiver(Receiver):
         self._settings = settings
         self._naming = naming
         self._spec = spec
+        self._key_header: str | None = spec.options.get("key_header", "key")
         self._republish = republish
         # RELEASE past the broker's delivery limit would archive the record (lost to
         # us): from there on a retry is re-published instead.
@@ -338,7 +339,7 @@ class ShareReceiver(Receiver):
             return None
         deliveries = message.delivery_count() or 1
         token = ShareToken(index, message, deliveries, message.key())
-        item, not_before = decode(message, lane, token)
+        item, not_before = decode(message, lane, token, self._key_header)
         # The header counts deliveries before this record was (re-)published; the
         # broker counts this record's own.
         item.attempt += deliveries - 1

@@ -1,8 +1,12 @@
 """Topic and group names of the Kafka backend (no client library imported here).
 
-One topic per lane: ``<ns>.<queue>.p<priority>`` for the default tenant and
-``<ns>.<queue>.p<priority>.<tenant>`` for a tenant; ``<ns>.<queue>.dlq`` holds dead
-letters. Queue and tenant names never contain ``.``, so names parse back unambiguously.
+``default_lane="topic"`` (the default): a queue's default lane is the topic named
+exactly as the queue (``<topic_prefix><queue>``), so plain clients of topic ``orders``
+meet workq's queue ``orders``; its other lanes are ``<queue>.p<priority>`` and
+``<queue>.p<priority>.<tenant>`` beside it, and ``<queue>.dlq`` holds dead letters.
+``default_lane="suffixed"`` keeps the earlier names: ``<ns>.<queue>.p<priority>[.<tenant>]``
+and ``<ns>.<queue>.dlq``. Queue and tenant names never contain ``.``, so names parse
+back unambiguously: ``orders.archive`` or ``orders-eu`` are never lanes of ``orders``.
 """
 
 from __future__ import annotations
@@ -13,18 +17,43 @@ __all__ = ["Naming"]
 
 
 class Naming:
-    """Names of one namespace (``group_prefix``): topics, consumer groups."""
+    """Names of one namespace (``group_prefix``): topics, consumer groups.
 
-    def __init__(self, namespace: str) -> None:
+    Args:
+        namespace: Starts every consumer group name (and, suffixed, every topic name).
+        suffixed: Use the earlier ``<ns>.<queue>.p0`` name for the default lane.
+        topic_prefix: Starts every topic name when not ``suffixed``.
+
+    Example:
+        >>> Naming("workq").lane_topic(Lane("orders"))
+        'orders'
+        >>> Naming("workq", suffixed=True).lane_topic(Lane("orders"))
+        'workq.orders.p0'
+    """
+
+    def __init__(self, namespace: str, *, suffixed: bool = False, topic_prefix: str = "") -> None:
         self.namespace = namespace
+        self.suffixed = suffixed
+        self.topic_prefix = topic_prefix
+
+    def _base(self, queue: str) -> str:
+        if self.suffixed:
+            return f"{self.namespace}.{queue}"
+        return f"{self.topic_prefix}{queue}"
 
     def lane_topic(self, lane: Lane) -> str:
-        base = f"{self.namespace}.{lane.queue}.p{lane.priority}"
+        base = self._base(lane.queue)
+        if not self.suffixed and lane.tenant is None and lane.priority == 0:
+            return base
+        base = f"{base}.p{lane.priority}"
         return base if lane.tenant is None else f"{base}.{lane.tenant}"
 
     def lane_of(self, topic: str, queue: str) -> Lane | None:
         """The lane a topic holds, if it is one of ``queue``'s lane topics."""
-        prefix = f"{self.namespace}.{queue}."
+        base = self._base(queue)
+        if topic == base and not self.suffixed:
+            return Lane(queue)
+        prefix = base + "."
         if not topic.startswith(prefix):
             return None
         parts = topic[len(prefix) :].split(".")
@@ -33,10 +62,14 @@ class Naming:
         tenant = parts[1] if len(parts) == 2 else None
         if tenant == "":
             return None
-        return Lane(queue, tenant, int(parts[0][1:]))
+        priority = int(parts[0][1:])
+        if not self.suffixed and tenant is None and priority == 0:
+            # The default lane is the bare topic; ``orders.p0`` is not one of its names.
+            return None
+        return Lane(queue, tenant, priority)
 
     def dlq_topic(self, queue: str) -> str:
-        return f"{self.namespace}.{queue}.dlq"
+        return f"{self._base(queue)}.dlq"
 
     def group(self, queue: str) -> str:
         """The consumer group of a queue's consumers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -19,11 +20,17 @@ NOT_BEFORE = META_PREFIX + "not-before"
 REASON = META_PREFIX + "reason"
 
 
-def _key(headers: dict[str, str], key_header: str | None) -> bytes | None:
-    if key_header is None:
-        return None
-    value = headers.get(key_header)
-    return value.encode() if value is not None else None
+def _key(msg: Outgoing, key_header: str | None) -> bytes | None:
+    """The record key: ``publish(key=...)``, else the ``key_header`` header, else the tenant.
+
+    Plain consumers partition and join on the key; the tenant is the natural one.
+    """
+    if msg.key is not None:
+        return msg.key
+    value = msg.headers.get(key_header) if key_header is not None else None
+    if value is not None:
+        return value.encode()
+    return msg.lane.tenant.encode() if msg.lane.tenant is not None else None
 
 
 def encode(topic: str, msg: Outgoing, key_header: str | None) -> Record:
@@ -35,7 +42,7 @@ def encode(topic: str, msg: Outgoing, key_header: str | None) -> Record:
         topic=topic,
         value=msg.body,
         headers=[(k, v.encode()) for k, v in meta.items()],
-        key=_key(msg.headers, key_header),
+        key=_key(msg, key_header),
     )
 
 
@@ -57,8 +64,12 @@ def to_record(topic: str, item: Received, attempt: int, not_before: float | None
 
 
 def _text(value: bytes | str | None) -> str:
+    """A header value or key as text: UTF-8, else ``base64:`` and its base64."""
     if isinstance(value, bytes):
-        return value.decode(errors="replace")
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(value).decode()
     return value or ""
 
 
@@ -76,8 +87,15 @@ def _pairs(message: KafkaMessage) -> list[tuple[str, bytes | str | None]]:
     return list(raw.items()) if isinstance(raw, dict) else raw
 
 
-def decode(message: KafkaMessage, lane: Lane, token: Any) -> tuple[Received, float | None]:
-    """A delivery from a Kafka message, and its not-before time if it has one."""
+def decode(
+    message: KafkaMessage, lane: Lane, token: Any, key_header: str | None = "key"
+) -> tuple[Received, float | None]:
+    """A delivery from a Kafka message, and its not-before time if it has one.
+
+    A record without workq's id header is a plain client's: its id is
+    ``<topic>-<partition>-<offset>`` (the same on every redelivery) and its key, if any,
+    shows as the ``key_header`` header unless the record has one of that name.
+    """
     # One pass over the raw headers, not headers_of + split_meta: this runs for every
     # message on the poll thread, and the two passes cost about 3 us more each.
     user: dict[str, str] = {}
@@ -93,6 +111,10 @@ def decode(message: KafkaMessage, lane: Lane, token: Any) -> tuple[Received, flo
             enqueued = _text(value)
         elif name == NOT_BEFORE:
             not_before = _text(value)
+    if mid is None and key_header is not None and key_header not in user:
+        key = message.key()
+        if key is not None:
+            user[key_header] = _text(key)
     if enqueued is None:
         _, timestamp = message.timestamp()
         when = timestamp / 1000 if timestamp else time.time()

@@ -1,0 +1,161 @@
+"""Interop with plain Kafka clients (raw confluent_kafka on the other end), on a real broker."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import workq
+from workq.backends.kafka.topics import Naming
+from workq.lanes import Lane
+from workq.testing.conformance import WAIT, unique, until
+
+pytestmark = pytest.mark.kafka
+
+
+def servers(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+@pytest.fixture
+def broker(kafka_url: str) -> Iterator[workq.Broker]:
+    with workq.connect(kafka_url) as broker:
+        yield broker
+
+
+def plain_consumer(url: str, topic: str) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": servers(url),
+            "group.id": unique("plain"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    return consumer
+
+
+def create_topic(url: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": servers(url)})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=WAIT)
+
+
+def test_lane_topics_are_named_as_the_queue_and_never_confuse_neighbours() -> None:
+    naming = Naming("workq")
+    assert naming.lane_topic(Lane("orders")) == "orders"
+    assert naming.lane_topic(Lane("orders", "acme", 5)) == "orders.p5.acme"
+    assert naming.lane_of("orders", "orders") == Lane("orders")
+    assert naming.lane_of("orders.p5", "orders") == Lane("orders", None, 5)
+    assert naming.lane_of("orders.p0.acme", "orders") == Lane("orders", "acme", 0)
+    for stranger in ("orders-eu", "ordersx", "orders.archive", "orders.dlq", "orders.p0", "x"):
+        assert naming.lane_of(stranger, "orders") is None, stranger
+    old = Naming("workq", suffixed=True)
+    assert old.lane_topic(Lane("orders")) == "workq.orders.p0"
+    assert old.lane_of("workq.orders.p0", "orders") == Lane("orders")
+    assert old.lane_of("orders", "orders") is None
+    assert Naming("workq", topic_prefix="dev-").lane_topic(Lane("orders")) == "dev-orders"
+
+
+def test_plain_producer_reaches_a_workq_consumer_with_key_headers_time_and_id(
+    broker: workq.Broker, kafka_url: str
+) -> None:
+    queue = unique("plainin")
+    create_topic(kafka_url, queue, 1)
+    producer = Producer({"bootstrap.servers": servers(kafka_url)})
+    sent_ms = 1_700_000_000_123
+    producer.produce(
+        queue,
+        value=b'{"n": 1}',
+        key=b"customer-7",
+        headers=[("trace", b"abc"), ("blob", b"\xff\x00")],
+        timestamp=sent_ms,
+    )
+    producer.produce(queue, value=b"no key")
+    assert producer.flush(WAIT) == 0
+
+    with broker.consumer(queue, prefetch=2) as consumer:
+        first = until(lambda: consumer.get(timeout=0.5), what="the keyed record")
+        second = until(lambda: consumer.get(timeout=0.5), what="the plain record")
+        assert first.json() == {"n": 1}
+        assert first.headers["key"] == "customer-7"
+        assert first.headers["trace"] == "abc"
+        assert first.headers["blob"] == "base64:" + base64.b64encode(b"\xff\x00").decode()
+        assert first.enqueued_at.timestamp() == sent_ms / 1000
+        assert first.id == f"{queue}-0-0"
+        assert first.tenant is None
+        assert second.id == f"{queue}-0-1"
+        assert "key" not in second.headers
+        second.ack()
+        first.nack()
+        again = until(lambda: consumer.get(timeout=0.5), what="the redelivery")
+        assert again.id == first.id
+        assert again.attempt == 2
+        assert again.headers["key"] == "customer-7"
+        again.ack()
+
+
+def test_workq_producer_reaches_a_plain_consumer_of_the_topic_named_as_the_queue(
+    broker: workq.Broker, kafka_url: str
+) -> None:
+    queue = unique("plainout")
+    producer = broker.producer()
+    keyed = producer.publish(queue, {"n": 1}, headers={"trace": "abc"}, key="customer-7")
+    tenant = producer.publish(queue, b"t", tenant="acme")
+    plain = plain_consumer(kafka_url, queue)
+    try:
+        record = until(lambda: plain.poll(0.5), what="workq's record on the topic")
+        assert record.error() is None or record.error().code() == KafkaError.NO_ERROR
+        assert record.topic() == queue
+        assert record.key() == b"customer-7"
+        headers = dict(record.headers() or [])
+        assert headers["trace"] == b"abc"
+        assert headers["x-workq-id"] == keyed.encode()
+        assert json.loads(record.value() or b"") == {"n": 1}
+    finally:
+        plain.close()
+    # The tenant's lane is a topic beside it, keyed by the tenant.
+    tenants = plain_consumer(kafka_url, f"{queue}.p0.acme")
+    try:
+        record = until(lambda: tenants.poll(0.5), what="the tenant's record")
+        assert record.key() == b"acme"
+        assert dict(record.headers() or [])["x-workq-id"] == tenant.encode()
+    finally:
+        tenants.close()
+
+
+def test_key_must_be_str_or_bytes_before_any_io(broker: workq.Broker) -> None:
+    with pytest.raises(TypeError, match="key=7"):
+        broker.producer().publish(unique("badkey"), b"x", key=7)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key="):
+        broker.producer().publish_many(unique("badkey"), [workq.Message(b"x", key=1.5)])  # type: ignore[arg-type]
+
+
+def test_an_existing_topic_with_five_partitions_is_adopted(
+    broker: workq.Broker, kafka_url: str
+) -> None:
+    queue = unique("adopt")
+    create_topic(kafka_url, queue, 5)
+    broker.declare(queue)
+    admin = AdminClient({"bootstrap.servers": servers(kafka_url)})
+    meta = admin.list_topics(queue, timeout=WAIT)
+    assert len(meta.topics[queue].partitions) == 5
+    producer = broker.producer()
+    ids = {producer.publish(queue, f"m{i}", key=f"k{i}") for i in range(20)}
+    got: set[str] = set()
+    with broker.consumer(queue, prefetch=20) as consumer:
+
+        def drain() -> bool:
+            d = consumer.get(timeout=0.2)
+            if d is not None:
+                got.add(d.id)
+                d.ack()
+            return got == ids
+
+        until(drain, what="all 20 messages from the 5 partitions")
