@@ -68,7 +68,8 @@ def test_calls_fail_within_their_bounds_and_the_next_call_recovers(
         confirmed = [producer.publish(queue, "before")]
         with broker.consumer(queue) as consumer:
             getattr(proxy, fault)()
-            took, error = timed(lambda: producer.publish(queue, "during"))
+            during = f"during-{queue}"
+            took, error = timed(lambda: producer.publish(queue, "during", message_id=during))
             assert isinstance(error, workq.PublishError), error
             assert took <= 4.0 + SLACK, f"publish took {took:.1f}s, bound 4s"
             took, error = timed(lambda: consumer.get(timeout=1.0))
@@ -84,10 +85,12 @@ def test_calls_fail_within_their_bounds_and_the_next_call_recovers(
                 if d is not None:
                     d.ack()
                     got.append(d.id)
-                return len(got) >= 2
+                return set(confirmed) <= set(got)
 
             until(both, what="both confirmed messages after the outage")
-    assert sorted(got) == sorted(confirmed)
+    # A stalled request is delivered when traffic flows again, so the unconfirmed
+    # "during" message may be there too (at least once); nothing else may.
+    assert set(got) - set(confirmed) <= {during}
 
 
 def test_outage_under_a_running_producer_and_consumer_loses_nothing_confirmed(

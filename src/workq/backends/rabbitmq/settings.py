@@ -15,22 +15,35 @@ class RabbitMQSettings(BackendSettings):
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps")
     backend: Literal["rabbitmq"] = "rabbitmq"
+    #: ``host:port`` of each node (from the URL); more than one means failover, tried in order.
     hosts: list[str] = ["127.0.0.1:5672"]
+    #: The user (the URL's user).
     username: str = "guest"
+    #: The password (the URL's password); masked in ``repr``, logs and errors.
     password: SecretStr = SecretStr("guest")
+    #: The virtual host (the URL's path).
     vhost: str = "/"
+    #: Connect with TLS (true for ``amqps://``).
     tls: bool = False
+    #: CA bundle to verify the nodes' certificates; the system's when unset.
     tls_ca_file: str | None = None
+    #: Client certificate, for nodes that ask for one.
     tls_cert_file: str | None = None
+    #: Key of the client certificate.
     tls_key_file: str | None = None
     #: Passphrase of an encrypted ``tls_key_file``.
     tls_key_password: SecretStr | None = None
+    #: Verify the node's certificate and host name; turn off only for tests.
     tls_verify: bool = True
+    #: AMQP heartbeat in seconds: how soon a silent connection is noticed dead.
     heartbeat: int = 60
+    #: Type of the queues workq creates: ``quorum`` (replicated, the default) or
+    #: ``classic`` (one node; native priorities).
     queue_type: Literal["quorum", "classic"] = "quorum"
     #: Prepended to the name of every queue and exchange workq makes; empty by default,
     #: so the default lane of queue ``orders`` is the RabbitMQ queue ``orders``.
     queue_prefix: str = ""
+    #: Connection tries per call across the host list, all within ``connect_timeout``.
     reconnect_attempts: int = 5
 
     @field_validator("hosts")
