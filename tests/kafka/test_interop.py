@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -12,9 +13,10 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import workq
+import workq.aio
 from workq.backends.kafka.topics import Naming
 from workq.lanes import Lane
-from workq.testing.conformance import WAIT, unique, until
+from workq.testing.conformance import WAIT, unique, until, with_query
 
 pytestmark = pytest.mark.kafka
 
@@ -159,3 +161,37 @@ def test_an_existing_topic_with_five_partitions_is_adopted(
             return got == ids
 
         until(drain, what="all 20 messages from the 5 partitions")
+
+
+def test_suffixed_and_prefixed_topic_names_stay_available(kafka_url: str) -> None:
+    queue = unique("names")
+    admin = AdminClient({"bootstrap.servers": servers(kafka_url)})
+    with workq.connect(with_query(kafka_url, "default_lane=suffixed")) as old:
+        old.producer().publish(queue, b"old")
+    with workq.connect(with_query(kafka_url, "topic_prefix=dev-")) as dev:
+        dev.producer().publish(queue, b"dev")
+        with dev.consumer(queue) as consumer:
+            d = until(lambda: consumer.get(timeout=0.5), what="the prefixed topic's message")
+            assert d.body == b"dev"
+            d.ack()
+    topics = admin.list_topics(timeout=WAIT).topics
+    assert f"workq.{queue}.p0" in topics
+    assert f"dev-{queue}" in topics
+    assert queue not in topics
+
+
+def test_the_async_producer_keys_records_too(kafka_url: str) -> None:
+    queue = unique("aiokey")
+
+    async def publish() -> str:
+        async with await workq.aio.connect(kafka_url) as broker:
+            return await broker.producer().publish(queue, b"x", key=b"\x01k")
+
+    mid = asyncio.run(publish())
+    plain = plain_consumer(kafka_url, queue)
+    try:
+        record = until(lambda: plain.poll(0.5), what="the async producer's record")
+        assert record.key() == b"\x01k"
+        assert dict(record.headers() or [])["x-workq-id"] == mid.encode()
+    finally:
+        plain.close()
