@@ -1,4 +1,8 @@
-"""The async RabbitMQ receiver: pushed to on one lane queue, ``basic_get`` across several."""
+"""The async RabbitMQ receiver: subscribed by push to every lane its consumer reads.
+
+The decisions are ``subscriptions.py``'s, shared with the pika receiver; this module
+does the aio-pika I/O (on aio-pika's own aiormq channel).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 from ...driver import AsyncReceiver
 from ...lanes import Lane
@@ -19,6 +23,7 @@ from ...messages import Received
 from .aio import GONE, AsyncRabbitMQDriver
 from .codec import copy_of, received
 from .connection import CLOSE_TIMEOUT
+from .subscriptions import Subscriptions
 from .topology import Topology
 
 __all__ = ["AsyncRabbitMQReceiver"]
@@ -27,133 +32,170 @@ log = logging.getLogger("workq.rabbitmq")
 
 
 class AsyncRabbitMQReceiver(AsyncReceiver):
-    """One async consumer: pushed to on one lane queue, ``basic_get`` across several."""
+    """One async consumer: a channel of its own, pushed to by every lane it reads."""
 
     def __init__(self, driver: AsyncRabbitMQDriver, topo: Topology, prefetch: int) -> None:
         self._driver = driver
         self._topo = topo
-        self._prefetch = prefetch
+        self._subs = Subscriptions(topo, prefetch)
         self._channel: AbstractChannel | None = None
         self._gen = -1
-        self._consuming: str | None = None
-        self._ctag: str | None = None
         self._underlay: Any = None
-        self._buffer: deque[Received] = deque()
         self._event = asyncio.Event()
         self._closed = False
 
+    def _stale(self) -> bool:
+        ch = self._channel
+        return ch is None or ch.is_closed or self._gen != self._driver.generation
+
     async def _chan(self) -> AbstractChannel:
         await self._driver.connection()
-        if self._channel is None or self._channel.is_closed or self._gen != self._driver.generation:
-            self._buffer.clear()  # held on a dead channel: the broker requeues them
+        if self._stale():
+            self._subs.reset()  # held on a dead channel: the broker requeues them
             self._channel = await self._driver.channel()
-            await self._channel.set_qos(prefetch_count=self._prefetch)
             # Consumed and acked on aio-pika's own aiormq channel: aio-pika's message
             # wrapper and second task per delivery cost more than the rest of a delivery.
             self._underlay = await self._channel.get_underlay_channel()
             self._gen = self._driver.generation
-            self._consuming = self._ctag = None
+        assert self._channel is not None
         return self._channel
-
-    def _item(self, m: AbstractIncomingMessage, queue: str) -> Received:
-        token = (self._gen, self._channel, m.delivery_tag, queue)
-        return self._driver._received(self._topo, m, token, queue)
 
     async def _on_delivered(self, m: DeliveredMessage) -> None:
         props = m.header.properties
         stamp = props.timestamp
+        delivery: Any = m.delivery
+        tag = delivery.consumer_tag
+        queue = self._subs.queue_of(tag)
         item = received(
             self._topo,
             body=m.body,
             headers=props.headers,
             message_id=props.message_id,
             priority=props.priority,
-            redelivered=bool(m.delivery.redelivered),  # type: ignore[union-attr]
+            redelivered=bool(delivery.redelivered),
             timestamp=int(stamp.timestamp()) if stamp else None,
-            token=(self._gen, self._channel, m.delivery.delivery_tag, self._consuming),  # type: ignore[union-attr]
+            token=(self._gen, self._channel, delivery.delivery_tag, queue),
             content_type=props.content_type,
-            queue=self._consuming,
+            queue=queue,
         )
-        buffer = self._buffer
-        buffer.append(item)
-        if len(buffer) == 1:  # only an empty buffer has a waiter
-            self._event.set()
+        self._subs.pushed(tag, item)
+        self._event.set()
 
-    async def _stop_consume(self) -> None:
-        await self._give_back(await self._cancel())
+    async def _nowait(self, frames: list[Any]) -> None:
+        # Sent without waiting for a reply each: a thousand lanes in about one write.
+        for frame in frames:
+            await self._underlay.rpc(frame)
 
-    async def _cancel(self) -> list[Received]:
-        """Cancel the push consumer; returns what it had pushed and nobody took."""
-        if self._consuming is None:
+    async def _apply(self, lanes: Sequence[Lane]) -> list[Received]:
+        """Subscribe the lanes not yet subscribed, cancel those no longer read; returns
+        what the cancelled ones had pushed, to give back."""
+        await self._chan()
+        subs = self._subs
+        changes = subs.changes(lanes)
+        cancel = [subs.tags[q] for q in changes.cancel]
+        released = [item for q in changes.cancel for item in subs.cancelled(q)]
+        new = [(q, subs.subscribe(q)) for q in changes.consume]
+        try:
+            if cancel:
+                await self._nowait([Basic.Cancel(consumer_tag=tag, nowait=True) for tag in cancel])
+            if new:
+                await self._driver._ensure_base(self._topo)
+                if subs.credit != changes.credit:
+                    # Per consumer (not global): it applies to subscriptions made after it.
+                    await self._underlay.basic_qos(prefetch_count=changes.credit)
+                    subs.credit = changes.credit
+                for _q, tag in new:
+                    self._underlay.consumers[tag] = self._on_delivered
+                await self._nowait(
+                    [Basic.Consume(queue=q, consumer_tag=tag, nowait=True) for q, tag in new]
+                )
+        except BaseException:
+            # Half done (or cancelled): start afresh on a new channel next time; closing
+            # this one gives the broker back what it pushed.
+            await self._drop_channel()
+            raise
+        return released
+
+    async def _drop_channel(self) -> None:
+        ch, self._channel = self._channel, None
+        self._subs.reset()
+        if ch is not None and not ch.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ch.close(), CLOSE_TIMEOUT)
+
+    async def _get(self, levels: list[list[str]], max_count: int) -> None:
+        """``basic.get`` up to ``max_count`` from ``levels``: see the sync twin."""
+        ch = await self._chan()
+        subs, n = self._subs, 0
+        for level in levels:
+            live = list(level)
+            while live and n < max_count:
+                for name in list(live):
+                    if n >= max_count:
+                        break
+                    q = await ch.get_queue(name, ensure=False)
+                    m = await q.get(no_ack=False, fail=False)
+                    item = None
+                    if m is None:
+                        live.remove(name)
+                    else:
+                        token = (self._gen, self._channel, m.delivery_tag, name)
+                        item = self._driver._received(self._topo, m, token, name)
+                        n += 1
+                    subs.got(name, item)
+            if n >= max_count:
+                return
+
+    async def _cancel_all(self) -> list[Received]:
+        """Cancel every subscription; returns everything pushed and not handed out."""
+        if self._stale():
+            self._subs.reset()  # the channel is gone: the broker has them back
             return []
-        with contextlib.suppress(Exception):
-            # Bounded: a connection dying under us may never answer the cancel.
-            await asyncio.wait_for(self._underlay.basic_cancel(self._ctag), CLOSE_TIMEOUT)
-        # Deliveries that arrived before the cancel-ok run as tasks of their own: let
-        # them reach the buffer.
-        await asyncio.sleep(0)
-        self._consuming = self._ctag = None
-        items = list(self._buffer)
-        self._buffer.clear()
-        return items
+        tags = self._subs.cancel_all()
+        if tags:
+            with contextlib.suppress(Exception):
+                # Bounded: a connection dying under us may never answer.
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._nowait([Basic.Cancel(consumer_tag=t, nowait=True) for t in tags])
+                    # A round trip: once it is back every cancel is done, and what was
+                    # pushed before it has been read; its callbacks run as tasks.
+                    await self._underlay.basic_qos(prefetch_count=self._subs.credit or 1)
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
+            for tag in tags:
+                self._underlay.consumers.pop(tag, None)
+            self._subs.forget(tags)
+        return self._subs.drain()
 
     async def receive(
         self, lanes: Sequence[Lane], max_count: int, timeout: float
     ) -> list[Received]:
-        topo = self._topo
-        ordered = topo.levels(lanes)
-        if not ordered:
+        if not lanes:
             return []
         deadline = time.monotonic() + max(timeout, 0.0)
-        if len(ordered) == 1 and len(ordered[0]) == 1:
-            queue = ordered[0][0]
-            while True:
-                await self._chan()
-                if self._consuming != queue:
-                    await self._stop_consume()
-                    await self._driver._ensure_base(topo)
-                    ok = await self._underlay.basic_consume(queue, self._on_delivered)
-                    self._ctag = ok.consumer_tag
-                    self._consuming = queue
-                if not self._buffer:
-                    self._event.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(
-                            self._event.wait(), max(deadline - time.monotonic(), 0.0)
-                        )
-                out: list[Received] = []
-                while self._buffer and len(out) < max_count:
-                    out.append(self._buffer.popleft())
-                if out or time.monotonic() >= deadline or self._closed:
-                    return out
-        pause = 0.01
+        subs = self._subs
         while True:
-            await self._stop_consume()
-            got = await self._get(ordered, max_count)
-            remaining = deadline - time.monotonic()
-            if got or remaining <= 0 or self._closed:
-                return got
-            await asyncio.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.2)
-
-    async def _get(self, levels: list[list[str]], max_count: int) -> list[Received]:
-        ch = await self._chan()
-        out: list[Received] = []
-        for level in levels:
-            live = list(level)
-            while live and len(out) < max_count:
-                for name in list(live):
-                    if len(out) >= max_count:
-                        break
-                    q = await ch.get_queue(name, ensure=False)
-                    m = await q.get(no_ack=False, fail=False)
-                    if m is None:
-                        live.remove(name)
-                    else:
-                        out.append(self._item(m, name))
-            if len(out) >= max_count:
-                break
-        return out
+            if (self._stale() or subs.changes(lanes)) and not self._closed:
+                released = await self._apply(lanes)
+                if released:
+                    await self._give_back(released)
+            out, gets = subs.next(lanes, max_count)
+            if not out and not gets and not self._closed:
+                self._event.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        self._event.wait(), max(deadline - time.monotonic(), 0.0)
+                    )
+                out, gets = subs.next(lanes, max_count)
+            strays = subs.strays()
+            if strays:
+                await self._give_back(strays)
+            if gets and not self._closed:
+                # Each pass either brings messages in or finds lanes empty: it ends.
+                await self._get(gets, max_count)
+                continue
+            if out or time.monotonic() >= deadline or self._closed:
+                return out
 
     async def _ack_now(self, item: Received, reject: bool = False) -> None:
         gen, channel, tag, _queue = item.token
@@ -191,8 +233,9 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         """Nothing to do: RabbitMQ holds a delivery as long as its channel lives."""
 
     async def release(self, items: Sequence[Received]) -> None:
-        # The push consumer stops first: see the sync twin.
-        await self._give_back([*items, *await self._cancel()])
+        # The subscriptions stop first: see the sync twin.
+        extra = await self._cancel_all() if self._subs.tags else []
+        await self._give_back([*items, *extra])
 
     async def _give_back(self, items: Sequence[Received]) -> None:
         if not items:
@@ -208,7 +251,7 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         self._closed = True
         self._event.set()
         try:
-            await self._stop_consume()
+            await self._give_back(await self._cancel_all())
         except GONE:
             pass  # the connection is gone, so the broker has requeued everything
         finally:

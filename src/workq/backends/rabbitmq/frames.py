@@ -20,7 +20,17 @@ import pika.spec
 
 from .codec import Envelope
 
-__all__ = ["Wire", "abort", "ack_frame", "enable_confirms", "header_payload", "received_bytes"]
+__all__ = [
+    "Wire",
+    "abort",
+    "ack_frame",
+    "enable_confirms",
+    "forget",
+    "header_payload",
+    "received_bytes",
+    "subscribe",
+    "unsubscribe",
+]
 
 _P = pika.spec.BasicProperties
 _U8 = struct.Struct(">B")
@@ -175,3 +185,54 @@ def abort(connection: Any) -> None:
     transport = connection._impl._transport
     if transport is not None:
         transport._sock.shutdown(socket.SHUT_RDWR)
+
+
+def subscribe(
+    channel: Any, subscriptions: list[tuple[str, str]], on_message: Callable[..., None]
+) -> None:
+    """``basic.consume`` each ``(queue, consumer tag)`` with ``nowait``, in one write.
+
+    pika sends one synchronous method at a time and waits for its reply before the
+    next; a consumer of a thousand lanes would wait a thousand round trips. Deliveries
+    reach ``on_message(channel, method, properties, body)`` straight from the I/O loop.
+    A refusal (a missing queue) closes the channel, as it would anyway.
+    """
+    impl = channel._impl
+    impl._raise_if_not_open()
+    parts = []
+    for queue, tag in subscriptions:
+        impl._consumers[tag] = on_message
+        parts.append(
+            pika.frame.Method(
+                impl.channel_number,
+                pika.spec.Basic.Consume(queue=queue, consumer_tag=tag, nowait=True),
+            ).marshal()
+        )
+    if parts:
+        impl.connection._output_marshaled_frames([b"".join(parts)])
+
+
+def unsubscribe(channel: Any, tags: list[str]) -> None:
+    """``basic.cancel`` each consumer tag with ``nowait``, in one write.
+
+    The callbacks stay registered: a delivery already on its way still reaches
+    ``on_message`` (and is given back by the receiver, not rejected and counted as a
+    delivery). :func:`forget` them once a later round trip has come back.
+    """
+    impl = channel._impl
+    impl._raise_if_not_open()
+    parts = [
+        pika.frame.Method(
+            impl.channel_number, pika.spec.Basic.Cancel(consumer_tag=tag, nowait=True)
+        ).marshal()
+        for tag in tags
+    ]
+    if parts:
+        impl.connection._output_marshaled_frames([b"".join(parts)])
+
+
+def forget(channel: Any, tags: list[str]) -> None:
+    """Drop the callbacks of cancelled consumers (after a round trip: nothing more comes)."""
+    consumers = channel._impl._consumers
+    for tag in tags:
+        consumers.pop(tag, None)

@@ -1,12 +1,17 @@
-"""The sync RabbitMQ receiver: pushed to on one lane queue, polling across several."""
+"""The sync RabbitMQ receiver: subscribed by push to every lane its consumer reads.
+
+What to subscribe, cancel, hand out and give back is decided in ``subscriptions.py``,
+shared with the aio-pika receiver; this module does the pika I/O, on the driver's I/O
+thread.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +22,9 @@ from ...lanes import Lane
 from ...messages import Received
 from .client import GONE
 from .codec import copy_of
-from .frames import Wire
+from .frames import Wire, forget, subscribe, unsubscribe
 from .pika_driver import pika_received
+from .subscriptions import Subscriptions
 from .topology import Topology
 
 if TYPE_CHECKING:
@@ -30,20 +36,16 @@ log = logging.getLogger("workq.rabbitmq")
 
 
 class RabbitMQReceiver(Receiver):
-    """One consumer: a channel of its own, pushed to when it reads one lane queue,
-    polling with ``basic_get`` in lane order when it reads several."""
+    """One consumer: a channel of its own, pushed to by every lane queue it reads."""
 
     def __init__(self, driver: RabbitMQDriver, topo: Topology, prefetch: int) -> None:
         self._driver = driver
         self._io = driver.io
         self._topo = topo
-        self._prefetch = prefetch
         self._cond = threading.Condition()
-        self._buffer: deque[Received] = deque()
+        self._subs = Subscriptions(topo, prefetch)
         self._channel: Any = None
         self._gen = -1
-        self._consuming: str | None = None
-        self._ctag: str | None = None
         self._closed = False
         self._acks: list[Received] = []
         self._ack_lock = threading.Lock()
@@ -51,131 +53,138 @@ class RabbitMQReceiver(Receiver):
 
     def _on_lost(self) -> None:
         with self._cond:
-            self._buffer.clear()  # unacked on a dead channel: the broker requeues them
-            self._channel, self._consuming, self._ctag = None, None, None
+            self._subs.reset()  # unacked on a dead channel: the broker requeues them
+            self._channel = None
             self._cond.notify_all()
+
+    def _stale(self) -> bool:
+        ch = self._channel
+        return ch is None or not ch.is_open or self._gen != self._io.generation
 
     # -- I/O thread ------------------------------------------------------------------------
 
     def _chan(self) -> Any:
-        if self._channel is None or not self._channel.is_open or self._gen != self._io.generation:
+        if self._stale():
             self._io.connection()
-            self._channel = self._io.channel()
-            self._channel.basic_qos(prefetch_count=self._prefetch)
-            self._gen = self._io.generation
-            self._consuming = self._ctag = None
+            channel = self._io.channel()
+            with self._cond:
+                self._subs.reset()  # what the old channel held, the broker has back
+            self._channel, self._gen = channel, self._io.generation
         return self._channel
 
-    def _item(self, method: Any, props: Any, body: bytes, queue: str | None) -> Received:
-        token = (self._gen, self._channel, method.delivery_tag, queue)
-        return pika_received(self._topo, props, body, bool(method.redelivered), token, queue)
-
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
-        item = self._item(method, props, body, self._consuming)
+        tag = method.consumer_tag
+        queue = self._subs.queue_of(tag)
+        token = (self._gen, self._channel, method.delivery_tag, queue)
+        item = pika_received(self._topo, props, body, bool(method.redelivered), token, queue)
         with self._cond:
-            self._buffer.append(item)
-            if len(self._buffer) == 1:  # only an empty buffer has waiters
-                self._cond.notify_all()
+            self._subs.pushed(tag, item)
+            self._cond.notify_all()
 
-    def _consume(self, queue: str) -> None:
+    def _apply(self, lanes: Sequence[Lane]) -> list[Received]:
+        """Subscribe the lanes not yet subscribed, cancel those no longer read; returns
+        what the cancelled ones had pushed, to give back."""
         ch = self._chan()
-        if self._consuming == queue:
-            return
-        self._stop_consume()
-        self._driver._ensure_base(self._topo)
-        self._ctag = ch.basic_consume(queue, self._on_message)
-        self._consuming = queue
-
-    def _stop_consume(self) -> list[Received]:
-        """Cancel the push consumer; what it had buffered goes back to the broker."""
-        if self._consuming is None:
-            return []
-        ch = self._chan()
-        # Take what has arrived first: pika's basic_cancel requeues deliveries it has
-        # not dispatched yet, and the broker counts each as a delivery.
-        self._io.pump()
-        with contextlib.suppress(pika.exceptions.AMQPError):
-            ch.basic_cancel(self._ctag)
-        self._consuming = self._ctag = None
+        subs = self._subs
         with self._cond:
-            items = list(self._buffer)
-            self._buffer.clear()
-        return items
+            changes = subs.changes(lanes)
+            cancel = [subs.tags[q] for q in changes.cancel]
+            released = [item for q in changes.cancel for item in subs.cancelled(q)]
+            new = [(q, subs.subscribe(q)) for q in changes.consume]
+            credit = changes.credit if subs.credit != changes.credit else None
+        if cancel:
+            unsubscribe(ch, cancel)
+        if new:
+            self._driver._ensure_base(self._topo)
+            if credit is not None:
+                # Per consumer (not global): it applies to the subscriptions made after it.
+                ch.basic_qos(prefetch_count=credit)
+                subs.credit = credit
+            subscribe(ch, new, self._on_message)
+        return released
 
-    def _get(self, queues: list[list[str]], max_count: int) -> list[Received]:
+    def _get(self, levels: list[list[str]], max_count: int) -> None:
+        """``basic.get`` up to ``max_count`` from ``levels``, a level at a time, one from
+        each lane in turn; what comes in joins what was pushed."""
         ch = self._chan()
-        out: list[Received] = []
-        for level in queues:
+        subs, cond, n = self._subs, self._cond, 0
+        for level in levels:
             live = list(level)
-            while live and len(out) < max_count:
+            while live and n < max_count:
                 for q in list(live):
-                    if len(out) >= max_count:
+                    if n >= max_count:
                         break
                     try:
                         method, props, body = ch.basic_get(q, auto_ack=False)
                     except pika.exceptions.ChannelClosedByBroker as exc:
                         if exc.reply_code != 404:
                             raise
-                        ch = self._chan()  # a lane queue deleted under us: skip it
-                        method = None
+                        # A lane queue deleted under us: the channel is gone; the next
+                        # receive starts afresh on a new one.
+                        with cond:
+                            subs.reset()
+                        return
+                    item = None
                     if method is None:
                         live.remove(q)
                     else:
-                        out.append(self._item(method, props, body, q))
-            if len(out) >= max_count:
-                break
-        return out
+                        token = (self._gen, ch, method.delivery_tag, q)
+                        item = pika_received(
+                            self._topo, props, body, bool(method.redelivered), token, q
+                        )
+                        n += 1
+                    with cond:
+                        subs.got(q, item)
+            if n >= max_count:
+                return
+
+    def _cancel_all(self) -> list[Received]:
+        """Cancel every subscription; returns everything pushed and not handed out."""
+        if self._stale():
+            with self._cond:
+                self._subs.reset()  # the channel is gone: the broker has them back
+            return []
+        ch = self._channel
+        with self._cond:
+            tags = self._subs.cancel_all()
+        if tags:
+            unsubscribe(ch, tags)
+            # A round trip: once it is back, every cancel is done and what was pushed
+            # before it has reached _on_message (pika dispatches while it waits).
+            ch.basic_qos(prefetch_count=self._subs.credit or 1)
+            forget(ch, tags)
+        with self._cond:
+            self._subs.forget(tags)
+            return self._subs.drain()
 
     # -- Receiver API (any thread) ------------------------------------------------------
 
     def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
-        ordered = self._topo.levels(lanes)
-        if not ordered:
+        if not lanes:
             return []
         deadline = time.monotonic() + max(timeout, 0.0)
-        if len(ordered) == 1 and len(ordered[0]) == 1:
-            queue = ordered[0][0]
-            while True:
-                ch = self._channel
-                # Already pushed to from this queue: no need to ask the I/O thread.
-                if not (
-                    self._consuming == queue
-                    and self._gen == self._io.generation
-                    and ch is not None
-                    and ch.is_open
-                ):
-                    released = self._io.call(lambda: self._switch(queue))
-                    if released:
-                        self._give_back(released)
-                with self._cond:
-                    if not self._buffer:
-                        self._cond.wait(max(deadline - time.monotonic(), 0.0))
-                    out: list[Received] = []
-                    while self._buffer and len(out) < max_count:
-                        out.append(self._buffer.popleft())
-                if out or time.monotonic() >= deadline or self._closed:
-                    return out
-        pause = 0.01
+        subs, cond = self._subs, self._cond
         while True:
-            # One round trip to the I/O thread per poll: stop any push consumer, then get.
-            released, got = self._io.call(
-                lambda: (self._stop_consume(), self._get(ordered, max_count))
-            )
-            if released:
-                self._give_back(released)
-            remaining = deadline - time.monotonic()
-            if got or remaining <= 0 or self._closed:
-                return got
-            with self._cond:
-                self._cond.wait(min(pause, remaining))
-            pause = min(pause * 2, 0.2)
-
-    def _switch(self, queue: str) -> list[Received]:
-        released: list[Received] = []
-        if self._consuming not in (None, queue):
-            released = self._stop_consume()
-        self._consume(queue)
-        return released
+            with cond:
+                apply = self._stale() or bool(subs.changes(lanes))
+            if apply and not self._closed:
+                released = self._io.call(lambda: self._apply(lanes))
+                if released:
+                    self._give_back(released)
+            with cond:
+                out, gets = subs.next(lanes, max_count)
+                if not out and not gets and not self._closed:
+                    cond.wait(max(deadline - time.monotonic(), 0.0))
+                    out, gets = subs.next(lanes, max_count)
+                strays = subs.strays()
+            if strays:
+                self._give_back(strays)
+            if gets and not self._closed:
+                # Each pass either brings messages in or finds lanes empty: it ends.
+                self._io.call(functools.partial(self._get, gets, max_count))
+                continue
+            if out or time.monotonic() >= deadline or self._closed:
+                return out
 
     def _ack_now(self, item: Received, reject: bool = False) -> None:
         gen, channel, tag, _queue = item.token
@@ -231,11 +240,11 @@ class RabbitMQReceiver(Receiver):
         """Nothing to do: RabbitMQ holds a delivery as long as its channel lives."""
 
     def release(self, items: Sequence[Received]) -> None:
-        # The push consumer stops first: once the originals are acked the broker would
+        # The subscriptions stop first: once the originals are acked the broker would
         # push again (the copies, say), and what it pushed would be returned, and
-        # counted, when the channel closes. The next receive() consumes again.
-        if self._consuming is not None:
-            items = [*items, *self._io.call(self._stop_consume)]
+        # counted, when the channel closes. The next receive() subscribes again.
+        if self._subs.tags:
+            items = [*items, *self._io.call(self._cancel_all)]
         self._give_back(items)
 
     def _give_back(self, items: Sequence[Received]) -> None:
@@ -258,7 +267,7 @@ class RabbitMQReceiver(Receiver):
         with self._cond:
             self._cond.notify_all()
         try:
-            leftover = self._io.call(self._stop_consume)
+            leftover = self._io.call(self._cancel_all)
             if leftover:
                 self._give_back(leftover)
         except GONE:
