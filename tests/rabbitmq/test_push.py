@@ -119,3 +119,54 @@ def test_aio_pushed_and_unhanded_deliveries_go_back_uncounted_on_close(
                     await d.ack()
 
     asyncio.run(main())
+
+
+def delete_queue(url: str, name: str) -> None:
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        conn.channel().queue_delete(name)
+    finally:
+        conn.close()
+
+
+def test_a_deleted_lane_queue_does_not_stop_the_other_lanes(rabbitmq_url: str) -> None:
+    q = unique("push")
+    with workq.connect(rabbitmq_url) as broker:
+        broker.declare(q)
+        broker.producer().publish_many(q, [Message("a", tenant="a"), Message("b", tenant="b")])
+        with broker.consumer(q, prefetch=2) as c:
+            for _ in range(2):
+                d = c.get(timeout=WAIT)
+                assert d is not None
+                d.ack()
+        delete_queue(rabbitmq_url, f"{q}.t.a")  # still listed in the queue's registry
+        with broker.consumer(q, prefetch=2) as c:
+            broker.producer().publish(q, b"again", tenant="b")
+            d = c.get(timeout=WAIT)
+            assert d is not None and d.body == b"again"
+            d.ack()
+
+
+def test_aio_a_deleted_lane_queue_does_not_stop_the_other_lanes(rabbitmq_url: str) -> None:
+    async def main() -> None:
+        q = unique("push")
+        async with await workq.aio.connect(rabbitmq_url) as broker:
+            await broker.declare(q)
+            async with broker.producer() as p:
+                await p.publish_many(q, [Message("a", tenant="a"), Message("b", tenant="b")])
+            async with broker.consumer(q, prefetch=2) as c:
+                for _ in range(2):
+                    d = await c.get(timeout=WAIT)
+                    assert d is not None
+                    await d.ack()
+            await asyncio.to_thread(delete_queue, rabbitmq_url, f"{q}.t.a")
+            async with broker.consumer(q, prefetch=2) as c:
+                async with broker.producer() as p:
+                    await p.publish(q, b"again", tenant="b")
+                d = await c.get(timeout=WAIT)
+                assert d is not None and d.body == b"again"
+                await d.ack()
+
+    asyncio.run(main())

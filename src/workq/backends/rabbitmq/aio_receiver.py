@@ -15,6 +15,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel
 from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
 from ...driver import AsyncReceiver
@@ -53,12 +54,17 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         if self._stale():
             self._subs.reset()  # held on a dead channel: the broker requeues them
             self._channel = await self._driver.channel()
+            self._channel.close_callbacks.add(self._on_close)
             # Consumed and acked on aio-pika's own aiormq channel: aio-pika's message
             # wrapper and second task per delivery cost more than the rest of a delivery.
             self._underlay = await self._channel.get_underlay_channel()
             self._gen = self._driver.generation
         assert self._channel is not None
         return self._channel
+
+    def _on_close(self, _channel: Any, reason: BaseException | None) -> None:
+        self._subs.closed(str(reason))
+        self._event.set()  # a receive waiting on this channel starts afresh
 
     async def _on_delivered(self, m: DeliveredMessage) -> None:
         props = m.header.properties
@@ -134,7 +140,13 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
                     if n >= max_count:
                         break
                     q = await ch.get_queue(name, ensure=False)
-                    m = await q.get(no_ack=False, fail=False)
+                    try:
+                        m = await q.get(no_ack=False, fail=False)
+                    except ChannelNotFoundEntity as exc:
+                        # Deleted under us: start afresh without it (see the sync twin).
+                        subs.closed(str(exc))
+                        await self._drop_channel()
+                        return
                     item = None
                     if m is None:
                         live.remove(name)

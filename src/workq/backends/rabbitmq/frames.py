@@ -27,6 +27,7 @@ __all__ = [
     "enable_confirms",
     "forget",
     "header_payload",
+    "on_close",
     "received_bytes",
     "subscribe",
     "unsubscribe",
@@ -236,3 +237,9 @@ def forget(channel: Any, tags: list[str]) -> None:
     consumers = channel._impl._consumers
     for tag in tags:
         consumers.pop(tag, None)
+
+
+def on_close(channel: Any, callback: Callable[[Any, Exception], None]) -> None:
+    """Call ``callback(channel, reason)`` when a ``BlockingChannel`` closes (the broker's
+    reason: a refused ``basic.consume`` shows only there)."""
+    channel._impl.add_on_close_callback(callback)

@@ -22,7 +22,7 @@ from ...lanes import Lane
 from ...messages import Received
 from .client import GONE
 from .codec import copy_of
-from .frames import Wire, forget, subscribe, unsubscribe
+from .frames import Wire, forget, on_close, subscribe, unsubscribe
 from .pika_driver import pika_received
 from .subscriptions import Subscriptions
 from .topology import Topology
@@ -67,10 +67,16 @@ class RabbitMQReceiver(Receiver):
         if self._stale():
             self._io.connection()
             channel = self._io.channel()
+            on_close(channel, self._on_close)
             with self._cond:
                 self._subs.reset()  # what the old channel held, the broker has back
             self._channel, self._gen = channel, self._io.generation
         return self._channel
+
+    def _on_close(self, _ch: Any, reason: Exception) -> None:
+        with self._cond:
+            self._subs.closed(str(reason))
+            self._cond.notify_all()  # a receive waiting on this channel starts afresh
 
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
         tag = method.consumer_tag
@@ -120,9 +126,10 @@ class RabbitMQReceiver(Receiver):
                         if exc.reply_code != 404:
                             raise
                         # A lane queue deleted under us: the channel is gone; the next
-                        # receive starts afresh on a new one.
+                        # receive starts afresh on a new one, without that lane.
                         with cond:
                             subs.reset()
+                            subs.closed(str(exc))
                         return
                     item = None
                     if method is None:

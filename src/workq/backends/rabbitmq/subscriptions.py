@@ -21,6 +21,8 @@ it what to subscribe, cancel and give back, and tell it what was pushed.
 from __future__ import annotations
 
 import itertools
+import re
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +34,10 @@ from .topology import Topology
 __all__ = ["Changes", "Subscriptions", "credit_for"]
 
 _ids = itertools.count(1)
+#: How long a lane queue the broker said does not exist is left out before it is
+#: subscribed again (it may be made again by a publisher).
+MISSING_RETRY = 10.0
+_NO_QUEUE = re.compile(r"no queue '([^']+)'")
 
 
 def credit_for(prefetch: int, lanes: int) -> int:
@@ -82,6 +88,8 @@ class Subscriptions:
         #: Lane queues that may hold more than they pushed: they pushed (or answered a
         #: get) since a ``basic.get`` last found them empty.
         self.busy: set[str] = set()
+        #: Lane queues the broker said do not exist, and when.
+        self.missing: dict[str, float] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -116,10 +124,26 @@ class Subscriptions:
         queues = self._lane_queues(lanes)
         tags = self.tags
         consume = [q for q in queues if q not in tags]
+        if self.missing and consume:
+            consume = [q for q in consume if not self._missing(q)]
         # Every subscription is wanted unless more are subscribed than wanted ones are.
         extra = len(tags) > len(queues) - len(consume)
         cancel = [q for q in tags if q not in self._wanted] if extra else []
         return Changes(consume, cancel, credit_for(self.prefetch, len(queues)))
+
+    def _missing(self, queue: str) -> bool:
+        at = self.missing.get(queue)
+        if at is not None and time.monotonic() - at >= MISSING_RETRY:
+            del self.missing[queue]
+            return False
+        return at is not None
+
+    def closed(self, reason: str) -> None:
+        """The broker closed the channel for ``reason``. If a lane queue does not exist
+        (deleted under a consumer that still lists it), it is left out for a while, so
+        that one missing lane does not keep every other lane from being consumed."""
+        if m := _NO_QUEUE.search(reason):
+            self.missing[m.group(1)] = time.monotonic()
 
     def subscribe(self, queue: str) -> str:
         """The consumer tag to subscribe ``queue`` with (recorded before the I/O, so a
