@@ -81,3 +81,19 @@ def test_late_deliveries_of_cancelled_subscriptions_are_given_back() -> None:
     tags = subs.cancel_all()
     subs.forget([tag, *tags])
     assert subs.tags == {} and subs.queues == {} and len(subs) == 0
+
+
+def test_a_missing_lane_queue_is_left_out_then_probed_before_subscribing_again() -> None:
+    a, b = Lane("q", "a"), Lane("q", "b")
+    subs = Subscriptions(QUORUM, 10)
+    subs.closed("NOT_FOUND - no queue 'q.t.b' in vhost '/'")
+    changes = subs.changes([a, b])
+    assert changes.consume == ["q.t.a"] and changes.probe == []
+    subs.missing["q.t.b"] -= 3600  # long ago: look again
+    changes = subs.changes([a, b])
+    assert changes.consume == ["q.t.a", "q.t.b"] and changes.probe == ["q.t.b"]
+    subs.probed("q.t.b", False)
+    assert subs.changes([a, b]).consume == ["q.t.a"]
+    subs.missing["q.t.b"] -= 3600
+    subs.probed("q.t.b", True)
+    assert subs.changes([a, b]).consume == ["q.t.a", "q.t.b"]

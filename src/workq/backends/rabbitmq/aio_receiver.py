@@ -98,6 +98,10 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         await self._chan()
         subs = self._subs
         changes = subs.changes(lanes)
+        if changes.probe:
+            for q in changes.probe:
+                subs.probed(q, await self._driver._exists(q))
+            changes = subs.changes(lanes)
         cancel = [subs.tags[q] for q in changes.cancel]
         released = [item for q in changes.cancel for item in subs.cancelled(q)]
         new = [(q, subs.subscribe(q)) for q in changes.consume]

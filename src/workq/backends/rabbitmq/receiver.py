@@ -94,6 +94,13 @@ class RabbitMQReceiver(Receiver):
         subs = self._subs
         with self._cond:
             changes = subs.changes(lanes)
+        for q in changes.probe:
+            exists = self._driver._exists(q)
+            with self._cond:
+                subs.probed(q, exists)
+        with self._cond:
+            if changes.probe:
+                changes = subs.changes(lanes)
             cancel = [subs.tags[q] for q in changes.cancel]
             released = [item for q in changes.cancel for item in subs.cancelled(q)]
             new = [(q, subs.subscribe(q)) for q in changes.consume]

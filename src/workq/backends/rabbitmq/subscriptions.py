@@ -20,6 +20,7 @@ it what to subscribe, cancel and give back, and tell it what was pushed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import time
@@ -58,6 +59,8 @@ class Changes:
     consume: list[str]
     cancel: list[str]
     credit: int
+    #: Of ``consume``, those the broker said did not exist: check they exist again first.
+    probe: list[str] = dataclasses.field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.consume or self.cancel)
@@ -124,19 +127,28 @@ class Subscriptions:
         queues = self._lane_queues(lanes)
         tags = self.tags
         consume = [q for q in queues if q not in tags]
+        probe: list[str] = []
         if self.missing and consume:
             consume = [q for q in consume if not self._missing(q)]
+            probe = [q for q in consume if q in self.missing]
         # Every subscription is wanted unless more are subscribed than wanted ones are.
         extra = len(tags) > len(queues) - len(consume)
         cancel = [q for q in tags if q not in self._wanted] if extra else []
-        return Changes(consume, cancel, credit_for(self.prefetch, len(queues)))
+        return Changes(consume, cancel, credit_for(self.prefetch, len(queues)), probe)
 
     def _missing(self, queue: str) -> bool:
         at = self.missing.get(queue)
-        if at is not None and time.monotonic() - at >= MISSING_RETRY:
-            del self.missing[queue]
-            return False
-        return at is not None
+        return at is not None and time.monotonic() - at < MISSING_RETRY
+
+    def probed(self, queue: str, exists: bool) -> None:
+        """A lane queue once missing was looked for again: subscribe it, or wait again.
+
+        (Looked for on another channel: a refused ``basic.consume`` would close this
+        one, and with it return everything it holds, counted as delivered.)"""
+        if exists:
+            self.missing.pop(queue, None)
+        else:
+            self.missing[queue] = time.monotonic()
 
     def closed(self, reason: str) -> None:
         """The broker closed the channel for ``reason``. If a lane queue does not exist
