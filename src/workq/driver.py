@@ -14,6 +14,15 @@ Rules every driver follows:
   broker run on their own threads); a driver whose client is not thread-safe
   serialises calls itself.
 - Anything a receiver still holds when it closes goes back to the queue at once.
+
+Receiving: which lane to take from next (strict priority, then each tenant in turn) is
+the core's decision. A backend whose broker keeps one queue per lane subclasses
+:class:`workq.polling.PollingReceiver` and implements only ``take(lane, n)`` ("up to n
+from this lane now"), optionally ``available`` (counts), ``step`` (atomic counting and
+taking) and ``wait_any`` (wait for any of several lanes); its ``receive`` is then done
+once, in the core. A backend that implements ``receive`` itself (a push consumer, a
+partitioned log) follows ``Receiver.receive``'s rules, using ``workq.lanes.spread`` or
+``workq.polling.levels``/``share`` rather than rules of its own.
 """
 
 from __future__ import annotations
@@ -201,7 +210,8 @@ class Receiver(ABC):
         priority the tenant whose turn it is first. Take from the highest priority that
         has messages; spread the count across its lanes rather than draining one (see
         ``workq.lanes.spread``). Return as soon as anything is there. Never return
-        messages from lanes not listed.
+        messages from lanes not listed. :class:`workq.polling.PollingReceiver`
+        implements this over ``take(lane, n)``.
         """
 
     @abstractmethod
