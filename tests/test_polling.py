@@ -45,7 +45,7 @@ class ListReceiver(PollingReceiver):
         ids, self.ready[lane][:n] = self.ready.get(lane, [])[:n], []
         return [Received(lane, mid, b"", {}, 1, 0.0) for mid in ids]
 
-    def wait_any(self, lanes: list[Lane], max_count: int, timeout: float) -> list[Received]:
+    def wait_any(self, lanes: list[Lane], max_count: int, timeout: float) -> list[Received] | None:
         self.waits += 1
         return []  # nothing came: end the receive
 
@@ -112,3 +112,18 @@ def test_never_takes_from_lanes_not_listed_and_nothing_once_closed() -> None:
     r.close()
     assert r.receive([b], 10, 0.0) == []
     assert r.takes == [(a, 5)]
+
+
+def test_a_wait_that_hears_of_work_is_followed_by_a_take() -> None:
+    a = lane("a")
+
+    class Waking(ListReceiver):
+        def wait_any(self, lanes: list[Lane], max_count: int, timeout: float) -> None:
+            self.waits += 1
+            self.ready[a] = ["late"]  # published while waiting
+            return None
+
+    r = Waking({a: 0}, counting=True)
+    got = r.receive([a], 10, 5.0)
+    assert [item.id for item in got] == ["late"]
+    assert r.waits == 1

@@ -147,6 +147,8 @@ class PollingReceiver(Receiver):
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             got = self._sweep(lanes, max_count)
+            if self.closed:  # closed meanwhile: the consumer gives back what came late
+                return got
             remaining = deadline - time.monotonic()
             if got or remaining <= 0:
                 self.glance(lanes)
@@ -154,8 +156,8 @@ class PollingReceiver(Receiver):
             waited = self.wait_any(lanes, max_count, remaining)
             if waited is not None:
                 return waited
-            if self.closed or time.monotonic() >= deadline:
-                return []
+            # Woken, or the time is up: look once more either way (what came at the
+            # last moment is taken now, not on the next receive).
 
     def _sweep(self, lanes: list[Lane], max_count: int) -> list[Received]:
         """One pass over the lanes: what strict priority and fair turns allow now."""
