@@ -92,8 +92,8 @@ def test_settings_from_the_environment_name_any_registered_backend() -> None:
 def test_lazy_names_are_the_real_objects() -> None:
     import workq
     from workq.aio.broker import connect as aio_connect
-    from workq.broker import connect
     from workq.backends.kafka.settings import KafkaSettings
+    from workq.broker import connect
     from workq.settings import KafkaSettings as Reexported
     from workq.settings import Settings
 
