@@ -120,3 +120,12 @@ def test_star_import_gives_every_public_name() -> None:
     import workq
 
     assert set(workq.__all__) <= set(namespace)
+
+
+def test_the_cli_loads_no_asyncio_nor_progress_bars_before_it_needs_them() -> None:
+    # `workq run` of a sync app: asyncio, pydantic-settings and rich's progress bars
+    # (only `workq move` draws one) cost an idle worker memory for nothing.
+    loaded = loaded_after(
+        "import workq.cli, workq.app", ["asyncio", "pydantic_settings", "rich.progress"]
+    )
+    assert not any(loaded.values()), loaded
