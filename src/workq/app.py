@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import threading
@@ -331,6 +330,8 @@ class App:
                     )
                 )
             if asynchronous:
+                import asyncio  # here, not at the top: a sync-only app never loads asyncio
+
                 threads.append(
                     threading.Thread(
                         target=self._guard(
@@ -386,6 +387,8 @@ class App:
                 if self._stop.is_set():
                     worker.stop()
                 runs.append(worker.run())
+            import asyncio  # loaded already: this runs on an event loop
+
             await asyncio.gather(*runs)
 
     def _connect(self, make: Callable[[], Any], handlers: list[HandlerSpec]) -> Any:

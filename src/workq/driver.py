@@ -283,7 +283,20 @@ class Driver(ABC):
         """Close connections. Idempotent."""
 
     def queues(self) -> list[str]:
-        """Names of the workq queues that exist on the broker (optional; for operators)."""
+        """Names of the workq queues on the broker, sorted (``broker.queues()``,
+        ``workq queues``).
+
+        Queue names only: not their lanes, dead-letter or other helper queues. Optional:
+        this default raises ``Unsupported``. A backend that can list only in some setups
+        raises ``Unsupported`` naming why and what to do (RabbitMQ without its management
+        API); one that never can keeps this default.
+
+        Example:
+            ```python
+            def queues(self) -> list[str]:
+                return sorted(self._store.queues)
+            ```
+        """
         from .errors import Unsupported
 
         raise Unsupported(self.capabilities.backend, "listing queues")
@@ -338,6 +351,7 @@ class AsyncDriver(ABC):
     async def close(self) -> None: ...
 
     async def queues(self) -> list[str]:
+        """The twin of :meth:`Driver.queues`; the same default (``Unsupported``)."""
         from .errors import Unsupported
 
         raise Unsupported(self.capabilities.backend, "listing queues")
