@@ -30,6 +30,7 @@ from ...spec import QueueSpec
 from .client import Batch, IOThread
 from .codec import ATTEMPT, copy_of, envelope, reason_of, received
 from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline, lanes_bound
+from .management import list_queues
 from .pika_declare import Declarations
 from .settings import RabbitMQSettings
 from .topology import (
@@ -368,6 +369,10 @@ class RabbitMQDriver(Declarations, Driver):
 
             self.io.call(done)
             moved += len(got)
+
+    def queues(self) -> list[str]:
+        """From the management HTTP API (AMQP cannot list queues); see management.py."""
+        return list_queues(self.settings)
 
     def close(self) -> None:
         self.io.close()
