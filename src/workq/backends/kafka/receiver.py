@@ -114,6 +114,11 @@ class KafkaReceiver(Receiver):
         self._delayed: list[tuple[float, int, Received, float]] = []  # (wake, seq, item, due)
         self._topics: frozenset[str] = frozenset()
         self._subscribed: frozenset[str] | None = None
+        # Bumped (under the lock) whenever what ``_pick`` looks at changes, so a waiting
+        # receive re-plans only then: with a thousand lanes a plan is not free.
+        self._version = 0
+        self._flow_due = False  # held counts or buffers changed since the last _flow
+        self._topic_of: dict[Lane, str] = {}
         self._commit_due = False
         self._next_commit = 0.0  # monotonic time before which no asynchronous commit
         self._closing = False
@@ -145,20 +150,38 @@ class KafkaReceiver(Receiver):
     # -- the handler side --------------------------------------------------------
 
     def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
-        topics = frozenset(self._naming.lane_topic(lane) for lane in lanes)
+        topics = frozenset(map(self._topic, lanes))
         deadline = time.monotonic() + timeout
         with self._cond:
             if topics != self._topics:
                 self._topics = topics
                 self._cond.notify_all()
+            planned = -1  # the state version the last plan saw
+            held_back = False
             while True:
                 if self._closed:
                     return []
                 final = time.monotonic() >= deadline
-                items = self._pick(lanes, max_count, final)
-                if items or final:
-                    return items
+                if planned != self._version or (final and held_back):
+                    planned = self._version
+                    items, held_back = self._pick(lanes, max_count, final)
+                    if items:
+                        return items
+                if final:
+                    return []
                 self._cond.wait(min(deadline - time.monotonic(), 0.1))
+
+    def _topic(self, lane: Lane) -> str:
+        topic = self._topic_of.get(lane)
+        if topic is None:
+            topic = self._topic_of[lane] = self._naming.lane_topic(lane)
+        return topic
+
+    def _changed(self) -> None:
+        """What a receive plans from changed (under the lock): wake it to plan again."""
+        self._version += 1
+        self._flow_due = True
+        self._cond.notify_all()
 
     def _eligible(self, part: Part) -> int:
         if not self._ordered:
@@ -174,14 +197,21 @@ class KafkaReceiver(Receiver):
                 count += 1
         return count
 
-    def _pick(self, lanes: Sequence[Lane], max_count: int, final: bool) -> list[Received]:
+    def _pick(
+        self, lanes: Sequence[Lane], max_count: int, final: bool
+    ) -> tuple[list[Received], bool]:
+        """Deliveries by the lane rules, and whether ready ones were held back while a lane
+        that may come first has not reported yet."""
         by_lane: dict[Lane, list[Part]] = {}
         for part in self._parts.values():
             by_lane.setdefault(part.lane, []).append(part)
-        available = {lane: sum(self._eligible(p) for p in by_lane.get(lane, [])) for lane in lanes}
+        available = {
+            lane: sum(self._eligible(p) for p in by_lane[lane]) if lane in by_lane else 0
+            for lane in lanes
+        }
         ready = [lane for lane in lanes if available[lane] > 0]
         if not ready:
-            return []
+            return [], False
         if not final:
             # Strict priority and fair turns need to see the lanes that may come first:
             # wait while a higher lane, or an empty lane at the best level, has not
@@ -193,7 +223,7 @@ class KafkaReceiver(Receiver):
                 if lane.priority > best or (lane.priority == best and not available[lane])
                 for part in by_lane.get(lane, [])
             ):
-                return []
+                return [], True
         plan = spread(lanes, max_count, available)
         items: list[Received] = []
         for lane in lanes:
@@ -211,7 +241,9 @@ class KafkaReceiver(Receiver):
                         active.remove(part)
                     if wanted == 0:
                         break
-        return items
+        if items:
+            self._flow_due = True  # a drained partition may fetch again
+        return items, False
 
     def _take(self, part: Part, count: int) -> list[Received]:
         """Up to ``count`` deliveries from the partition's buffer, marked handed out."""
@@ -246,12 +278,13 @@ class KafkaReceiver(Receiver):
             )
             return None
         part.out.discard(token.offset)
+        self._flow_due = True
         if done:
             part.done.add(token.offset)
             self._commit_due = True
         if self._ordered and token.key is not None:
             part.busy_keys[token.key] -= 1
-            self._cond.notify_all()  # the key's next message may go out now
+            self._changed()  # the key's next message may go out now
         elif self._revoking:
             self._cond.notify_all()
         return part
@@ -283,7 +316,7 @@ class KafkaReceiver(Receiver):
                 part = self._settled(item, done=False)
                 if part is not None:
                     part.put_back(item)
-            self._cond.notify_all()
+            self._changed()
 
     def close(self) -> None:
         with self._cond:
@@ -313,11 +346,12 @@ class KafkaReceiver(Receiver):
                     for part, item, not_before in fetched:
                         self._buffer(part, item, not_before)
                     self._wake_delayed()
-                    flow = self._flow()
+                    if messages:  # deliveries, or ends of partitions: both change plans
+                        self._changed()
+                    flow = self._flow() if self._flow_due else None
                     offsets = self._offsets() if self._commit_now() else []
-                    if messages:
-                        self._cond.notify_all()
-                self._apply_flow(*flow)
+                if flow is not None:
+                    self._apply_flow(*flow)
                 self._commit(offsets, asynchronous=True)
         except Exception:
             log.exception("Kafka consumer of queue %r failed", self._spec.name)
@@ -398,6 +432,7 @@ class KafkaReceiver(Receiver):
                 continue
             if due <= now:
                 part.put_back(item)
+                self._changed()
             else:
                 # Still not due: send it round again so this partition's commits move on.
                 record = to_record(self._naming.lane_topic(part.lane), item, item.attempt, due)
@@ -418,21 +453,32 @@ class KafkaReceiver(Receiver):
                 heapq.heappush(self._delayed, (wake, next(_seq), item, due))
 
     def _flow(self) -> tuple[list[TopicPartition], list[TopicPartition]]:
-        held = sum(len(p.buffer) + len(p.out) for p in self._parts.values())
+        """Partitions to pause and to resume (under the lock).
+
+        Past the bound, only partitions with something buffered pause: one with nothing
+        buffered keeps fetching, so every lane's next message is in view of the lane
+        rules (a noisy lane's backlog filling the bound must not hide a quiet lane's
+        one message). A paused partition resumes once it has handed out all it had, or
+        when what is held is down to half the bound.
+        """
+        self._flow_due = False
+        parts = self._parts.values()
+        held = sum(len(p.buffer) + len(p.out) for p in parts)
+        over, under = held >= self._bound, held <= self._bound // 2
         pause: list[TopicPartition] = []
         resume: list[TopicPartition] = []
-        if held >= self._bound:
-            for part in self._parts.values():
-                if not part.paused:
-                    part.paused = True
-                    pause.append(TopicPartition(*part.key))
-        elif held <= self._bound // 2:
-            for part in self._parts.values():
-                if part.paused:
+        for part in parts:
+            if part.paused:
+                if under or not part.buffer:
                     part.paused = False
                     # Where fetching goes on: one past what we have, as librdkafka does.
                     offset = part.next_offset if part.next_offset is not None else OFFSET_INVALID
                     resume.append(TopicPartition(*part.key, offset))
+            elif over and part.buffer:
+                part.paused = True
+                pause.append(TopicPartition(*part.key))
+        if pause or resume:
+            self._version += 1  # paused partitions are no longer waited for, and back
         return pause, resume
 
     def _apply_flow(self, pause: list[TopicPartition], resume: list[TopicPartition]) -> None:
@@ -485,7 +531,7 @@ class KafkaReceiver(Receiver):
                     continue
                 key = (tp.topic, tp.partition)
                 self._parts[key] = Part(key, lane, next(self._generations))
-            self._cond.notify_all()
+            self._changed()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
@@ -515,7 +561,7 @@ class KafkaReceiver(Receiver):
         with self._cond:
             for key in keys:
                 self._parts.pop(key, None)
-            self._cond.notify_all()
+            self._changed()
 
     def _shutdown(self) -> None:
         with self._cond:
@@ -528,4 +574,4 @@ class KafkaReceiver(Receiver):
         with self._cond:
             self._closed = True
             self._parts.clear()
-            self._cond.notify_all()
+            self._changed()
