@@ -11,7 +11,9 @@ sits idle for a fixed window. Printed per T:
 - broker load: SQS API requests per second (counted at the server: moto writes one
   access line per request); RabbitMQ and Kafka broker CPU seconds per second (from
   ``/proc`` of the broker process; the broker's own idle CPU with no consumer is printed
-  as the baseline); SQLite has no broker: the consumer's polling is its whole cost;
+  as the baseline); Kafka also the fetch and metadata requests per second the idle
+  consumer's client sent (from librdkafka's statistics); SQLite has no broker: the
+  consumer's polling is its whole cost;
 - the idle consumer's CPU seconds per second (this process, which does nothing else);
 - the latency from publishing one message into a quiet tenant's lane to its delivery
   (median and max of a few samples), and into a brand-new tenant's lane (discovery).
@@ -29,6 +31,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -90,6 +93,60 @@ def target(name: str, workdir: Path) -> Iterator[Target]:
         yield t
     finally:
         proc.stop()
+
+
+class KafkaRequests:
+    """Requests the Kafka consumers of this process send, from librdkafka's statistics.
+
+    ``install()`` wraps the client consumer class the Kafka receiver uses, so each
+    consumer reports its per-broker request counts every second. The report names every
+    partition (thousands at T = 1,000): only the request counts are read from it, by a
+    pattern rather than a JSON parse, so measuring costs the consumer little.
+    """
+
+    PATTERN = re.compile(rb'"(Fetch|Metadata)": *(\d+)')
+    NAME = re.compile(rb'"name": *"([^"]*)"')
+
+    def __init__(self) -> None:
+        # client name -> samples of (monotonic time, fetch requests, metadata requests)
+        self.samples: dict[str, list[tuple[float, int, int]]] = {}
+
+    def install(self) -> None:
+        from workq.backends.kafka import receiver
+
+        original = vars(receiver)["Consumer"]
+
+        def counted(conf: dict[str, object], **kwargs: object) -> object:
+            conf = {**conf, "statistics.interval.ms": 1000, "stats_cb": self.on_stats}
+            return original(conf, **kwargs)
+
+        vars(receiver)["Consumer"] = counted
+
+    def on_stats(self, text: str) -> None:
+        raw = text.encode()
+        found = self.NAME.search(raw)
+        name = found.group(1).decode() if found else "?"
+        counts = {"Fetch": 0, "Metadata": 0}
+        for kind, n in self.PATTERN.findall(raw):
+            counts[kind.decode()] += int(n)
+        self.samples.setdefault(name, []).append(
+            (time.monotonic(), counts["Fetch"], counts["Metadata"])
+        )
+
+    def rates(self, start: float, end: float) -> tuple[float, float]:
+        """Fetch and metadata requests per second between ``start`` and ``end``, from the
+        first and last report of each client in that span."""
+        fetch = meta = 0.0
+        for samples in list(self.samples.values()):
+            inside = [s for s in samples if start <= s[0] <= end]
+            if len(inside) >= 2:
+                (t0, f0, m0), (t1, f1, m1) = inside[0], inside[-1]
+                fetch += (f1 - f0) / (t1 - t0)
+                meta += (m1 - m0) / (t1 - t0)
+        return fetch, meta
+
+
+KAFKA_REQUESTS = KafkaRequests()
 
 
 class Idle:
@@ -158,6 +215,9 @@ def idle_cost(t: Target, count: int, window: float, samples: int) -> dict[str, s
         load = "-"
         if b0 is not None and t.broker_pid is not None:
             load = f"{(cpu_of(t.broker_pid) - b0) / wall:.3f} cpu-s/s (idle broker {baseline})"
+        if t.name == "kafka":
+            fetch, meta = KAFKA_REQUESTS.rates(wall0, wall0 + wall)
+            load = f"{fetch:.1f} fetch + {meta:.1f} metadata req/s; {load}"
         if r0 is not None and t.request_log is not None:
             load = f"{(requests_in(t.request_log) - r0) / wall:.1f} req/s"
         latencies: list[float] = []
@@ -225,11 +285,21 @@ def main() -> None:
     parser.add_argument(
         "--fairness", action="store_true", help="CI mode too: fairness at 100 tenants"
     )
+    parser.add_argument(
+        "--tenants",
+        type=lambda v: [int(n) for n in v.split(",") if n],
+        default=None,
+        help="tenant counts to measure idle, comma-separated (empty: none)",
+    )
     args = parser.parse_args()
     counts = [1, 10, 100, 1000] if args.full else [1, 10, 100]
+    if args.tenants is not None:
+        counts = args.tenants
     window = args.idle or (10.0 if args.full else 1.0)
     samples = 5 if args.full else 2
     brokers = args.broker or ["rabbitmq", "sqs", "sqlite", "kafka"]
+    if "kafka" in brokers:
+        KAFKA_REQUESTS.install()
     mode = "full" if args.full else "CI"
     print(f"Tenant lanes benchmark ({mode} mode), idle window {window:g} s")
     failed = False
@@ -239,11 +309,13 @@ def main() -> None:
             began = time.monotonic()
             try:
                 with target(name, Path(tmp)) as t:
-                    print(f"{'T':>5}  {'broker load':<40} {'consumer cpu-s/s':>16}  quiet latency")
+                    width = 80 if name == "kafka" else 40
+                    head = f"{'T':>5}  {'broker load':<{width}} {'consumer cpu-s/s':>16}"
+                    print(f"{head}  quiet latency")
                     for count in counts:
                         r = idle_cost(t, count, window, samples)
                         print(
-                            f"{count:>5}  {r['load']:<40} {r['consumer']:>16}  {r['latency']}"
+                            f"{count:>5}  {r['load']:<{width}} {r['consumer']:>16}  {r['latency']}"
                             f"; new tenant {r['new']}"
                         )
                         sys.stdout.flush()

@@ -251,3 +251,46 @@ def test_pausing_and_resuming_partitions_loses_and_repeats_nothing(
             assert c.get(timeout=QUIET) is None
         assert sum(flows) > 0, "the partitions were never paused and resumed"
         assert sorted(got) == sorted(sent)
+
+
+def test_a_lane_filling_the_read_ahead_does_not_hide_new_messages_of_quiet_lanes(
+    kafka_url: str, queue: str
+) -> None:
+    # A read-ahead of 10 is filled by the noisy lane's backlog, which pauses its
+    # partition; the quiet lanes have nothing buffered, so theirs keep fetching and a
+    # message published to them now is in view of the tenant turns at once.
+    quiet = [f"quiet{i}" for i in range(5)]
+    with workq.connect(with_query(kafka_url, "buffer=10")) as broker:
+        broker.declare(queue, partitions=1)
+        producer = broker.producer()
+        producer.publish_many(queue, [workq.Message("lane", tenant=t) for t in quiet])
+        producer.publish_many(queue, [workq.Message("n", tenant="noisy") for _ in range(200)])
+        with broker.consumer(queue, prefetch=5) as c:
+            receiver = c._receiver
+            lane_messages = 0
+            while lane_messages < len(quiet):
+                d = c.get(timeout=WAIT)
+                assert d is not None, "the lane-making messages did not come"
+                lane_messages += d.body == b"lane"
+                d.ack()
+            parts = receiver._parts  # type: ignore[attr-defined]
+            until(
+                lambda: any(p.paused for p in list(parts.values()) if p.lane.tenant == "noisy"),
+                what="the noisy lane's partition to pause",
+            )
+            producer.publish_many(queue, [workq.Message("q", tenant=t) for t in quiet])
+            until(
+                lambda: (
+                    sum(len(p.buffer) for p in list(parts.values()) if p.lane.tenant in quiet)
+                    == len(quiet)
+                ),
+                what="the quiet lanes' new messages to be fetched beside the paused backlog",
+            )
+            order: list[str | None] = []
+            while len([t for t in order if t != "noisy"]) < len(quiet):
+                d = c.get(timeout=WAIT)
+                assert d is not None, f"stalled after {order}"
+                order.append(d.tenant)
+                d.ack()
+        # What the consumer already held (prefetch), then one noisy turn per quiet one.
+        assert order.count("noisy") <= len(quiet) + 5, order

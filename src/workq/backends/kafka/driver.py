@@ -324,20 +324,7 @@ class KafkaDriver(Driver):
             found = self._read_dlq(consumer, spec, limit)
         finally:
             consumer.close()
-        return [
-            DeadLetter(
-                id=item.id,
-                queue=spec.name,
-                tenant=item.lane.tenant,
-                priority=item.lane.priority,
-                body=item.body,
-                headers=item.headers,
-                reason=reason,
-                attempt=item.attempt,
-                enqueued_at=item.enqueued_at,
-            )
-            for _, item, reason in found
-        ]
+        return [DeadLetter.of(item, reason) for _, item, reason in found]
 
     def redrive(self, spec: QueueSpec) -> int:
         spec = self._spec(spec)

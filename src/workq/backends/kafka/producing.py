@@ -70,7 +70,7 @@ class _StopAt(stop_base):
 
 
 class Publisher:
-    """Shared producers; a background thread serves their delivery reports.
+    """Shared producers, one per path; a background thread per path serves its reports.
 
     ``send`` blocks until every record has a delivery report, retrying failed records
     with backoff within ``publish_timeout`` in total, and raises ``PublishError`` naming
@@ -84,9 +84,8 @@ class Publisher:
         self._producers: dict[str, Producer] = {}
         self._broken: set[str] = set()
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="workq-kafka-dr", daemon=True)
+        self._threads: dict[str, threading.Thread] = {}
         self._get("single")
-        self._thread.start()
 
     def _config(self, path: str) -> dict[str, str | int]:
         conf = dict(self._settings.client_config())
@@ -122,14 +121,22 @@ class Publisher:
                 producer = Producer(self._config(path), logger=client_logger())
                 self._producers[path] = producer
                 self._broken.discard(path)
+                if path not in self._threads:
+                    # A thread per path: one thread taking turns to block in each
+                    # producer's poll held a single publish's report back while it
+                    # waited on the batch producer (up to 25 ms a publish).
+                    thread = threading.Thread(
+                        target=self._serve, args=(path,), name=f"workq-kafka-dr-{path}", daemon=True
+                    )
+                    self._threads[path] = thread
+                    thread.start()
             return producer
 
-    def _serve(self) -> None:
+    def _serve(self, path: str) -> None:
         while not self._closed.is_set():
             with self._lock:
-                producers = list(self._producers.values())
-            for producer in producers:
-                producer.poll(0.05 / len(producers))
+                producer = self._producers[path]
+            producer.poll(0.05)
 
     def _note(self, path: str, err: KafkaError | None) -> None:
         if err is not None and (err.fatal() or err.code() in _FATAL_CODES):
@@ -247,4 +254,7 @@ class Publisher:
         for producer in producers:
             producer.flush(self._settings.publish_timeout)
         self._closed.set()
-        self._thread.join(5)
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join(5)

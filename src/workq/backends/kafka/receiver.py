@@ -8,81 +8,34 @@ partition, the highest offset below which every message is done.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import heapq
 import itertools
 import logging
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from ...driver import Receiver
-from ...lanes import Lane, spread
+from ...lanes import Lane
 from ...messages import Received
 from ...spec import QueueSpec
-from .logs import Throttle, client_logger
+from .logs import client_logger
+from .partitions import Part, PartKey, Token, flow, pick
 from .producing import Record
+from .records import Records
 from .settings import KafkaSettings
 from .topics import Naming
-from .wire import REASON, decode, to_record
 
 __all__ = ["KafkaReceiver", "Token"]
 
 log = logging.getLogger("workq.kafka")
 
-PartKey = tuple[str, int]
 _seq = itertools.count()
-
-
-class Token(NamedTuple):
-    """Where a delivery came from: partition, offset, and which assignment of it."""
-
-    part: PartKey
-    offset: int
-    generation: int
-    key: bytes | None
-
-
-@dataclass(slots=True)
-class Part:
-    """One assigned partition's bookkeeping."""
-
-    key: PartKey
-    lane: Lane
-    generation: int
-    buffer: deque[Received] = field(default_factory=deque)  # fetched, not handed out; by offset
-    out: set[int] = field(default_factory=set)  # handed out, not settled
-    pending: deque[int] = field(default_factory=deque)  # fetched, not done; ascending
-    done: set[int] = field(default_factory=set)
-    next_offset: int | None = None  # one past the last fetched
-    committed: int | None = None
-    eof: bool = False
-    paused: bool = False
-    busy_keys: Counter[bytes] = field(default_factory=Counter)
-
-    def commit_point(self) -> int | None:
-        """The offset below which every fetched message is done."""
-        while self.pending and self.pending[0] in self.done:
-            self.done.discard(self.pending.popleft())
-        if self.pending:
-            return self.pending[0]
-        return self.next_offset
-
-    def put_back(self, item: Received) -> None:
-        """Return a delivery to the buffer, in its offset's place."""
-        bisect.insort(self.buffer, item, key=lambda i: i.token.offset)
-
-    @property
-    def unknown(self) -> bool:
-        """Might have messages we have not fetched yet (no end-of-partition seen)."""
-        return not self.buffer and not self.eof and not self.paused
 
 
 class KafkaReceiver(Receiver):
@@ -98,12 +51,10 @@ class KafkaReceiver(Receiver):
         bounce: Callable[[Record, Callable[[bool], None]], None],
     ) -> None:
         self._settings = settings
-        self._naming = naming
         self._spec = spec
-        self._key_header: str | None = spec.options.get("key_header", "key")
+        self._records = Records(naming, spec, republish)
         self._bound = prefetch + settings.buffer
         self._ordered = spec.options.get("ordering", "none") == "key"
-        self._republish = republish
         self._bounce = bounce
         # A plain Lock, taken once per ack: ``with lock`` runs in C.
         self._lock = threading.Lock()
@@ -114,6 +65,10 @@ class KafkaReceiver(Receiver):
         self._delayed: list[tuple[float, int, Received, float]] = []  # (wake, seq, item, due)
         self._topics: frozenset[str] = frozenset()
         self._subscribed: frozenset[str] | None = None
+        # Bumped (under the lock) whenever what ``_pick`` looks at changes, so a waiting
+        # receive re-plans only then: with a thousand lanes a plan is not free.
+        self._version = 0
+        self._flow_due = False  # held counts or buffers changed since the last _flow
         self._commit_due = False
         self._next_commit = 0.0  # monotonic time before which no asynchronous commit
         self._closing = False
@@ -136,7 +91,6 @@ class KafkaReceiver(Receiver):
             }
         )
         self._consumer = Consumer(conf, logger=client_logger())
-        self._errors = Throttle()
         self._thread = threading.Thread(
             target=self._run, name=f"workq-kafka-poll-{spec.name}", daemon=True
         )
@@ -145,94 +99,40 @@ class KafkaReceiver(Receiver):
     # -- the handler side --------------------------------------------------------
 
     def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
-        topics = frozenset(self._naming.lane_topic(lane) for lane in lanes)
+        topics = self._records.topics(lanes)
         deadline = time.monotonic() + timeout
         with self._cond:
             if topics != self._topics:
                 self._topics = topics
                 self._cond.notify_all()
+            planned = -1  # the state version the last plan saw
+            held_back = False
             while True:
                 if self._closed:
                     return []
                 final = time.monotonic() >= deadline
-                items = self._pick(lanes, max_count, final)
-                if items or final:
-                    return items
+                if planned != self._version or (final and held_back):
+                    planned = self._version
+                    items, held_back = self._pick(lanes, max_count, final)
+                    if items:
+                        return items
+                if final:
+                    return []
                 self._cond.wait(min(deadline - time.monotonic(), 0.1))
 
-    def _eligible(self, part: Part) -> int:
-        if not self._ordered:
-            return len(part.buffer)
-        keys = set()
-        count = 0
-        for item in part.buffer:
-            key = item.token.key
-            if key is None:
-                count += 1
-            elif part.busy_keys[key] == 0 and key not in keys:
-                keys.add(key)
-                count += 1
-        return count
+    def _changed(self) -> None:
+        """What a receive plans from changed (under the lock): wake it to plan again."""
+        self._version += 1
+        self._flow_due = True
+        self._cond.notify_all()
 
-    def _pick(self, lanes: Sequence[Lane], max_count: int, final: bool) -> list[Received]:
-        by_lane: dict[Lane, list[Part]] = {}
-        for part in self._parts.values():
-            by_lane.setdefault(part.lane, []).append(part)
-        available = {lane: sum(self._eligible(p) for p in by_lane.get(lane, [])) for lane in lanes}
-        ready = [lane for lane in lanes if available[lane] > 0]
-        if not ready:
-            return []
-        if not final:
-            # Strict priority and fair turns need to see the lanes that may come first:
-            # wait while a higher lane, or an empty lane at the best level, has not
-            # reported its end yet (its messages may be on their way).
-            best = max(lane.priority for lane in ready)
-            if any(
-                part.unknown
-                for lane in lanes
-                if lane.priority > best or (lane.priority == best and not available[lane])
-                for part in by_lane.get(lane, [])
-            ):
-                return []
-        plan = spread(lanes, max_count, available)
-        items: list[Received] = []
-        for lane in lanes:
-            wanted = plan.get(lane, 0)
-            # The lane's partitions share the count, so none waits behind another.
-            active = sorted(by_lane.get(lane, []), key=lambda p: p.key)
-            while wanted > 0 and active:
-                share = max(wanted // len(active), 1)
-                for part in list(active):
-                    asked = min(share, wanted)
-                    took = self._take(part, asked)
-                    items += took
-                    wanted -= len(took)
-                    if len(took) < asked:
-                        active.remove(part)
-                    if wanted == 0:
-                        break
-        return items
-
-    def _take(self, part: Part, count: int) -> list[Received]:
-        """Up to ``count`` deliveries from the partition's buffer, marked handed out."""
-        took: list[Received]
-        if not self._ordered:
-            took = [part.buffer.popleft() for _ in range(min(count, len(part.buffer)))]
-            part.out.update(item.token.offset for item in took)
-            return took
-        took = []
-        kept: deque[Received] = deque()
-        for item in part.buffer:
-            key = item.token.key
-            if len(took) < count and (key is None or part.busy_keys[key] == 0):
-                part.out.add(item.token.offset)
-                if key is not None:
-                    part.busy_keys[key] += 1
-                took.append(item)
-            else:
-                kept.append(item)
-        part.buffer = kept
-        return took
+    def _pick(
+        self, lanes: Sequence[Lane], max_count: int, final: bool
+    ) -> tuple[list[Received], bool]:
+        items, held_back = pick(self._parts.values(), lanes, max_count, final, self._ordered)
+        if items:
+            self._flow_due = True  # a drained partition may fetch again
+        return items, held_back
 
     def _settled(self, item: Received, done: bool) -> Part | None:
         """Forget a handed-out delivery; mark its offset done if ``done``. Under the lock."""
@@ -246,12 +146,13 @@ class KafkaReceiver(Receiver):
             )
             return None
         part.out.discard(token.offset)
+        self._flow_due = True
         if done:
             part.done.add(token.offset)
             self._commit_due = True
         if self._ordered and token.key is not None:
             part.busy_keys[token.key] -= 1
-            self._cond.notify_all()  # the key's next message may go out now
+            self._changed()  # the key's next message may go out now
         elif self._revoking:
             self._cond.notify_all()
         return part
@@ -262,16 +163,11 @@ class KafkaReceiver(Receiver):
 
     def nack(self, item: Received, delay: float | None) -> None:
         # The retry goes to the end of the lane, so the partition is never held up by it.
-        not_before = time.time() + delay if delay else None
-        self._republish(
-            [to_record(self._naming.lane_topic(item.lane), item, item.attempt + 1, not_before)]
-        )
+        self._records.retry(item, delay)
         self.ack(item)
 
     def dead_letter(self, item: Received, reason: str) -> None:
-        record = to_record(self._naming.dlq_topic(self._spec.name), item, item.attempt, None)
-        record.headers.append((REASON, reason.encode()))
-        self._republish([record])
+        self._records.dead_letter(item, reason)
         self.ack(item)
 
     def extend(self, items: Sequence[Received], seconds: float) -> None:
@@ -283,7 +179,7 @@ class KafkaReceiver(Receiver):
                 part = self._settled(item, done=False)
                 if part is not None:
                     part.put_back(item)
-            self._cond.notify_all()
+            self._changed()
 
     def close(self) -> None:
         with self._cond:
@@ -313,11 +209,12 @@ class KafkaReceiver(Receiver):
                     for part, item, not_before in fetched:
                         self._buffer(part, item, not_before)
                     self._wake_delayed()
-                    flow = self._flow()
+                    if messages:  # deliveries, or ends of partitions: both change plans
+                        self._changed()
+                    flow = self._flow() if self._flow_due else None
                     offsets = self._offsets() if self._commit_now() else []
-                    if messages:
-                        self._cond.notify_all()
-                self._apply_flow(*flow)
+                if flow is not None:
+                    self._apply_flow(*flow)
                 self._commit(offsets, asynchronous=True)
         except Exception:
             log.exception("Kafka consumer of queue %r failed", self._spec.name)
@@ -352,19 +249,9 @@ class KafkaReceiver(Receiver):
         key = (message.topic() or "", message.partition() or 0)
         part = self._parts.get(key)
         if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                if part is not None:
-                    part.eof = True
-            else:
-                # While a broker is down every poll reports it: one line per kind a while.
-                allowed, suppressed = self._errors.allow(str(error.code()))
-                if allowed:
-                    log.warning(
-                        "Kafka consumer of queue %r: %s%s",
-                        self._spec.name,
-                        error,
-                        f" ({suppressed} more since the last report)" if suppressed else "",
-                    )
+            if error.code() == KafkaError._PARTITION_EOF and part is not None:
+                part.eof = True
+            self._records.fetch_error(error)
             return None
         offset = message.offset()
         if part is None or offset is None:
@@ -375,7 +262,7 @@ class KafkaReceiver(Receiver):
         part.next_offset = offset + 1
         part.pending.append(offset)
         token = Token(key, offset, part.generation, message.key())
-        item, not_before = decode(message, part.lane, token, self._key_header)
+        item, not_before = self._records.delivery(message, part.lane, token)
         return part, item, not_before
 
     def _buffer(self, part: Part, item: Received, not_before: float | None) -> None:
@@ -398,9 +285,10 @@ class KafkaReceiver(Receiver):
                 continue
             if due <= now:
                 part.put_back(item)
+                self._changed()
             else:
                 # Still not due: send it round again so this partition's commits move on.
-                record = to_record(self._naming.lane_topic(part.lane), item, item.attempt, due)
+                record = self._records.again(item, item.attempt, due)
                 self._bounce(record, functools.partial(self._bounced, item, due))
 
     def _bounced(self, item: Received, due: float, ok: bool) -> None:
@@ -418,22 +306,16 @@ class KafkaReceiver(Receiver):
                 heapq.heappush(self._delayed, (wake, next(_seq), item, due))
 
     def _flow(self) -> tuple[list[TopicPartition], list[TopicPartition]]:
-        held = sum(len(p.buffer) + len(p.out) for p in self._parts.values())
-        pause: list[TopicPartition] = []
-        resume: list[TopicPartition] = []
-        if held >= self._bound:
-            for part in self._parts.values():
-                if not part.paused:
-                    part.paused = True
-                    pause.append(TopicPartition(*part.key))
-        elif held <= self._bound // 2:
-            for part in self._parts.values():
-                if part.paused:
-                    part.paused = False
-                    # Where fetching goes on: one past what we have, as librdkafka does.
-                    offset = part.next_offset if part.next_offset is not None else OFFSET_INVALID
-                    resume.append(TopicPartition(*part.key, offset))
-        return pause, resume
+        """Partitions to pause and to resume (under the lock); see :func:`.partitions.flow`."""
+        self._flow_due = False
+        pause, resume = flow(self._parts.values(), self._bound)
+        if pause or resume:
+            self._version += 1  # paused partitions are no longer waited for, and back
+        return [TopicPartition(*p.key) for p in pause], [
+            # Where fetching goes on: one past what we have, as librdkafka does.
+            TopicPartition(*p.key, p.next_offset if p.next_offset is not None else OFFSET_INVALID)
+            for p in resume
+        ]
 
     def _apply_flow(self, pause: list[TopicPartition], resume: list[TopicPartition]) -> None:
         try:
@@ -468,6 +350,8 @@ class KafkaReceiver(Receiver):
         if not offsets:
             return
         try:
+            # Two calls, not one with ``asynchronous=asynchronous``: the client's types
+            # overload ``commit`` on the literal (None back when asynchronous).
             if asynchronous:
                 self._consumer.commit(offsets=offsets, asynchronous=True)
             else:
@@ -480,12 +364,12 @@ class KafkaReceiver(Receiver):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with self._cond:
             for tp in partitions:
-                lane = self._naming.lane_of(tp.topic, self._spec.name)
+                lane = self._records.lane_of(tp.topic)
                 if lane is None:
                     continue
                 key = (tp.topic, tp.partition)
                 self._parts[key] = Part(key, lane, next(self._generations))
-            self._cond.notify_all()
+            self._changed()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
@@ -515,7 +399,7 @@ class KafkaReceiver(Receiver):
         with self._cond:
             for key in keys:
                 self._parts.pop(key, None)
-            self._cond.notify_all()
+            self._changed()
 
     def _shutdown(self) -> None:
         with self._cond:
@@ -528,4 +412,4 @@ class KafkaReceiver(Receiver):
         with self._cond:
             self._closed = True
             self._parts.clear()
-            self._cond.notify_all()
+            self._changed()

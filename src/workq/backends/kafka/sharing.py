@@ -27,18 +27,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from confluent_kafka import AcknowledgeType, KafkaError, KafkaException, ShareConsumer
+from confluent_kafka import AcknowledgeType, KafkaException, ShareConsumer
 from confluent_kafka import Message as KafkaMessage
 
 from ...driver import Receiver
 from ...lanes import Lane
 from ...messages import Received
 from ...spec import QueueSpec
-from .logs import Throttle, client_logger
+from .logs import client_logger
 from .producing import Record
+from .records import Records
 from .settings import KafkaSettings
 from .topics import Naming
-from .wire import REASON, decode, to_record
 
 __all__ = ["ShareReceiver"]
 
@@ -79,10 +79,8 @@ class ShareReceiver(Receiver):
         delivery_limit: int,
     ) -> None:
         self._settings = settings
-        self._naming = naming
         self._spec = spec
-        self._key_header: str | None = spec.options.get("key_header", "key")
-        self._republish = republish
+        self._records = Records(naming, spec, republish)
         # RELEASE past the broker's delivery limit would archive the record (lost to
         # us): from there on a retry is re-published instead.
         self._delivery_limit = delivery_limit
@@ -117,7 +115,6 @@ class ShareReceiver(Receiver):
             }
         )
         count = max(1, min(prefetch, settings.share_members))
-        self._errors = Throttle()
         self._members = [_Member(ShareConsumer(conf, logger=client_logger())) for _ in range(count)]
         self._thread = threading.Thread(
             target=self._run, name=f"workq-kafka-share-{spec.name}", daemon=True
@@ -127,7 +124,7 @@ class ShareReceiver(Receiver):
     # -- the handler side --------------------------------------------------------
 
     def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
-        topics = frozenset(self._naming.lane_topic(lane) for lane in lanes)
+        topics = self._records.topics(lanes)
         deadline = time.monotonic() + timeout
         with self._cond:
             if topics != self._topics:
@@ -174,16 +171,11 @@ class ShareReceiver(Receiver):
         if not delay and token.deliveries + 1 < self._delivery_limit:
             self._settle(item, AcknowledgeType.RELEASE)
             return
-        not_before = time.time() + delay if delay else None
-        self._republish(
-            [to_record(self._naming.lane_topic(item.lane), item, item.attempt + 1, not_before)]
-        )
+        self._records.retry(item, delay)
         self._settle(item, AcknowledgeType.ACCEPT)
 
     def dead_letter(self, item: Received, reason: str) -> None:
-        record = to_record(self._naming.dlq_topic(self._spec.name), item, item.attempt, None)
-        record.headers.append((REASON, reason.encode()))
-        self._republish([record])
+        self._records.dead_letter(item, reason)
         self._settle(item, AcknowledgeType.ACCEPT)
 
     def extend(self, items: Sequence[Received], seconds: float) -> None:
@@ -316,9 +308,7 @@ class ShareReceiver(Receiver):
             for message in messages:
                 error = message.error()
                 if error is not None:
-                    allowed, _ = self._errors.allow(str(error.code()))
-                    if error.code() != KafkaError._PARTITION_EOF and allowed:
-                        log.warning("Kafka share consumer of %r: %s", self._spec.name, error)
+                    self._records.fetch_error(error)
                     continue
                 member.outstanding += 1
                 item = self._decode(index, message)
@@ -332,14 +322,14 @@ class ShareReceiver(Receiver):
         return got
 
     def _decode(self, index: int, message: KafkaMessage) -> Received | None:
-        lane = self._naming.lane_of(message.topic() or "", self._spec.name)
+        lane = self._records.lane_of(message.topic() or "")
         if lane is None:
             with self._cond:
                 self._members[index].acks.append((message, AcknowledgeType.RELEASE))
             return None
         deliveries = message.delivery_count() or 1
         token = ShareToken(index, message, deliveries, message.key())
-        item, not_before = decode(message, lane, token, self._key_header)
+        item, not_before = self._records.delivery(message, lane, token)
         # The header counts deliveries before this record was (re-)published; the
         # broker counts this record's own.
         item.attempt += deliveries - 1
@@ -371,9 +361,7 @@ class ShareReceiver(Receiver):
     def _bounce(self, item: Received, not_before: float) -> None:
         token: ShareToken = item.token
         try:
-            self._republish(
-                [to_record(self._naming.lane_topic(item.lane), item, item.attempt, not_before)]
-            )
+            self._records.republish([self._records.again(item, item.attempt, not_before)])
         except Exception as exc:
             log.warning(
                 "queue %r: re-publishing a delayed message failed: %s", self._spec.name, exc
