@@ -14,7 +14,7 @@ from typing import Any
 
 import pika.exceptions
 
-from ...errors import BrokerUnavailable, ConfigurationError
+from ...errors import BrokerUnavailable
 from ...lanes import Lane
 from ...spec import QueueSpec
 from .client import IOThread
@@ -32,7 +32,6 @@ from .topology import (
     lane_record,
     meta_queue,
     own_dlx,
-    passive_missing,
 )
 
 __all__ = ["Declarations", "declaring"]
@@ -165,9 +164,9 @@ class Declarations:
                 log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
                 io.declared = Declared()
 
-    def _passive(self, spec: QueueSpec) -> QueueSpec:
+    def _inspect(self, spec: QueueSpec) -> QueueSpec | None:
         if not self._exists(self.settings.queue_prefix + spec.name):
-            raise ConfigurationError(passive_missing(spec.name, self.settings.redacted_url()))
+            return None
         return self._stored_spec(spec.name) or spec
 
     def _stored_spec(self, name: str) -> QueueSpec | None:

@@ -261,6 +261,17 @@ class SqliteDriver(Driver):
                 )
         return effective
 
+    def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        def read() -> QueueSpec | None:
+            row = (
+                self.conn()
+                .execute("SELECT spec FROM workq_queues WHERE name = ?", (spec.name,))
+                .fetchone()
+            )
+            return None if row is None else _spec_from(spec.name, row[0])
+
+        return self._retrying(read, "inspect")
+
     def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
         if self._closed:
             raise PublishError(f"cannot publish to {spec.name!r}: the sqlite broker is closed")
