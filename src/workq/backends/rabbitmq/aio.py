@@ -395,16 +395,7 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
         # One bound for the rest of the call, retries (and any reconnect) included.
         deadline = Deadline(self.settings.publish_timeout)
         try:
-            async with asyncio.timeout(self.settings.publish_timeout):
-                async for retry in AsyncRetrying(
-                    stop=stop_after_attempt(max(self.settings.publish_retries, 1))
-                    | stop_after_delay(self.settings.publish_timeout),
-                    wait=lambda state: min(float(publish_backoff(state)), deadline.left()),
-                    retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
-                    reraise=True,
-                ):
-                    with retry:
-                        await attempt()
+            await self._attempts(attempt, deadline)
         except (TimeoutError, _Retry) as exc:
             if isinstance(exc, TimeoutError):
                 # Silence, not a refusal: the connection may be dead without knowing it.
@@ -415,6 +406,23 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
                     self.settings, f"queue {topo.name!r}", len(left), len(messages), sample
                 )
             ) from exc
+
+    async def _attempts(
+        self, attempt: Callable[[], Coroutine[Any, Any, None]], deadline: Deadline
+    ) -> None:
+        """Run ``attempt`` until it does not raise ``_Retry``: at most
+        ``publish_retries`` times within ``publish_timeout`` in all (the sync twin's
+        bounds), backing off in between."""
+        async with asyncio.timeout(self.settings.publish_timeout):
+            async for retry in AsyncRetrying(
+                stop=stop_after_attempt(max(self.settings.publish_retries, 1))
+                | stop_after_delay(self.settings.publish_timeout),
+                wait=lambda state: min(float(publish_backoff(state)), deadline.left()),
+                retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
+                reraise=True,
+            ):
+                with retry:
+                    await attempt()
 
     async def publish_routed(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
@@ -453,16 +461,7 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
                 raise _Retry()
 
         try:
-            async with asyncio.timeout(self.settings.publish_timeout):
-                async for retry in AsyncRetrying(
-                    stop=stop_after_attempt(max(self.settings.publish_retries, 1))
-                    | stop_after_delay(self.settings.publish_timeout),
-                    wait=lambda state: min(float(publish_backoff(state)), deadline.left()),
-                    retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
-                    reraise=True,
-                ):
-                    with retry:
-                        await attempt()
+            await self._attempts(attempt, deadline)
         except (TimeoutError, _Retry) as exc:
             if isinstance(exc, TimeoutError):
                 self.drop()  # silence, not a refusal: see publish_to

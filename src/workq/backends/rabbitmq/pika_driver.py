@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -243,15 +243,7 @@ class RabbitMQDriver(Declarations, Driver):
                 raise _Retry() from cause
 
         try:
-            for retry in Retrying(
-                stop=stop_after_attempt(max(self.settings.publish_retries, 1))
-                | stop_after_delay(self.settings.publish_timeout),
-                wait=lambda state: min(float(backoff(state)), deadline.left()),
-                retry=retry_if_exception_type(_Retry),
-                reraise=True,
-            ):
-                with retry:
-                    attempt()
+            self._attempts(attempt, deadline)
         except _Retry as exc:
             sample = next(iter(errors.values()), "unknown")
             raise PublishError(
@@ -259,6 +251,19 @@ class RabbitMQDriver(Declarations, Driver):
                     self.settings, f"queue {topo.name!r}", len(left), len(messages), sample
                 )
             ) from exc.__cause__
+
+    def _attempts(self, attempt: Callable[[], None], deadline: Deadline) -> None:
+        """Run ``attempt`` until it does not raise ``_Retry``: at most
+        ``publish_retries`` times within ``publish_timeout``, backing off in between."""
+        for retry in Retrying(
+            stop=stop_after_attempt(max(self.settings.publish_retries, 1))
+            | stop_after_delay(self.settings.publish_timeout),
+            wait=lambda state: min(float(backoff(state)), deadline.left()),
+            retry=retry_if_exception_type(_Retry),
+            reraise=True,
+        ):
+            with retry:
+                attempt()
 
     def publish_routed(self, exchange: str, routing_key: str, messages: Sequence[Outgoing]) -> None:
         """See :meth:`Driver.publish_routed`: retried as ``publish`` is, except a message
@@ -293,15 +298,7 @@ class RabbitMQDriver(Declarations, Driver):
                 raise _Retry()
 
         try:
-            for retry in Retrying(
-                stop=stop_after_attempt(max(self.settings.publish_retries, 1))
-                | stop_after_delay(self.settings.publish_timeout),
-                wait=lambda state: min(float(backoff(state)), deadline.left()),
-                retry=retry_if_exception_type(_Retry),
-                reraise=True,
-            ):
-                with retry:
-                    attempt()
+            self._attempts(attempt, deadline)
         except _Retry as exc:
             target = f"exchange {exchange!r} (routing key {routing_key!r})"
             raise PublishError(
