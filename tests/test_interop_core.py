@@ -28,7 +28,7 @@ def test_exchange_publishing_is_unsupported_without_exchanges(backend: str, tmp_
         async with await workq.aio.connect(url) as broker, broker.producer() as p:
             with pytest.raises(workq.Unsupported, match="exchange"):
                 await p.publish(None, b"x", exchange="tenants", routing_key="acme")
-            with pytest.raises(TypeError, match="needs exchange"):
+            with pytest.raises(workq.ConfigurationError, match="needs exchange"):
                 await p.publish(None, b"x")
 
     asyncio.run(aio())

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from .checks import Gate
 from .driver import ROUTED, Capabilities, Driver
-from .errors import PublishError, Unsupported
+from .errors import ConfigurationError, PublishError, Unsupported
 from .lanes import Lane
 from .messages import CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
 from .middleware import Chain
@@ -101,7 +101,8 @@ def route_of(
                 "through, or leave routing_key out to publish to the queue"
             )
         if queue is None:
-            raise TypeError("queue=None needs exchange=...: name the queue to publish to")
+            # The class of any other bad queue name (check_queue).
+            raise ConfigurationError("queue=None needs exchange=...: name the queue to publish to")
         return None
     if not capabilities.exchange_routing:
         raise Unsupported(capabilities.backend, ROUTED)

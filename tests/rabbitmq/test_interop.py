@@ -310,7 +310,7 @@ def test_exchange_arguments_are_checked_before_any_io(rabbitmq_url: str) -> None
             p.publish(None, b"x", exchange="tenants", routing_key="acme", delay=1.0)
         with pytest.raises(ValueError, match="not an exchange name"):
             p.publish(None, b"x", exchange="bad name", routing_key="acme")
-        with pytest.raises(TypeError, match="needs exchange"):
+        with pytest.raises(workq.ConfigurationError, match="needs exchange"):
             p.publish(None, b"x")
 
 
