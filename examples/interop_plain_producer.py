@@ -74,7 +74,8 @@ def plain_kafka(url: str, queue: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     servers = {"bootstrap.servers": urlsplit(url).netloc}
-    AdminClient(servers).create_topics([NewTopic(queue, 3, 1)])[queue].result(timeout=30)
+    admin = AdminClient(servers)  # kept: a collected client fails its pending futures
+    admin.create_topics([NewTopic(queue, 3, 1)])[queue].result(timeout=30)
     producer = Producer(servers)
     for order in ORDERS:
         producer.produce(

@@ -156,7 +156,7 @@ def draft_to(
     # route_of returns None only for a queue given (not None).
     msg = draft(cast(str, queue) if route is None else route[0], body, **options)
     if route is not None:
-        _check_size(f"exchange {route[0]!r}", capabilities, len(msg.body))
+        _check_size(route[0], capabilities, len(msg.body), "exchange")
     return msg, route
 
 
@@ -193,11 +193,12 @@ def prepare(
     return fit(spec, capabilities, msg)
 
 
-def _check_size(name: str, capabilities: Capabilities, size: int) -> None:
+def _check_size(name: str, capabilities: Capabilities, size: int, kind: str = "queue") -> None:
+    """``name`` of the ``kind`` ("queue" or "exchange") the message goes to."""
     limit = capabilities.max_body_size
     if limit is not None and size > limit:
         raise MessageTooLarge(
-            f"message for {name!r} is {size} bytes; the "
+            f"message for {kind} {name!r} is {size} bytes; the "
             f"{capabilities.backend} backend accepts at most {limit}: store the payload "
             "elsewhere and publish a reference to it"
         )
@@ -286,32 +287,27 @@ class Producer:
         self._gate = Gate("producer", parent)
         self._chain = chain or None  # an empty chain costs nothing per publish
 
-    def _send(
-        self,
-        spec: QueueSpec | None,
-        batch: Sequence[Outgoing],
-        route: tuple[str, str] | None = None,
-    ) -> None:
+    def _send(self, target: QueueSpec | tuple[str, str], batch: Sequence[Outgoing]) -> None:
+        """Publish ``batch`` to a queue (its spec) or through ``(exchange, routing_key)``,
+        wrapped in the middleware; a routed publish shows under the exchange's name."""
         chain = self._chain
         if chain is None:
-            self._publish(spec, batch, route)
+            self._publish(target, batch)
             return
-        # Middleware sees a routed publish under the exchange's name.
-        ctx = chain.before_publish(batch[0].lane.queue if spec is None else spec.name, batch)
+        name = target.name if isinstance(target, QueueSpec) else target[0]
+        ctx = chain.before_publish(name, batch)
         try:
-            self._publish(spec, batch, route)
+            self._publish(target, batch)
         except BaseException as exc:
             chain.after_publish(ctx, exc)
             raise
         chain.after_publish(ctx, None)
 
-    def _publish(
-        self, spec: QueueSpec | None, batch: Sequence[Outgoing], route: tuple[str, str] | None
-    ) -> None:
-        if spec is not None:
-            self._driver.publish(spec, batch)
-        elif route is not None:
-            self._driver.publish_routed(route[0], route[1], batch)
+    def _publish(self, target: QueueSpec | tuple[str, str], batch: Sequence[Outgoing]) -> None:
+        if isinstance(target, QueueSpec):
+            self._driver.publish(target, batch)
+        else:
+            self._driver.publish_routed(target[0], target[1], batch)
 
     @property
     def closed(self) -> bool:
@@ -389,7 +385,7 @@ class Producer:
             routing_key=routing_key,
         )
         if route is not None:
-            self._send(None, [msg], route)
+            self._send(route, [msg])
             return msg.id
         spec = self._spec_of(msg.lane.queue)
         self._send(spec, [fit(spec, self._driver.capabilities, msg)])

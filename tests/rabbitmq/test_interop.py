@@ -299,6 +299,29 @@ def test_aio_publishes_through_an_exchange_alike(rabbitmq_url: str, raw: Any) ->
     assert raw_get(raw, f"{q}.t.globex")[2] == b"after"
 
 
+def test_routed_publishes_go_through_middleware(rabbitmq_url: str, raw: Any) -> None:
+    q = unique()
+    raw.channel().queue_declare(q, durable=True)
+    seen: list[tuple[str, str | None]] = []
+
+    class Origin(workq.Middleware):
+        def before_publish(self, ctx: workq.PublishContext) -> None:
+            for msg in ctx.messages:
+                msg.headers["x-origin"] = "billing"
+
+        def after_publish(self, ctx: workq.PublishContext) -> None:
+            seen.append((ctx.queue, type(ctx.error).__name__ if ctx.error else None))
+
+    with workq.connect(rabbitmq_url, middleware=[Origin()]) as broker:
+        p = broker.producer()
+        p.publish(None, b"via default exchange", exchange="", routing_key=q)
+        with pytest.raises(workq.PublishError):
+            p.publish(None, b"nowhere", exchange="", routing_key=f"{q}.missing")
+    _, props, body = raw_get(raw, q)
+    assert (body, props.headers["x-origin"]) == (b"via default exchange", "billing")
+    assert seen == [("", None), ("", "PublishError")]
+
+
 def test_exchange_arguments_are_checked_before_any_io(rabbitmq_url: str) -> None:
     with workq.connect(rabbitmq_url) as broker:
         p = broker.producer()

@@ -41,32 +41,29 @@ class Producer:
         self._gate = Gate("producer", parent)
         self._chain = chain or None  # an empty chain costs nothing per publish
 
-    async def _send(
-        self,
-        spec: QueueSpec | None,
-        batch: Sequence[Outgoing],
-        route: tuple[str, str] | None = None,
-    ) -> None:
+    async def _send(self, target: QueueSpec | tuple[str, str], batch: Sequence[Outgoing]) -> None:
+        """Publish ``batch`` to a queue (its spec) or through ``(exchange, routing_key)``,
+        wrapped in the middleware; a routed publish shows under the exchange's name."""
         chain = self._chain
         if chain is None:
-            await self._publish(spec, batch, route)
+            await self._publish(target, batch)
             return
-        # Middleware sees a routed publish under the exchange's name.
-        ctx = chain.before_publish(batch[0].lane.queue if spec is None else spec.name, batch)
+        name = target.name if isinstance(target, QueueSpec) else target[0]
+        ctx = chain.before_publish(name, batch)
         try:
-            await self._publish(spec, batch, route)
+            await self._publish(target, batch)
         except BaseException as exc:
             chain.after_publish(ctx, exc)
             raise
         chain.after_publish(ctx, None)
 
     async def _publish(
-        self, spec: QueueSpec | None, batch: Sequence[Outgoing], route: tuple[str, str] | None
+        self, target: QueueSpec | tuple[str, str], batch: Sequence[Outgoing]
     ) -> None:
-        if spec is not None:
-            await self._driver.publish(spec, batch)
-        elif route is not None:
-            await self._driver.publish_routed(route[0], route[1], batch)
+        if isinstance(target, QueueSpec):
+            await self._driver.publish(target, batch)
+        else:
+            await self._driver.publish_routed(target[0], target[1], batch)
 
     @property
     def closed(self) -> bool:
@@ -104,7 +101,7 @@ class Producer:
             routing_key=routing_key,
         )
         if route is not None:
-            await self._send(None, [msg], route)
+            await self._send(route, [msg])
             return msg.id
         spec = await self._spec_of(msg.lane.queue)
         await self._send(spec, [fit(spec, self._driver.capabilities, msg)])
