@@ -142,7 +142,11 @@ def test_error_hierarchy() -> None:
         "workq.spec",
         "workq.policy",
         "workq.settings",
+        "workq._envsettings",
         "workq.broker",
+        "workq.backends.rabbitmq.management",
+        "workq.backends.sqs.naming",
+        "workq.backends.kafka.topics",
     ],
 )
 def test_docstring_examples(module: str) -> None:

@@ -192,3 +192,15 @@ def test_connect_timeouts_must_be_finite() -> None:
         parse_url("memory://?connect_timeout=nan")
     with pytest.raises(workq.ConfigurationError, match="publish_timeout"):
         parse_url("memory://?publish_timeout=0")
+
+
+def test_backend_settings_as_a_mapping_go_through_the_registry() -> None:
+    typed = Settings(backend={"backend": "sqs", "region": "eu-west-1"})  # type: ignore[arg-type]
+    assert typed.resolve() == SQSSettings(region="eu-west-1")
+    with pytest.raises(ValueError, match="no workq backend named 'nope'; known backends"):
+        Settings(backend={"backend": "nope"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="need a 'backend' key"):
+        Settings(backend={"region": "x"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bogus") as info:
+        Settings(backend={"backend": "rabbitmq", "password": "hunter2", "bogus": 1})  # type: ignore[arg-type]
+    assert "hunter2" not in str(info.value)

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import threading
@@ -30,7 +29,7 @@ from .delivery import BaseDelivery
 from .errors import ConfigurationError, Reject
 from .middleware import Middleware, check_middleware
 from .names import check_queue
-from .processing import Link, check_worker_args, fatal, sleep_unless
+from .processing import Link, check_worker_args, sleep_unless
 from .retry import RetryPolicy
 from .worker import install_stop_signals
 
@@ -107,6 +106,23 @@ def _arguments(func: Callable[..., Any]) -> Callable[[BaseDelivery], list[Any]]:
                 f"{hint!r}; use a pydantic model or workq.Delivery"
             )
     return lambda d: [make(d) for make in makers]
+
+
+def _bound(func: Callable[..., Any]) -> Callable[[Any], Any]:
+    """``func`` as a worker's handler: called with the arguments its annotations ask
+    for (see :func:`_arguments`); a coroutine function stays one."""
+    args = _arguments(func)
+    if inspect.iscoroutinefunction(func):
+
+        async def call_async(d: Any) -> Any:
+            return await func(*args(d))
+
+        return call_async
+
+    def call(d: Any) -> Any:
+        return func(*args(d))
+
+    return call
 
 
 def _parser(model: type[BaseModel]) -> Callable[[BaseDelivery], BaseModel]:
@@ -283,6 +299,15 @@ class App:
             "max_outage": self.max_outage,
         }
 
+    def _worker(
+        self, broker: Any, h: HandlerSpec, concurrency: int | None, prefetch: int | None
+    ) -> Any:
+        """The worker of handler ``h`` on ``broker`` (sync or ``workq.aio``), registered."""
+        worker = broker.worker(h.queue, _bound(h.func), **self._options(h, concurrency, prefetch))
+        with self._lock:
+            self._workers.append(worker)
+        return worker
+
     def _run(self, url: str | None, concurrency: int | None, prefetch: int | None) -> None:
         from .broker import connect
 
@@ -296,15 +321,7 @@ class App:
             return  # stopped before the broker could be reached
         with broker:
             for h in sync:
-                args = _arguments(h.func)
-                func = h.func
-
-                def call(d: Any, func: Callable[..., Any] = func, args: Any = args) -> Any:
-                    return func(*args(d))
-
-                worker = broker.worker(h.queue, call, **self._options(h, concurrency, prefetch))
-                with self._lock:
-                    self._workers.append(worker)
+                worker = self._worker(broker, h, concurrency, prefetch)
                 threads.append(
                     threading.Thread(
                         target=self._guard(worker.run, errors),
@@ -313,6 +330,8 @@ class App:
                     )
                 )
             if asynchronous:
+                import asyncio  # here, not at the top: a sync-only app never loads asyncio
+
                 threads.append(
                     threading.Thread(
                         target=self._guard(
@@ -364,18 +383,12 @@ class App:
         async with broker:
             runs = []
             for h in handlers:
-                args = _arguments(h.func)
-                func = h.func
-
-                async def call(d: Any, func: Callable[..., Any] = func, args: Any = args) -> Any:
-                    return await func(*args(d))
-
-                worker = broker.worker(h.queue, call, **self._options(h, concurrency, prefetch))
-                with self._lock:
-                    self._workers.append(worker)
+                worker = self._worker(broker, h, concurrency, prefetch)
                 if self._stop.is_set():
                     worker.stop()
                 runs.append(worker.run())
+            import asyncio  # loaded already: this runs on an event loop
+
             await asyncio.gather(*runs)
 
     def _connect(self, make: Callable[[], Any], handlers: list[HandlerSpec]) -> Any:
@@ -391,12 +404,7 @@ class App:
             except Exception as exc:
                 if broker is not None:
                     broker.close()
-                if fatal(exc):
-                    raise
-                link.down(exc)
-                if link.exceeded():
-                    raise link.give_up() from exc
-                self._stop.wait(link.next_wait())
+                self._stop.wait(link.failed(exc))
                 continue
             link.up()
             return broker
@@ -416,12 +424,7 @@ class App:
             except Exception as exc:
                 if broker is not None:
                     await broker.close()
-                if fatal(exc):
-                    raise
-                link.down(exc)
-                if link.exceeded():
-                    raise link.give_up() from exc
-                await sleep_unless(self._stop, link.next_wait())
+                await sleep_unless(self._stop, link.failed(exc))
                 continue
             link.up()
             return broker

@@ -17,13 +17,14 @@ from .holding import CLOSE_TIMEOUT
 from .middleware import Chain, Middleware, check_middleware
 from .names import check_tenants
 from .producer import Producer
-from .settings import Settings, load
+from .settings import load
 from .spec import QueueSpec
 from .specs import SpecCache, found, make_spec, passive_spec
 
 if TYPE_CHECKING:
     from .delivery import Delivery
     from .retry import RetryPolicy
+    from .settings import Settings
     from .worker import Worker
 
 __all__ = ["Broker", "connect"]

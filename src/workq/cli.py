@@ -18,7 +18,6 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.exceptions import TyperException
 
@@ -419,6 +418,9 @@ def _copy(d: Delivery) -> Message:
 
 
 def _move(queue: str, source: str, target: str, *, prefetch: int, idle: float) -> int:
+    # Here, not at the top: rich.progress costs memory that `workq run` never needs.
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     moved = 0
     with connect(source) as src, connect(target) as dst:
         total = src.stats(queue).ready

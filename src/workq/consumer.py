@@ -15,7 +15,7 @@ from types import TracebackType
 from .checks import Gate, check_timeout
 from .delivery import Delivery
 from .driver import Driver, Receiver, call_bounded
-from .holding import CLOSE_TIMEOUT, POLL_SLICE, SETTLED_AS, Do, Fetch, Holding
+from .holding import CLOSE_TIMEOUT, POLL_SLICE, SETTLED_AS, Do, Fetch, Holding, LeaseLog
 from .messages import Received
 from .middleware import Chain
 from .spec import QueueSpec
@@ -156,12 +156,7 @@ class Consumer:
             item = target
         settle = state.settlement(item, action, delay, reason)
         try:
-            if settle.action == "ack":
-                self._receiver.ack(item)
-            elif settle.action == "nack":
-                self._receiver.nack(item, settle.delay)
-            else:
-                self._receiver.dead_letter(item, settle.reason or "rejected")
+            settle.call(self._receiver, item)
             if self._chain is not None:
                 self._chain.settled(item, settle.action, settle.delay, settle.reason)
         finally:
@@ -172,7 +167,7 @@ class Consumer:
     def _keep_leases(self) -> None:
         state = self._state
         interval = state.lease_interval or 1.0
-        failing = False
+        lease_log = LeaseLog(self.queue, interval)
         try:
             while not self._stopped.wait(interval):
                 with self._lock:
@@ -183,18 +178,9 @@ class Consumer:
                     continue
                 try:
                     self._receiver.extend(held, state.spec.lease)
-                    if failing:
-                        log.info("extending leases on queue %r works again", self.queue)
-                    failing = False
+                    lease_log.extended()
                 except Exception:  # a missed extension is retried next round
-                    if not failing:
-                        log.warning(
-                            "extending leases on queue %r failed; retrying every %.1fs",
-                            self.queue,
-                            interval,
-                            exc_info=True,
-                        )
-                    failing = True
+                    lease_log.failed()
         except BaseException as exc:  # a bug, not a broker fault: fail calls, loudly
             with self._cond:
                 state.fail(exc)

@@ -14,6 +14,15 @@ Rules every driver follows:
   broker run on their own threads); a driver whose client is not thread-safe
   serialises calls itself.
 - Anything a receiver still holds when it closes goes back to the queue at once.
+
+Receiving: which lane to take from next (strict priority, then each tenant in turn) is
+the core's decision. A backend whose broker keeps one queue per lane subclasses
+:class:`workq.polling.PollingReceiver` and implements only ``take(lane, n)`` ("up to n
+from this lane now"), optionally ``available`` (counts), ``step`` (atomic counting and
+taking) and ``wait_any`` (wait for any of several lanes); its ``receive`` is then done
+once, in the core. A backend that implements ``receive`` itself (a push consumer, a
+partitioned log) follows ``Receiver.receive``'s rules, using ``workq.lanes.spread`` or
+``workq.polling.levels``/``share`` rather than rules of its own.
 """
 
 from __future__ import annotations
@@ -209,7 +218,8 @@ class Receiver(ABC):
         priority the tenant whose turn it is first. Take from the highest priority that
         has messages; spread the count across its lanes rather than draining one (see
         ``workq.lanes.spread``). Return as soon as anything is there. Never return
-        messages from lanes not listed.
+        messages from lanes not listed. :class:`workq.polling.PollingReceiver`
+        implements this over ``take(lane, n)``.
         """
 
     @abstractmethod
@@ -281,7 +291,20 @@ class Driver(ABC):
         """Close connections. Idempotent."""
 
     def queues(self) -> list[str]:
-        """Names of the workq queues that exist on the broker (optional; for operators)."""
+        """Names of the workq queues on the broker, sorted (``broker.queues()``,
+        ``workq queues``).
+
+        Queue names only: not their lanes, dead-letter or other helper queues. Optional:
+        this default raises ``Unsupported``. A backend that can list only in some setups
+        raises ``Unsupported`` naming why and what to do (RabbitMQ without its management
+        API); one that never can keeps this default.
+
+        Example:
+            ```python
+            def queues(self) -> list[str]:
+                return sorted(self._store.queues)
+            ```
+        """
         from .errors import Unsupported
 
         raise Unsupported(self.capabilities.backend, "listing queues")
@@ -355,6 +378,7 @@ class AsyncDriver(ABC):
     async def close(self) -> None: ...
 
     async def queues(self) -> list[str]:
+        """The twin of :meth:`Driver.queues`; the same default (``Unsupported``)."""
         from .errors import Unsupported
 
         raise Unsupported(self.capabilities.backend, "listing queues")

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import overload
 
 from .checks import Gate, check_int
-from .driver import Capabilities
+from .driver import AsyncReceiver, Capabilities, Receiver
 from .errors import AlreadySettled, Closed, WorkqError
 from .lanes import Lane, LaneBuffers
 from .messages import Received
@@ -48,6 +49,45 @@ class Settle:
     action: str  # "ack" | "nack" | "dead_letter"
     delay: float | None = None
     reason: str | None = None
+
+    @overload
+    def call(self, receiver: Receiver, item: Received) -> None: ...
+    @overload
+    def call(self, receiver: AsyncReceiver, item: Received) -> Awaitable[None]: ...
+    def call(self, receiver: Receiver | AsyncReceiver, item: Received) -> Awaitable[None] | None:
+        """Make the driver call on ``receiver``: the sync one returns when done, the
+        async one returns what to await."""
+        if self.action == "ack":
+            return receiver.ack(item)
+        if self.action == "nack":
+            return receiver.nack(item, self.delay)
+        return receiver.dead_letter(item, self.reason or "rejected")
+
+
+class LeaseLog:
+    """What a consumer's lease keeper logs: one warning when extending leases starts to
+    fail (a missed extension is retried next round), one line when it works again."""
+
+    def __init__(self, queue: str, interval: float) -> None:
+        self.queue = queue
+        self.interval = interval
+        self.failing = False
+
+    def extended(self) -> None:
+        if self.failing:
+            log.info("extending leases on queue %r works again", self.queue)
+        self.failing = False
+
+    def failed(self) -> None:
+        """Call from the ``except`` block, so the warning carries the traceback."""
+        if not self.failing:
+            log.warning(
+                "extending leases on queue %r failed; retrying every %.1fs",
+                self.queue,
+                self.interval,
+                exc_info=True,
+            )
+        self.failing = True
 
 
 #: Settling as an ack needs no decision: one shared value.

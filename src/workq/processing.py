@@ -7,17 +7,18 @@ delivery, call the handler, settle, reconnect, sleep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import tenacity
 
 from .checks import check_callable, check_int, check_seconds
 from .delivery import BaseDelivery
-from .errors import BrokerUnavailable, PublishError, WorkqError
+from .errors import AlreadySettled, BrokerUnavailable, PublishError, WorkqError
 from .middleware import Chain, Middleware, ProcessContext, check_middleware
 from .names import check_tenants
 from .outcome import Outcome
@@ -122,6 +123,35 @@ class Processing:
         """Tell the middleware how it ended (after settling, so a span covers that too)."""
         self.chain.after_process(ctx)
 
+    @contextlib.contextmanager
+    def settling(self, delivery: BaseDelivery) -> Iterator[None]:
+        """Around applying a decision: the handler may have settled the delivery itself
+        meanwhile (nothing to do), and a failed settlement is logged, never raised (the
+        message comes back when its lease or connection lapses)."""
+        try:
+            yield
+        except AlreadySettled:
+            pass
+        except Exception:
+            log.exception(
+                "settling %s on queue %r failed",
+                delivery.id,
+                self.queue,
+                extra={"queue": self.queue, "message_id": delivery.id},
+            )
+
+    def late(self, count: int, shutdown_timeout: float) -> None:
+        """``count`` handlers outlived ``shutdown_timeout`` at shutdown."""
+        if count:
+            log.warning(
+                "worker on %r: %d handlers still running after shutdown_timeout=%ss; "
+                "their messages go back to the queue",
+                self.queue,
+                count,
+                shutdown_timeout,
+                extra={"queue": self.queue},
+            )
+
     def cancelled(self, ctx: ProcessContext) -> None:
         """The handler was cut off at shutdown: its message goes back unprocessed."""
         ctx.duration = time.monotonic() - ctx.started
@@ -215,6 +245,20 @@ class Link:
             log.debug(
                 "worker on %r: reconnect attempt %d failed: %s", self.queue, self.attempts, exc
             )
+
+    def failed(self, exc: BaseException) -> float:
+        """A connect attempt failed with ``exc``: seconds to wait before the next one.
+
+        Raises ``exc`` itself if it is :func:`fatal`, and ``BrokerUnavailable`` once the
+        outage has lasted ``max_outage``. Both twins of the worker and the App connect
+        through this one rule.
+        """
+        if fatal(exc):
+            raise exc
+        self.down(exc)
+        if self.exceeded():
+            raise self.give_up() from exc
+        return self.next_wait()
 
     def exceeded(self) -> bool:
         return (

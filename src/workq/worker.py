@@ -13,7 +13,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .delivery import Delivery
-from .errors import AlreadySettled
 from .middleware import Chain, Middleware, check_middleware
 from .processing import Link, Processing, Tally, check_worker_args, fatal
 from .retry import RetryPolicy
@@ -188,15 +187,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
                 except Exception:
                     log.warning("worker on %r: releasing prefetched messages failed", self.queue)
             _, late = wait(list(running), timeout=self.shutdown_timeout)
-            if late:
-                log.warning(
-                    "worker on %r: %d handlers still running after shutdown_timeout=%ss; "
-                    "their messages go back to the queue",
-                    self.queue,
-                    len(late),
-                    self.shutdown_timeout,
-                    extra={"queue": self.queue},
-                )
+            self._processing.late(len(late), self.shutdown_timeout)
         finally:
             self._link.connected = False
             if consumer is not None:
@@ -214,12 +205,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
                 self.queue, prefetch=self.prefetch, tenants=self.tenants, middleware=self.middleware
             )
         except Exception as exc:
-            if fatal(exc):
-                raise
-            self._link.down(exc)
-            if self._link.exceeded():
-                raise self._link.give_up() from exc
-            self._stop.wait(self._link.next_wait())
+            self._stop.wait(self._link.failed(exc))
             return None
         return consumer  # connected once a get() has gone through (some drivers connect lazily)
 
@@ -268,17 +254,9 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Any]]):
             error = exc
         decision = self._processing.end(ctx, error, delivery._spec)
         try:
-            if decision is not None:  # else the handler settled it itself
-                delivery._apply(decision)
-        except AlreadySettled:
-            pass
-        except Exception:
-            log.exception(
-                "settling %s on queue %r failed",
-                delivery.id,
-                self.queue,
-                extra={"queue": self.queue, "message_id": delivery.id},
-            )
+            with self._processing.settling(delivery):
+                if decision is not None:  # else the handler settled it itself
+                    delivery._apply(decision)
         finally:
             self._processing.finish(ctx)
 

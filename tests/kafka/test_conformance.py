@@ -64,29 +64,32 @@ def share_url(kafka_url: str) -> str:
     return with_query(kafka_url, "mode=share")
 
 
-class TestKafkaShareSync(Conformance):
-    features = KAFKA_SHARE
+class ShareModeSkips:
+    """A share member holds one record at a time, so it cannot see every lane before
+    handing one out: priorities and tenant turns are best effort in share mode
+    (docs/backends/kafka.md). The group-mode classes above run these."""
 
-    @pytest.fixture
-    def url(self, share_url: str) -> str:
-        return share_url
-
-    # A share member holds one record at a time, so it cannot see every lane before
-    # handing one out: priorities and tenant turns are best effort in share mode
-    # (docs/backends/kafka.md). The group-mode classes above run these.
     @pytest.mark.skip(reason="share mode: priority order is best effort (documented)")
     def test_higher_priority_first(self) -> None: ...
 
     @pytest.mark.skip(reason="share mode: tenant turns are best effort (documented)")
     def test_tenant_fairness(self) -> None: ...
 
+    @pytest.mark.skip(reason="share mode: priority order and tenant turns are best effort")
+    def test_priority_and_fairness(self) -> None: ...
 
-class TestKafkaShareAsync(AsyncConformance):
+
+class TestKafkaShareSync(ShareModeSkips, Conformance):
     features = KAFKA_SHARE
 
     @pytest.fixture
     def url(self, share_url: str) -> str:
         return share_url
 
-    @pytest.mark.skip(reason="share mode: priority order and tenant turns are best effort")
-    def test_priority_and_fairness(self) -> None: ...
+
+class TestKafkaShareAsync(ShareModeSkips, AsyncConformance):
+    features = KAFKA_SHARE
+
+    @pytest.fixture
+    def url(self, share_url: str) -> str:
+        return share_url

@@ -37,7 +37,7 @@ def test_creates_parent_directories_and_uses_wal(tmp_path: Path) -> None:
         broker.producer().publish(qname(), b"x")
         driver = broker.driver
         assert isinstance(driver, SqliteDriver)
-        mode = driver.conn().execute("PRAGMA journal_mode").fetchone()[0]
+        mode = driver.db.conn().execute("PRAGMA journal_mode").fetchone()[0]
     assert path.exists()
     assert mode == "wal"
 
@@ -255,7 +255,7 @@ def test_spec_lease_reaches_claims(sqlite_url: str) -> None:
         r = driver.open(spec, 1)
         got = r.receive([Lane(q)], 1, 5)
         row = (
-            driver.conn()
+            driver.db.conn()
             .execute(
                 "SELECT visible_at - ? FROM workq_messages WHERE id = ?", (time.time(), got[0].id)
             )

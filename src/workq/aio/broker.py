@@ -16,7 +16,7 @@ from ..driver import AsyncDriver, DeadLetter, QueueStats
 from ..holding import CLOSE_TIMEOUT
 from ..middleware import Chain, Middleware, check_middleware
 from ..names import check_tenants
-from ..settings import Settings, load
+from ..settings import load
 from ..spec import QueueSpec
 from ..specs import SpecCache, found, make_spec, passive_spec
 from .consumer import Consumer
@@ -24,6 +24,7 @@ from .producer import Producer
 
 if TYPE_CHECKING:
     from ..retry import RetryPolicy
+    from ..settings import Settings
     from .delivery import Delivery
     from .worker import Worker
 

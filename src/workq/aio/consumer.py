@@ -13,7 +13,16 @@ from typing import TypeVar
 from ..checks import Gate, check_timeout
 from ..driver import AsyncDriver, AsyncReceiver
 from ..errors import BrokerUnavailable
-from ..holding import CLOSE_TIMEOUT, POLL_SLICE, RECEIVE_GRACE, SETTLED_AS, Do, Fetch, Holding
+from ..holding import (
+    CLOSE_TIMEOUT,
+    POLL_SLICE,
+    RECEIVE_GRACE,
+    SETTLED_AS,
+    Do,
+    Fetch,
+    Holding,
+    LeaseLog,
+)
 from ..messages import Received
 from ..middleware import Chain
 from ..spec import QueueSpec
@@ -163,12 +172,7 @@ class Consumer:
         assert self._receiver is not None
         settle = state.settlement(item, action, delay, reason)
         try:
-            if settle.action == "ack":
-                await self._receiver.ack(item)
-            elif settle.action == "nack":
-                await self._receiver.nack(item, settle.delay)
-            else:
-                await self._receiver.dead_letter(item, settle.reason or "rejected")
+            await settle.call(self._receiver, item)
             if self._chain is not None:
                 self._chain.settled(item, settle.action, settle.delay, settle.reason)
         finally:
@@ -178,7 +182,7 @@ class Consumer:
     async def _keep_leases(self) -> None:
         state = self._state
         interval = state.lease_interval or 1.0
-        failing = False
+        lease_log = LeaseLog(self.queue, interval)
         try:
             while not state.closed:
                 await asyncio.sleep(interval)
@@ -187,18 +191,9 @@ class Consumer:
                     continue
                 try:
                     await self._receiver.extend(held, state.spec.lease)
-                    if failing:
-                        log.info("extending leases on queue %r works again", self.queue)
-                    failing = False
+                    lease_log.extended()
                 except Exception:  # a missed extension is retried next round
-                    if not failing:
-                        log.warning(
-                            "extending leases on queue %r failed; retrying every %.1fs",
-                            self.queue,
-                            interval,
-                            exc_info=True,
-                        )
-                    failing = True
+                    lease_log.failed()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a bug, not a broker fault: fail calls, loudly

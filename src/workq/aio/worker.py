@@ -10,7 +10,6 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AlreadySettled
 from ..processing import STOP_POLL, fatal, sleep_unless
 from ..worker import STOP_SIGNALS, WorkerBase
 from .consumer import Consumer, Delivery
@@ -72,15 +71,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
                 _, late = await asyncio.wait(set(tasks), timeout=self.shutdown_timeout)
                 for task in late:
                     task.cancel()
-                if late:
-                    log.warning(
-                        "worker on %r: %d handlers still running after shutdown_timeout=%ss; "
-                        "their messages go back to the queue",
-                        self.queue,
-                        len(late),
-                        self.shutdown_timeout,
-                        extra={"queue": self.queue},
-                    )
+                self._processing.late(len(late), self.shutdown_timeout)
         finally:
             self._link.connected = False
             if consumer is not None:
@@ -102,12 +93,7 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
                 self.queue, prefetch=self.prefetch, tenants=self.tenants, middleware=self.middleware
             ).open()
         except Exception as exc:
-            if fatal(exc):
-                raise
-            self._link.down(exc)
-            if self._link.exceeded():
-                raise self._link.give_up() from exc
-            await self._sleep(self._link.next_wait())
+            await self._sleep(self._link.failed(exc))
             return None
         return consumer  # connected once a get() has gone through (some drivers connect lazily)
 
@@ -158,17 +144,9 @@ class Worker(WorkerBase["Broker", Callable[[Delivery], Awaitable[Any]]]):
             error = exc
         decision = self._processing.end(ctx, error, delivery._spec)
         try:
-            if decision is not None:  # else the handler settled it itself
-                await delivery._apply(decision)
-        except AlreadySettled:
-            pass
-        except Exception:
-            log.exception(
-                "settling %s on queue %r failed",
-                delivery.id,
-                self.queue,
-                extra={"queue": self.queue, "message_id": delivery.id},
-            )
+            with self._processing.settling(delivery):
+                if decision is not None:  # else the handler settled it itself
+                    await delivery._apply(decision)
         finally:
             self._processing.finish(ctx)
 

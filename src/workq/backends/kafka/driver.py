@@ -174,6 +174,10 @@ class KafkaDriver(Driver):
         with self._lock:
             self._topics.update(missing)
 
+    def queues(self) -> list[str]:
+        """The queues with lane or dead-letter topics (see ``Naming.queues``)."""
+        return self.naming.queues(self._all_topics())
+
     def _all_topics(self) -> set[str]:
         return set(self._metadata().topics)
 

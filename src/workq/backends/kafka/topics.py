@@ -11,7 +11,10 @@ back unambiguously: ``orders.archive`` or ``orders-eu`` are never lanes of ``ord
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ...lanes import Lane
+from ...names import NAME_PATTERN
 
 __all__ = ["Naming"]
 
@@ -67,6 +70,31 @@ class Naming:
             # The default lane is the bare topic; ``orders.p0`` is not one of its names.
             return None
         return Lane(queue, tenant, priority)
+
+    def queues(self, topics: Iterable[str]) -> list[str]:
+        """The queues whose lane or dead-letter topics are among ``topics``.
+
+        With ``default_lane="topic"`` a bare topic is a queue's default lane, so every
+        topic named as a queue counts (a plain topic is a queue workq adopts as it is),
+        except those starting with ``_``: Kafka's own (``__consumer_offsets``) and its
+        tools' (``_schemas``).
+
+        >>> Naming("workq").queues(["orders", "orders.p5.acme", "b.dlq", "a.b", "__x"])
+        ['b', 'orders']
+        >>> Naming("workq", suffixed=True).queues(["workq.a.p0", "orders", "workq.b.dlq"])
+        ['a', 'b']
+        """
+        start = f"{self.namespace}." if self.suffixed else self.topic_prefix
+        found = set()
+        for topic in topics:
+            if not topic.startswith(start) or topic.startswith("_"):
+                continue
+            queue = topic[len(start) :].split(".", 1)[0]
+            if not NAME_PATTERN.fullmatch(queue):
+                continue
+            if self.lane_of(topic, queue) is not None or topic == self.dlq_topic(queue):
+                found.add(queue)
+        return sorted(found)
 
     def dlq_topic(self, queue: str) -> str:
         return f"{self._base(queue)}.dlq"

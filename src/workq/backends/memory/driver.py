@@ -9,11 +9,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ...driver import Capabilities, DeadLetter, Driver, QueueStats, Receiver
 from ...lanes import Lane
 from ...messages import Outgoing, Received
+from ...polling import PollingReceiver
 from ...spec import QueueSpec
 from ...specs import Stored, adopt_or_conflict
 from .settings import MemorySettings
@@ -34,14 +35,27 @@ def create_driver(settings: MemorySettings) -> MemoryDriver:
     return MemoryDriver(store)
 
 
-class MemoryReceiver(Receiver):
+class MemoryReceiver(PollingReceiver):
+    """Takes from the store's lanes; the core's ``receive`` picks which (priority, turns)."""
+
     def __init__(self, store: Store, state: QueueState) -> None:
         self._store = store
         self._state = state
         self._owner = next(_owners)
 
-    def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
-        return self._store.receive(self._state, self._owner, list(lanes), max_count, timeout)
+    def available(self, lanes: Sequence[Lane], up_to: int) -> dict[Lane, int]:
+        return self._store.available(self._state, lanes, up_to)
+
+    def step(self, fn: Callable[[], list[Received]]) -> list[Received]:
+        with self._store.cond:  # counting and taking see the same lanes
+            return fn()
+
+    def take(self, lane: Lane, n: int) -> list[Received]:
+        return self._store.take(self._state, self._owner, lane, n)
+
+    def wait_any(self, lanes: list[Lane], max_count: int, timeout: float) -> None:
+        self._store.wait(self._state, lanes, timeout)
+        return None
 
     def ack(self, item: Received) -> None:
         with self._store.cond:

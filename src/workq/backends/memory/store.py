@@ -11,10 +11,11 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ...driver import DeadLetter, LaneStats, QueueStats
-from ...lanes import Lane, spread
+from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 
@@ -100,40 +101,36 @@ class Store:
             nexts.append(state.delayed[0][0])
         return min(nexts, default=float("inf"))
 
-    def receive(
-        self, state: QueueState, owner: int, lanes: list[Lane], max_count: int, timeout: float
-    ) -> list[Received]:
-        deadline = time.monotonic() + timeout
+    def available(self, state: QueueState, lanes: Sequence[Lane], up_to: int) -> dict[Lane, int]:
+        """Ready messages per lane (at most ``up_to`` each), after due delays and lapsed
+        leases came back."""
         with self.cond:
-            while True:
-                now = time.monotonic()
-                next_due = self._sweep(state, now)
-                available = {lane: len(state.ready.get(lane, ())) for lane in lanes}
-                plan = spread(lanes, max_count, available)
-                if plan:
-                    return self._take(state, owner, lanes, plan, now)
-                if now >= deadline:
-                    return []
-                self.cond.wait(max(min(deadline, next_due) - now, 0.001))
+            self._sweep(state, time.monotonic())
+            return {lane: min(len(state.ready.get(lane, ())), up_to) for lane in lanes}
 
-    def _take(
-        self, state: QueueState, owner: int, lanes: list[Lane], plan: dict[Lane, int], now: float
-    ) -> list[Received]:
+    def take(self, state: QueueState, owner: int, lane: Lane, n: int) -> list[Received]:
+        """Up to ``n`` of ``lane``'s ready messages, held by ``owner`` under a lease."""
         out: list[Received] = []
-        # Round-robin across the planned lanes so the batch interleaves tenants.
-        remaining = dict(plan)
-        while remaining:
-            for lane in lanes:
-                if remaining.get(lane):
-                    record = state.ready[lane].popleft()
-                    record.deliveries += 1
-                    token = next(_tokens)
-                    state.held[token] = Held(record, now + state.spec.lease, owner)
-                    out.append(record.received(token))
-                    remaining[lane] -= 1
-                    if not remaining[lane]:
-                        del remaining[lane]
+        with self.cond:
+            ready = state.ready.get(lane)
+            until = time.monotonic() + state.spec.lease
+            while ready and len(out) < n:
+                record = ready.popleft()
+                record.deliveries += 1
+                token = next(_tokens)
+                state.held[token] = Held(record, until, owner)
+                out.append(record.received(token))
         return out
+
+    def wait(self, state: QueueState, lanes: Sequence[Lane], timeout: float) -> None:
+        """Wait up to ``timeout`` for a publish, a delay coming due or a lease lapsing,
+        unless one of ``lanes`` has a ready message already."""
+        with self.cond:
+            now = time.monotonic()
+            next_due = self._sweep(state, now)
+            if any(state.ready.get(lane) for lane in lanes):
+                return
+            self.cond.wait(max(min(timeout, next_due - now), 0.001))
 
     def settle(self, state: QueueState, token: int) -> Record | None:
         """Take a held record out; None if its lease lapsed and it went back."""

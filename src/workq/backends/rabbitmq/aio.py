@@ -53,6 +53,7 @@ from .connection import (
     not_confirmed,
     tls_context,
 )
+from .management import list_queues
 from .settings import RabbitMQSettings
 from .topology import (
     Declared,
@@ -579,6 +580,10 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
                 moved += len(got)
             finally:
                 await ch.close()
+
+    async def queues(self) -> list[str]:
+        """From the management HTTP API (AMQP cannot list queues); see management.py."""
+        return await asyncio.to_thread(list_queues, self.settings)
 
     async def close(self) -> None:
         if self._closed:

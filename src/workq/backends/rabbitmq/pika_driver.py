@@ -38,6 +38,7 @@ from .codec import (
     routed_failure,
 )
 from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline, lanes_bound, not_confirmed
+from .management import list_queues
 from .pika_declare import Declarations
 from .settings import RabbitMQSettings
 from .topology import (
@@ -416,6 +417,10 @@ class RabbitMQDriver(Declarations, Driver):
 
             self.io.call(done)
             moved += len(got)
+
+    def queues(self) -> list[str]:
+        """From the management HTTP API (AMQP cannot list queues); see management.py."""
+        return list_queues(self.settings)
 
     def close(self) -> None:
         self.io.close()

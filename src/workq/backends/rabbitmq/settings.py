@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
-from urllib.parse import SplitResult, unquote
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import SecretStr, field_validator
 
@@ -45,6 +45,9 @@ class RabbitMQSettings(BackendSettings):
     queue_prefix: str = ""
     #: Connection tries per call across the host list, all within ``connect_timeout``.
     reconnect_attempts: int = 5
+    #: The management plugin's HTTP API (``http://host:15672``), used only to list
+    #: queues (``workq queues``): AMQP cannot. Unset: port 15672 of the first host.
+    management_url: str | None = None
 
     @field_validator("hosts")
     @classmethod
@@ -52,6 +55,19 @@ class RabbitMQSettings(BackendSettings):
         if not hosts:
             raise ValueError("at least one host is needed")
         return hosts
+
+    @field_validator("management_url")
+    @classmethod
+    def _plain_http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http://HOST:PORT or https://HOST:PORT")
+        if parts.username is not None or parts.password is not None:
+            # The AMQP user's credentials are used; a URL's would show in reprs and logs.
+            raise ValueError("must not hold credentials (the AMQP user's are used)")
+        return url
 
     @classmethod
     def url_fields(cls, url: SplitResult) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from .naming import (
     lane_prefix,
     lane_tags,
     parse_lane,
+    queue_of_dlq,
     spec_from_tags,
     spec_tags,
 )
@@ -506,6 +507,36 @@ class SQSDriver(Driver):
 
     def redrive(self, spec: QueueSpec) -> int:
         return redrive(self, spec)
+
+    def queues(self) -> list[str]:
+        """The queues whose dead-letter queue (``<queue>_dlq``) carries workq's settings
+        tags: every queue workq declared. One adopted with a ``RedrivePolicy`` of its
+        own has no such queue, and is not listed."""
+        urls: dict[str, str] = {}
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"MaxResults": 1000}
+            if self.prefix:
+                kwargs["QueueNamePrefix"] = self.prefix
+            if token:
+                kwargs["NextToken"] = token
+            page = self.sqs.call("*", self.sqs.client.list_queues, **kwargs)
+            urls.update((url.rsplit("/", 1)[-1], url) for url in page.get("QueueUrls", []))
+            token = page.get("NextToken")
+            if not token:
+                break
+        found = []
+        for name, url in urls.items():
+            queue = queue_of_dlq(self.prefix, name, urls)
+            if queue is None:
+                continue
+            try:
+                tags = self.sqs.call(queue, self.sqs.client.list_queue_tags, QueueUrl=url)
+            except QueueMissing:  # deleted since it was listed
+                continue
+            if spec_from_tags(queue, tags.get("Tags", {}))[0] is not None:
+                found.append(queue)
+        return sorted(found)
 
     def close(self) -> None:
         if self._closed:

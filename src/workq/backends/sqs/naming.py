@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 
 from ...errors import ConfigurationError
 from ...lanes import Lane
+from ...names import NAME_PATTERN
 from ...spec import QueueSpec
 
 MAX_NAME = 80
@@ -108,6 +110,32 @@ def lane_name(prefix: str, lane: Lane, exact: bool = True) -> str:
 def dlq_name(prefix: str, queue: str) -> str:
     """The SQS queue name of ``queue``'s dead-letter queue (it also carries the spec tags)."""
     return base_name(prefix, queue) + "_dlq"
+
+
+def queue_of_dlq(prefix: str, name: str, names: Collection[str] = ()) -> str | None:
+    """The workq queue whose dead-letter queue is named ``name``, or None if it is none.
+
+    A queue name too long for its SQS names is hashed there; it is then found among
+    ``names`` (other SQS queue names) as the queue's default lane, if that exists.
+
+    >>> queue_of_dlq("dev-", "dev-my__q_dlq"), queue_of_dlq("", "a_p1_dlq")
+    ('my_q', None)
+    """
+    if not name.startswith(prefix) or not name.endswith("_dlq"):
+        return None
+    base = name[len(prefix) : -len("_dlq")]
+    queue = _unesc(base)
+    if queue is not None:
+        return queue if NAME_PATTERN.fullmatch(queue) and dlq_name(prefix, queue) == name else None
+    for other in names:
+        candidate = other[len(prefix) :]
+        if (
+            other.startswith(prefix)
+            and NAME_PATTERN.fullmatch(candidate)
+            and dlq_name(prefix, candidate) == name
+        ):
+            return candidate
+    return None
 
 
 def parse_lane(

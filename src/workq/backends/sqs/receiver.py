@@ -1,8 +1,8 @@
 """One consumer's receives and settlements on SQS.
 
-Strict priority needs every higher lane checked before a lower one, and SQS cannot
-long-poll several queues in one request, so a receive short-polls lanes in order and
-long-polls one when all are empty (see :class:`SQSReceiver`).
+Which lanes to take from (priority, tenants' turns) is the core's
+(:class:`workq.polling.PollingReceiver`): here a take is one short poll of one lane,
+and waiting is a long poll of the default lane or the doorbell (see :class:`SQSReceiver`).
 
 A release is not an attempt. SQS counts every receive (``ApproximateReceiveCount``) and
 cannot change a message in place, so a released message is sent again, with its attempt
@@ -13,15 +13,14 @@ process that receives it next sees the same attempt (see docs/backends/sqs.md).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...driver import Receiver
 from ...lanes import Lane
 from ...messages import Outgoing, Received
+from ...polling import PollingReceiver
 from ...spec import QueueSpec
 from .batching import BATCH, Token
 from .client import QueueMissing, SQSError
@@ -46,26 +45,14 @@ log = logging.getLogger("workq.sqs")
 _GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"})
 
 
-def _levels(lanes: Iterable[Lane]) -> list[list[Lane]]:
-    """Consecutive lanes of one priority, in the order given."""
-    levels: list[list[Lane]] = []
-    for lane in lanes:
-        if levels and levels[-1][0].priority == lane.priority:
-            levels[-1].append(lane)
-        else:
-            levels.append([lane])
-    return levels
-
-
-class SQSReceiver(Receiver):
+class SQSReceiver(PollingReceiver):
     """One consumer's receives: short polls of the lanes worth one, then one long poll.
 
     Strict priority needs every higher lane checked before a lower one, and SQS cannot
-    long-poll several queues in one request. So a receive asks each lane of the highest
-    level that is due a poll (see :class:`.doorbell.Pacer`) in turn (WaitTimeSeconds=0,
-    the count spread over the level's lanes), goes down a level only when a whole level
-    is empty, and when nothing came long-polls, in turn, the default lane and the
-    queue's doorbell; a note on the doorbell makes its lane due at once.
+    long-poll several queues in one request. So the core's receive asks the lanes due a
+    poll (see :class:`.doorbell.Pacer`) level by level, each with ``WaitTimeSeconds=0``
+    (:meth:`take`); when nothing came, :meth:`wait_any` long-polls, in turn, the default
+    lane and the queue's doorbell; a note on the doorbell makes its lane due at once.
     """
 
     def __init__(self, driver: SQSDriver, spec: QueueSpec) -> None:
@@ -78,43 +65,36 @@ class SQSReceiver(Receiver):
         self._pace = Pacer(self._default, spec.lease, driver.settings.lane_sweep)
         self._read_at = 0.0
         self._bell_turn = True  # the default lane's turn first
-        self._closed = False
 
-    def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
-        lanes = list(lanes)
-        if self._closed or max_count <= 0 or not lanes:
-            return []
+    # -- receiving: the core picks the lanes ----------------------------------------
+
+    def due(self, lanes: list[Lane]) -> list[Lane]:
+        now = time.monotonic()
+        return [lane for lane in lanes if self._pace.due(lane, now)]
+
+    def take(self, lane: Lane, n: int) -> list[Received]:
+        return self._poll(lane, n, 0)
+
+    def wait_any(self, lanes: list[Lane], max_count: int, timeout: float) -> list[Received] | None:
         wait = self._d.wait_seconds(timeout)
-        got = self._sweep(lanes, max_count, time.monotonic())
-        if got or not wait:
-            # One lane: only a new tenant's lane could be news, and the listing finds
-            # it too; so read less often and keep a busy single lane's requests low.
-            every = READ_EVERY if len(lanes) > 1 else READ_EVERY_ONE_LANE
-            if time.monotonic() - self._read_at >= every:
-                # Busy (or not waiting): read the doorbell without waiting now and
-                # then, so a quiet tenant's note is not left behind a busy lane's work.
-                self._read_bell(lanes, 0)
-            return got
+        if not wait:
+            self.glance(lanes)
+            return []
         # Nothing due had anything: wait on the default lane (plain producers do not
         # ring) and the doorbell in turn, so an idle consumer costs one request a slice.
         self._bell_turn = not self._bell_turn
         if self._default in lanes and not self._bell_turn:
             return self._poll(self._default, max_count, wait)
-        if not self._read_bell(lanes, wait):
-            return []
-        return self._sweep(lanes, max_count, time.monotonic())
+        return None if self._read_bell(lanes, wait) else []
 
-    def _sweep(self, lanes: list[Lane], max_count: int, now: float) -> list[Received]:
-        due = [lane for lane in lanes if self._pace.due(lane, now)]
-        for level in _levels(due):
-            got: list[Received] = []
-            for i, lane in enumerate(level):
-                share = math.ceil((max_count - len(got)) / (len(level) - i))
-                if share > 0:
-                    got += self._poll(lane, share, 0)
-            if got:
-                return got
-        return []
+    def glance(self, lanes: list[Lane]) -> None:
+        # One lane: only a new tenant's lane could be news, and the listing finds it
+        # too; so read less often and keep a busy single lane's requests low.
+        every = READ_EVERY if len(lanes) > 1 else READ_EVERY_ONE_LANE
+        if time.monotonic() - self._read_at >= every:
+            # Busy (or not waiting): read the doorbell without waiting now and then, so
+            # a quiet tenant's note is not left behind a busy lane's work.
+            self._read_bell(lanes, 0)
 
     def _read_bell(self, lanes: list[Lane], wait: int) -> bool:
         """Read the doorbell; True if it told of a lane in ``lanes``."""
@@ -176,7 +156,7 @@ class SQSReceiver(Receiver):
         if late:
             self._d.defer(self._spec, url, late)
         with self._lock:
-            closed = self._closed
+            closed = self.closed
             if not closed:
                 for item in out:
                     self._held[id(item.token)] = item
@@ -335,9 +315,9 @@ class SQSReceiver(Receiver):
 
     def close(self) -> None:
         with self._lock:
-            if self._closed:
+            if self.closed:
                 return
-            self._closed = True
+            self.closed = True
             held = [(item.token, item) for item in self._held.values()]
             self._held.clear()
         try:

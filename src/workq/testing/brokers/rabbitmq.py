@@ -77,6 +77,8 @@ class Node:
     dist_port: int = field(default_factory=free_port)
     #: Lines added to the node's rabbitmq.conf (e.g. a TLS listener).
     extra_conf: str = ""
+    #: Plugins to enable (``rabbitmq_management``...); none by default.
+    plugins: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -125,7 +127,7 @@ class Node:
             "loopback_users = none\nlog.console = false\nlog.file.level = warning\n"
             + self.extra_conf
         )
-        (base / "enabled_plugins").write_text("[].\n")
+        (base / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         (base / "rabbitmq-env.conf").write_text("")
         log = open(base / "log" / "stdout.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
@@ -203,15 +205,19 @@ def _stop_epmd(started: bool, home: Path) -> None:
             )
 
 
-def start_local(workdir: Path, extra_conf: str = "") -> BrokerProcess:
+def start_local(
+    workdir: Path, extra_conf: str = "", plugins: tuple[str, ...] = ()
+) -> BrokerProcess:
     """A fresh single RabbitMQ node on free loopback ports in ``workdir``.
 
-    ``extra_conf`` is added to its rabbitmq.conf (a TLS listener, say).
+    ``extra_conf`` is added to its rabbitmq.conf (a TLS listener, say); ``plugins`` are
+    enabled (``("rabbitmq_management",)`` with ``management.tcp.port = N`` in
+    ``extra_conf`` for the HTTP API).
     """
     ensure_installed()
     home = _home(workdir)
     epmd_before = _epmd_running()
-    node = Node(home, f"workq-{uuid.uuid4().hex[:8]}", extra_conf=extra_conf)
+    node = Node(home, f"workq-{uuid.uuid4().hex[:8]}", extra_conf=extra_conf, plugins=plugins)
     node.start()
 
     def stop() -> None:
