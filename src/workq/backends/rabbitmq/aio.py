@@ -108,6 +108,14 @@ def bounded(
                 f"RabbitMQ at {driver.settings.redacted_url()} did not answer within {limit}s; "
                 "it reconnects on the next call"
             ) from exc
+        except CONNECTION_ERRORS as exc:
+            # A connection reset under the call (a broker drop): an outage, as the sync
+            # twin's IOThread.call reports it, so callers that ride out outages do.
+            driver.drop()
+            raise BrokerUnavailable(
+                f"lost the connection to RabbitMQ at {driver.settings.redacted_url()} "
+                f"({exc!r}); it reconnects on the next call"
+            ) from exc
 
     return run
 
