@@ -44,3 +44,26 @@ def test_example_runs_and_shows_its_point(name: str, broker: str, tmp_path: Path
         assert line in result.stdout, result.stdout
     if broker == "sqlite-default":
         assert list((tmp_path / "workq-examples").glob("*.db"))
+
+
+@pytest.mark.parametrize(
+    "broker", [pytest.param(b, marks=getattr(pytest.mark, b)) for b in ("rabbitmq", "sqs", "kafka")]
+)
+def test_interop_example_consumes_what_a_plain_client_sent(
+    broker: str, request: pytest.FixtureRequest
+) -> None:
+    """The interop example needs a broker with plain clients: the real ones, each fed
+    by its own client library."""
+    url = request.getfixturevalue(f"{broker}_url")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKQ_")}
+    env["WORKQ_URL"] = url
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "interop_plain_producer.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    for line in ("consumed 20 of 20 orders, each once: yes", "ids set: yes", "headers kept: yes"):
+        assert line in result.stdout, result.stdout

@@ -19,7 +19,7 @@ from .names import check_tenants
 from .producer import Producer
 from .settings import load
 from .spec import QueueSpec
-from .specs import SpecCache, make_spec
+from .specs import SpecCache, found, make_spec, passive_spec
 
 if TYPE_CHECKING:
     from .delivery import Delivery
@@ -99,7 +99,7 @@ class Broker:
     def closed(self) -> bool:
         return self._gate.closed
 
-    def declare(self, queue: str, **settings: Any) -> QueueSpec:
+    def declare(self, queue: str, *, passive: bool = False, **settings: Any) -> QueueSpec:
         """Declare a queue (idempotent). Conflicting re-declaration raises ``ConfigurationError``.
 
         Undeclared queues are declared with the defaults on first use; declare one to
@@ -107,24 +107,34 @@ class Broker:
 
         Args:
             queue: The queue's name, ``[A-Za-z0-9_-]{1,64}``.
+            passive: Only check that the queue exists and read what it is; create,
+                bind or store nothing. Takes no other settings.
             **settings: ``max_priority`` (9), ``max_attempts`` (5), ``retry_delay`` (1.0),
                 ``lease`` (30.0), ``dead_letter`` (True), and backend options such as
                 RabbitMQ's ``queue_type`` or Kafka's ``ordering``; see ``QueueSpec``.
 
         Returns:
-            The queue's spec.
+            The queue's spec (with ``passive=True``: as stored by whoever declared it,
+            else as read from the broker's object, else the defaults).
 
         Raises:
+            QueueNotFound: ``passive=True`` and the queue does not exist.
             ConfigurationError: A bad name or setting, an option the backend does not
                 know, or settings that conflict with the existing queue (each named).
+            Unsupported: ``passive=True`` on a backend that cannot tell (none of ours).
             Closed: The broker is closed.
 
-        Example:
+        Examples:
             ```python
             broker.declare("reports", max_priority=9, max_attempts=5, retry_delay=1.0)
+            spec = broker.declare("orders", passive=True)   # QueueNotFound if missing
             ```
         """
         self._gate.check("declare")
+        asked = passive_spec(queue, passive, settings)
+        if asked is not None:
+            existing = self.driver.inspect(asked)
+            return found(asked, existing, self.backend, self.settings.redacted_url())
         spec = make_spec(queue, settings)
         known = self._specs.explicit(spec)
         if known is not None:

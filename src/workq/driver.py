@@ -59,6 +59,11 @@ __all__ = [
 
 log = logging.getLogger("workq")
 
+#: What ``Unsupported`` names for a backend without passive declarations.
+PASSIVE = "passive declarations (declare(queue, passive=True))"
+#: ... and for one without publishing through a named exchange.
+ROUTED = "publishing through an exchange (publish(..., exchange=, routing_key=))"
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -78,6 +83,7 @@ class Capabilities:
     ``shared_dispatch``: any consumer of a queue can take any ready message, so a slow
     consumer never holds up work a fast one could do. False on a partitioned log, where
     a partition's messages go to its one owner (Kafka without share groups).
+    ``exchange_routing``: the driver implements ``publish_routed`` (RabbitMQ).
     """
 
     backend: str
@@ -86,6 +92,8 @@ class Capabilities:
     lane_refresh: float = 1.0
     receive_batch: int = 100
     shared_dispatch: bool = True
+    #: ``publish(None, body, exchange=..., routing_key=...)`` works (``Driver.publish_routed``).
+    exchange_routing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +309,25 @@ class Driver(ABC):
 
         raise Unsupported(self.capabilities.backend, "listing queues")
 
+    def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        """The queue as it exists, creating nothing: ``declare(q, passive=True)``.
+
+        Returns its effective spec (the stored declaration, else what the broker's own
+        object says, such as an adopted queue's visibility timeout, else ``spec``), or
+        None if the queue does not exist. Never creates, binds or writes anything.
+        """
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, PASSIVE)
+
+    def publish_routed(self, exchange: str, routing_key: str, messages: Sequence[Outgoing]) -> None:
+        """Publish through a named exchange with a routing key (``publish(None, body,
+        exchange=..., routing_key=...)``), each message confirmed and mandatory: one
+        that no queue takes raises ``PublishError``. Optional (RabbitMQ)."""
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, ROUTED)
+
 
 class AsyncReceiver(ABC):
     """The async twin of :class:`Receiver`; same methods, as coroutines.
@@ -355,6 +382,20 @@ class AsyncDriver(ABC):
         from .errors import Unsupported
 
         raise Unsupported(self.capabilities.backend, "listing queues")
+
+    async def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        """See :meth:`Driver.inspect`."""
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, PASSIVE)
+
+    async def publish_routed(
+        self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
+    ) -> None:
+        """See :meth:`Driver.publish_routed`."""
+        from .errors import Unsupported
+
+        raise Unsupported(self.capabilities.backend, ROUTED)
 
 
 class _OnThreads:
@@ -441,6 +482,14 @@ class _ThreadedDriver(_OnThreads, AsyncDriver):
 
     async def queues(self) -> list[str]:
         return await self._call(self.sync.queues)
+
+    async def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        return await self._call(self.sync.inspect, spec)
+
+    async def publish_routed(
+        self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
+    ) -> None:
+        await self._call(self.sync.publish_routed, exchange, routing_key, messages)
 
     async def close(self) -> None:
         with contextlib.suppress(RuntimeError):

@@ -11,6 +11,7 @@ __all__ = [
     "Closed",
     "ConfigurationError",
     "PublishError",
+    "QueueNotFound",
     "Reject",
     "Retry",
     "Unsupported",
@@ -47,6 +48,23 @@ class ConfigurationError(WorkqError, ValueError):
         workq.connect("amqp://h1/?heartbeet=5")
         # ConfigurationError: URL 'amqp://h1/?heartbeet=5': unknown option 'heartbeet';
         # allowed options are: connect_timeout, heartbeat, ...
+        ```
+    """
+
+
+class QueueNotFound(ConfigurationError):
+    """``declare(queue, passive=True)`` found no such queue; nothing was created.
+
+    A passive declaration only reads what exists. The message names the queue, the
+    backend and the broker (password hidden). A ``ConfigurationError``, so code that
+    catches that catches this too.
+
+    Example:
+        ```python
+        try:
+            spec = broker.declare("orders", passive=True)
+        except workq.QueueNotFound:
+            sys.exit("the orders queue is not there yet: ask its owners to create it")
         ```
     """
 

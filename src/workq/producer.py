@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from .checks import Gate
-from .driver import Capabilities, Driver
-from .errors import PublishError
+from .driver import ROUTED, Capabilities, Driver
+from .errors import ConfigurationError, PublishError, Unsupported
 from .lanes import Lane
 from .messages import CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
 from .middleware import Chain
@@ -22,11 +23,16 @@ __all__ = [
     "check_batch",
     "draft",
     "draft_many",
+    "draft_to",
     "fit",
     "fit_many",
     "prepare",
     "prepare_many",
+    "route_of",
 ]
+
+#: Exchange names AMQP allows: letters, digits, ``-``, ``_``, ``.``, ``:``; up to 255.
+_EXCHANGE = re.compile(r"[A-Za-z0-9_.:-]{0,255}")
 
 
 class MessageTooLarge(PublishError, ValueError):
@@ -70,10 +76,94 @@ def draft(
     return msg
 
 
+def route_of(
+    capabilities: Capabilities,
+    queue: str | None,
+    exchange: str | None,
+    routing_key: str | None,
+    *,
+    priority: int = 0,
+    delay: float | None = None,
+) -> tuple[str, str] | None:
+    """Where a publish goes: ``None`` for a workq queue, else ``(exchange, routing_key)``.
+
+    The one decision of the sync and async producers, made before any I/O: an exchange
+    needs ``queue=None`` and a backend that routes through exchanges (else
+    ``Unsupported``); a routing key needs an exchange; delays need a workq queue.
+
+    >>> route_of(Capabilities("rabbitmq", exchange_routing=True), None, "tenants", "acme")
+    ('tenants', 'acme')
+    """
+    if exchange is None:
+        if routing_key is not None:
+            raise ValueError(
+                f"routing_key={routing_key!r} needs exchange=...: give the exchange to route "
+                "through, or leave routing_key out to publish to the queue"
+            )
+        if queue is None:
+            # The class of any other bad queue name (check_queue).
+            raise ConfigurationError("queue=None needs exchange=...: name the queue to publish to")
+        return None
+    if not capabilities.exchange_routing:
+        raise Unsupported(capabilities.backend, ROUTED)
+    if queue is not None:
+        raise ValueError(
+            f"publish({queue!r}, ..., exchange={exchange!r}) names both a queue and an "
+            "exchange: give queue=None, the exchange and routing key decide which queues "
+            "get the message"
+        )
+    if not isinstance(exchange, str) or not _EXCHANGE.fullmatch(exchange):
+        raise ValueError(
+            f"exchange={exchange!r} is not an exchange name: letters, digits, '-', '_', "
+            "'.', ':' (at most 255), or '' for the default exchange"
+        )
+    key = "" if routing_key is None else routing_key
+    if not isinstance(key, str) or len(key.encode()) > 255:
+        raise ValueError(
+            f"routing_key={routing_key!r} must be a str of at most 255 bytes (or None for '')"
+        )
+    if delay:
+        raise ValueError(
+            f"delay={delay!r} is not available with exchange={exchange!r}: the exchange "
+            "routes at once; publish to a workq queue to delay a message"
+        )
+    if isinstance(priority, int) and not 0 <= priority <= 255:
+        raise ValueError(f"priority={priority!r} must be 0..255 (an AMQP priority)")
+    return exchange, key
+
+
+def draft_to(
+    capabilities: Capabilities,
+    queue: str | None,
+    body: Any,
+    *,
+    exchange: str | None = None,
+    routing_key: str | None = None,
+    **options: Any,
+) -> tuple[Outgoing, tuple[str, str] | None]:
+    """:func:`route_of`, then :func:`draft` (``options`` are its keywords): what both
+    producers decide about one ``publish()`` before any I/O. A routed message's lane
+    names its exchange (middleware sees that name); a queue's message still needs
+    :func:`fit` once its spec is known."""
+    route = route_of(
+        capabilities,
+        queue,
+        exchange,
+        routing_key,
+        priority=options.get("priority", 0),
+        delay=options.get("delay"),
+    )
+    # route_of returns None only for a queue given (not None).
+    msg = draft(cast(str, queue) if route is None else route[0], body, **options)
+    if route is not None:
+        _check_size(route[0], capabilities, len(msg.body), "exchange")
+    return msg, route
+
+
 def fit(spec: QueueSpec, capabilities: Capabilities, msg: Outgoing) -> Outgoing:
     """Check a drafted message against its queue and backend: priority range, size."""
     spec.check_priority(msg.lane.priority)
-    _check_size(spec, capabilities, len(msg.body))
+    _check_size(spec.name, capabilities, len(msg.body))
     return msg
 
 
@@ -103,11 +193,12 @@ def prepare(
     return fit(spec, capabilities, msg)
 
 
-def _check_size(spec: QueueSpec, capabilities: Capabilities, size: int) -> None:
+def _check_size(name: str, capabilities: Capabilities, size: int, kind: str = "queue") -> None:
+    """``name`` of the ``kind`` ("queue" or "exchange") the message goes to."""
     limit = capabilities.max_body_size
     if limit is not None and size > limit:
         raise MessageTooLarge(
-            f"message for queue {spec.name!r} is {size} bytes; the "
+            f"message for {kind} {name!r} is {size} bytes; the "
             f"{capabilities.backend} backend accepts at most {limit}: store the payload "
             "elsewhere and publish a reference to it"
         )
@@ -160,7 +251,7 @@ def fit_many(spec: QueueSpec, capabilities: Capabilities, batch: list[Outgoing])
             spec.check_priority(msg.lane.priority)
     if capabilities.max_body_size is not None:
         for msg in batch:
-            _check_size(spec, capabilities, len(msg.body))
+            _check_size(spec.name, capabilities, len(msg.body))
     return batch
 
 
@@ -196,18 +287,27 @@ class Producer:
         self._gate = Gate("producer", parent)
         self._chain = chain or None  # an empty chain costs nothing per publish
 
-    def _send(self, spec: QueueSpec, batch: Sequence[Outgoing]) -> None:
+    def _send(self, target: QueueSpec | tuple[str, str], batch: Sequence[Outgoing]) -> None:
+        """Publish ``batch`` to a queue (its spec) or through ``(exchange, routing_key)``,
+        wrapped in the middleware; a routed publish shows under the exchange's name."""
         chain = self._chain
         if chain is None:
-            self._driver.publish(spec, batch)
+            self._publish(target, batch)
             return
-        ctx = chain.before_publish(spec.name, batch)
+        name = target.name if isinstance(target, QueueSpec) else target[0]
+        ctx = chain.before_publish(name, batch)
         try:
-            self._driver.publish(spec, batch)
+            self._publish(target, batch)
         except BaseException as exc:
             chain.after_publish(ctx, exc)
             raise
         chain.after_publish(ctx, None)
+
+    def _publish(self, target: QueueSpec | tuple[str, str], batch: Sequence[Outgoing]) -> None:
+        if isinstance(target, QueueSpec):
+            self._driver.publish(target, batch)
+        else:
+            self._driver.publish_routed(target[0], target[1], batch)
 
     @property
     def closed(self) -> bool:
@@ -216,7 +316,7 @@ class Producer:
 
     def publish(
         self,
-        queue: str,
+        queue: str | None,
         body: Any,
         *,
         tenant: str | None = None,
@@ -225,6 +325,8 @@ class Producer:
         delay: float | None = None,
         message_id: str | None = None,
         key: str | bytes | None = None,
+        exchange: str | None = None,
+        routing_key: str | None = None,
     ) -> str:
         """Publish one message and return its id.
 
@@ -232,7 +334,8 @@ class Producer:
         confirm, SQS 200, Kafka delivery report).
 
         Args:
-            queue: The queue; declared with defaults on first use.
+            queue: The queue; declared with defaults on first use. ``None`` with
+                ``exchange``.
             body: ``bytes``, ``str``, a JSON-able ``dict`` or ``list``, or a pydantic
                 model (stored as JSON with a ``content-type`` header).
             tenant: The tenant's lane, ``[A-Za-z0-9_-]{1,64}``; ``None`` for the default.
@@ -242,6 +345,12 @@ class Producer:
             message_id: The id to use; ``None`` to have one made.
             key: A partitioning and ordering hint, ``str`` or ``bytes``: the Kafka
                 record key (by default the tenant); other backends ignore it.
+            exchange: RabbitMQ only: publish through this exchange (``""`` is the
+                default exchange) instead of to a workq queue, with ``queue=None``; the
+                exchange's bindings decide where it goes. Confirmed and mandatory: a
+                message no queue takes raises ``PublishError``. No ``delay``. Other
+                backends raise ``Unsupported`` before any I/O.
+            routing_key: The routing key for ``exchange`` (default ``""``).
 
         Returns:
             The message id.
@@ -250,16 +359,20 @@ class Producer:
             TypeError: A body, header or argument of the wrong type (before any I/O).
             ValueError: A priority out of range, a bad tenant name or a negative delay.
             MessageTooLarge: The encoded message is larger than the backend accepts.
-            PublishError: The broker did not confirm it after the bounded retries.
+            PublishError: The broker did not confirm it after the bounded retries, or
+                (with ``exchange``) no queue took it or the exchange does not exist.
+            Unsupported: ``exchange`` on a backend without exchanges.
             Closed: The producer or its broker is closed.
 
-        Example:
+        Examples:
             ```python
             mid = p.publish("reports", {"day": "2026-11-21"}, tenant="acme", priority=5)
+            p.publish(None, {"order": 7}, exchange="tenants", routing_key="acme")
             ```
         """
         self._gate.check("publish")
-        msg = draft(
+        msg, route = draft_to(
+            self._driver.capabilities,
             queue,
             body,
             tenant=tenant,
@@ -268,8 +381,13 @@ class Producer:
             delay=delay,
             message_id=message_id,
             key=key,
+            exchange=exchange,
+            routing_key=routing_key,
         )
-        spec = self._spec_of(queue)
+        if route is not None:
+            self._send(route, [msg])
+            return msg.id
+        spec = self._spec_of(msg.lane.queue)
         self._send(spec, [fit(spec, self._driver.capabilities, msg)])
         return msg.id
 

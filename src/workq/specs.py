@@ -9,10 +9,12 @@ from __future__ import annotations
 import threading
 from typing import Any, NamedTuple
 
+from .checks import check_bool
+from .errors import ConfigurationError, QueueNotFound
 from .names import check_queue
 from .spec import QueueSpec
 
-__all__ = ["SpecCache", "Stored", "adopt_or_conflict", "make_spec"]
+__all__ = ["SpecCache", "Stored", "adopt_or_conflict", "found", "make_spec", "passive_spec"]
 
 
 def make_spec(name: str, settings: dict[str, Any]) -> QueueSpec:
@@ -20,6 +22,41 @@ def make_spec(name: str, settings: dict[str, Any]) -> QueueSpec:
     known = {k: v for k, v in settings.items() if k in QueueSpec.SETTINGS}
     options = {k: v for k, v in settings.items() if k not in QueueSpec.SETTINGS}
     return QueueSpec(name, **known, options=options)
+
+
+def passive_spec(name: str, passive: object, settings: dict[str, Any]) -> QueueSpec | None:
+    """The spec to ask the driver about for ``declare(name, passive=True, **settings)``,
+    or None for an ordinary declaration. A passive declaration reads what exists and
+    sets nothing, so it takes no settings.
+
+    >>> passive_spec("orders", True, {}).name, passive_spec("orders", False, {"lease": 9})
+    ('orders', None)
+    """
+    try:
+        check_bool("passive", passive)
+    except TypeError as exc:
+        raise ConfigurationError(f"queue {name!r}: {exc}") from None
+    if not passive:
+        return None
+    if settings:
+        raise ConfigurationError(
+            f"declare({name!r}, passive=True) reads the queue as it exists and takes no "
+            f"settings (got {', '.join(sorted(settings))}): leave them out, or declare "
+            "without passive=True"
+        )
+    return QueueSpec(name)
+
+
+def found(spec: QueueSpec, existing: QueueSpec | None, backend: str, where: str) -> QueueSpec:
+    """What a passive declaration returns: the queue as the driver found it, or
+    ``QueueNotFound`` naming the queue, the backend and the broker (``where``)."""
+    if existing is None:
+        raise QueueNotFound(
+            f"queue {spec.name!r} does not exist on the {backend} broker at {where}, and "
+            "declare(..., passive=True) creates nothing: create the queue first, or "
+            "declare it without passive=True"
+        )
+    return existing
 
 
 class Stored(NamedTuple):

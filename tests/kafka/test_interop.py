@@ -195,3 +195,14 @@ def test_the_async_producer_keys_records_too(kafka_url: str) -> None:
         assert dict(record.headers() or [])["x-workq-id"] == mid.encode()
     finally:
         plain.close()
+
+
+def test_passive_declare_creates_no_topic(broker: workq.Broker, kafka_url: str) -> None:
+    queue = unique("passive")
+    admin = AdminClient({"bootstrap.servers": servers(kafka_url)})
+    with pytest.raises(workq.QueueNotFound, match=queue):
+        broker.declare(queue, passive=True)
+    assert not [t for t in admin.list_topics(timeout=WAIT).topics if queue in t]
+    create_topic(kafka_url, queue, 3)  # another team's topic: adopted as it is
+    assert broker.declare(queue, passive=True).name == queue
+    assert [t for t in admin.list_topics(timeout=WAIT).topics if queue in t] == [queue]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pika
 import pytest
 
 from workq.testing.conformance import FEATURES, AsyncConformance, Conformance, with_query
@@ -13,17 +14,31 @@ pytestmark = pytest.mark.rabbitmq
 RABBITMQ = FEATURES - {"in_flight_stats"}
 
 
-class TestRabbitMQSync(Conformance):
-    features = RABBITMQ
+class PlainAMQP:
+    """The interop hook: another team's service declares its queue and sends with pika."""
 
+    features = RABBITMQ | {"plain_producer"}
+
+    def plain_publish(self, url: str, queue: str, body: bytes, headers: dict[str, str]) -> str:
+        conn = pika.BlockingConnection(pika.URLParameters(url.split("?")[0]))
+        try:
+            ch = conn.channel()
+            ch.queue_declare(queue, durable=True)
+            mid = f"plain-{queue}"
+            props = pika.BasicProperties(message_id=mid, headers=headers, delivery_mode=2)
+            ch.basic_publish("", queue, body, props)
+            return mid
+        finally:
+            conn.close()
+
+
+class TestRabbitMQSync(PlainAMQP, Conformance):
     @pytest.fixture
     def url(self, rabbitmq_url: str) -> str:
         return rabbitmq_url
 
 
-class TestRabbitMQAsync(AsyncConformance):
-    features = RABBITMQ
-
+class TestRabbitMQAsync(PlainAMQP, AsyncConformance):
     @pytest.fixture
     def url(self, rabbitmq_url: str) -> str:
         return rabbitmq_url

@@ -86,3 +86,38 @@ def test_own_dlx_is_read_from_either_form_of_the_refusal() -> None:
     assert own_dlx(named) == "their.dlx"
     assert own_dlx(none) is None
     assert own_dlx("PRECONDITION_FAILED - inequivalent arg 'durable'") is None
+
+
+def test_one_declaration_plan_for_both_drivers() -> None:
+    from workq.backends.rabbitmq.plan import (
+        Bind,
+        Exchange,
+        Queue,
+        base_steps,
+        delay_steps,
+        delays_to_declare,
+        lanes_to_declare,
+    )
+    from workq.backends.rabbitmq.topology import DELAY_REDECLARE, Declared
+
+    topo = Topology("q", "classic", 9)
+    assert base_steps(topo) == [
+        Exchange("workq.q", "direct"),
+        Exchange("workq.q.dlx", "fanout"),
+        Exchange("workq.q.delay", "headers"),
+        Queue("q.dlq", {"x-queue-type": "classic"}),
+        Bind("q.dlq", "workq.q.dlx", ""),
+        Bind("q", "workq.q", ""),
+        Queue("q.meta", {"x-queue-type": "classic"}),
+    ]
+    assert delay_steps(topo, 1300)[1] == Bind(
+        "q.delay.1300", "workq.q.delay", "", {"x-match": "all", DELAY: "1300"}
+    )
+    declared = Declared()
+    declared.mark("q.t.b")
+    # Classic queues hold every priority of a tenant in one queue: declared once.
+    lanes = {Lane("q", "a", 5), Lane("q", "a", 0), Lane("q", "b", 1), Lane("q")}
+    assert lanes_to_declare(topo, lanes, declared) == [Lane("q"), Lane("q", "a")]
+    declared.names["q.delay.50"] = declared.names["q.t.b"] - DELAY_REDECLARE - 1
+    declared.mark("q.delay.100")
+    assert delays_to_declare(topo, {100, 50, 200}, declared) == [50, 200]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -10,6 +11,7 @@ import boto3
 import pytest
 
 import workq
+import workq.aio
 from workq.backends.sqs.deadletters import MOVED_BY_SQS
 from workq.backends.sqs.driver import SQSDriver
 from workq.testing.conformance import QUIET, WAIT, unique, until
@@ -147,11 +149,20 @@ def test_a_queue_with_its_own_redrive_policy_is_adopted(broker: workq.Broker, sq
 
 def test_passive_declare_creates_nothing(broker: workq.Broker, sqs: Any) -> None:
     queue = unique("i")
-    with pytest.raises(workq.ConfigurationError, match="passive"):
+    with pytest.raises(workq.QueueNotFound, match="passive"):
         broker.declare(queue, passive=True)
     assert names_like(sqs, queue) == []
     sqs.create_queue(QueueName=queue, Attributes={"VisibilityTimeout": "9"})
     assert broker.declare(queue, passive=True).lease == 9.0
+    assert names_like(sqs, queue) == [queue]
+
+    async def aio() -> workq.QueueSpec:
+        async with await workq.aio.connect(broker.settings) as abroker:
+            with pytest.raises(workq.QueueNotFound):
+                await abroker.declare(unique("i"), passive=True)
+            return await abroker.declare(queue, passive=True)
+
+    assert asyncio.run(aio()).lease == 9.0
     assert names_like(sqs, queue) == [queue]
 
 

@@ -18,7 +18,7 @@ from ..middleware import Chain, Middleware, check_middleware
 from ..names import check_tenants
 from ..settings import load
 from ..spec import QueueSpec
-from ..specs import SpecCache, make_spec
+from ..specs import SpecCache, found, make_spec, passive_spec
 from .consumer import Consumer
 from .producer import Producer
 
@@ -97,9 +97,17 @@ class Broker:
     def closed(self) -> bool:
         return self._gate.closed
 
-    async def declare(self, queue: str, **settings: Any) -> QueueSpec:
-        """Declare a queue (idempotent); a conflicting re-declaration raises ConfigurationError."""
+    async def declare(self, queue: str, *, passive: bool = False, **settings: Any) -> QueueSpec:
+        """Declare a queue (idempotent); a conflicting re-declaration raises ConfigurationError.
+
+        The twin of ``workq.Broker.declare``: ``passive=True`` only checks that the
+        queue exists and reads its spec, creating nothing (``QueueNotFound`` if missing).
+        """
         self._gate.check("declare")
+        asked = passive_spec(queue, passive, settings)
+        if asked is not None:
+            existing = await self.driver.inspect(asked)
+            return found(asked, existing, self.backend, self.settings.redacted_url())
         spec = make_spec(queue, settings)
         known = self._specs.explicit(spec)
         if known is not None:

@@ -10,7 +10,7 @@ from ..checks import Gate
 from ..driver import AsyncDriver
 from ..messages import Outgoing
 from ..middleware import Chain
-from ..producer import draft, draft_many, fit, fit_many
+from ..producer import draft_many, draft_to, fit, fit_many
 from ..spec import QueueSpec
 
 __all__ = ["Producer"]
@@ -41,18 +41,29 @@ class Producer:
         self._gate = Gate("producer", parent)
         self._chain = chain or None  # an empty chain costs nothing per publish
 
-    async def _send(self, spec: QueueSpec, batch: Sequence[Outgoing]) -> None:
+    async def _send(self, target: QueueSpec | tuple[str, str], batch: Sequence[Outgoing]) -> None:
+        """Publish ``batch`` to a queue (its spec) or through ``(exchange, routing_key)``,
+        wrapped in the middleware; a routed publish shows under the exchange's name."""
         chain = self._chain
         if chain is None:
-            await self._driver.publish(spec, batch)
+            await self._publish(target, batch)
             return
-        ctx = chain.before_publish(spec.name, batch)
+        name = target.name if isinstance(target, QueueSpec) else target[0]
+        ctx = chain.before_publish(name, batch)
         try:
-            await self._driver.publish(spec, batch)
+            await self._publish(target, batch)
         except BaseException as exc:
             chain.after_publish(ctx, exc)
             raise
         chain.after_publish(ctx, None)
+
+    async def _publish(
+        self, target: QueueSpec | tuple[str, str], batch: Sequence[Outgoing]
+    ) -> None:
+        if isinstance(target, QueueSpec):
+            await self._driver.publish(target, batch)
+        else:
+            await self._driver.publish_routed(target[0], target[1], batch)
 
     @property
     def closed(self) -> bool:
@@ -61,7 +72,7 @@ class Producer:
 
     async def publish(
         self,
-        queue: str,
+        queue: str | None,
         body: Any,
         *,
         tenant: str | None = None,
@@ -70,10 +81,14 @@ class Producer:
         delay: float | None = None,
         message_id: str | None = None,
         key: str | bytes | None = None,
+        exchange: str | None = None,
+        routing_key: str | None = None,
     ) -> str:
-        """Publish one message and return its id (the twin of ``workq.Producer.publish``)."""
+        """Publish one message and return its id (the twin of ``workq.Producer.publish``,
+        ``exchange`` and ``routing_key`` included)."""
         self._gate.check("publish")
-        msg = draft(
+        msg, route = draft_to(
+            self._driver.capabilities,
             queue,
             body,
             tenant=tenant,
@@ -82,8 +97,13 @@ class Producer:
             delay=delay,
             message_id=message_id,
             key=key,
+            exchange=exchange,
+            routing_key=routing_key,
         )
-        spec = await self._spec_of(queue)
+        if route is not None:
+            await self._send(route, [msg])
+            return msg.id
+        spec = await self._spec_of(msg.lane.queue)
         await self._send(spec, [fit(spec, self._driver.capabilities, msg)])
         return msg.id
 

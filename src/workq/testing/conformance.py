@@ -29,6 +29,11 @@ A backend that is not reached by URL (or that wants its brokers built another wa
 overrides :meth:`_Base.open_sync` and :meth:`_Base.open_async`. A backend that lacks an
 optional behaviour leaves it out of ``features`` (see :data:`FEATURES`); the tests of
 that behaviour are then skipped, saying which feature they need.
+
+Interop (opt-in): a backend whose broker plain clients can write to adds
+``"plain_producer"`` to ``features`` and overrides :meth:`_Base.plain_publish`, which
+sends one message to the queue's default lane with the broker's own client; the suite
+then checks a workq consumer reads it with its id, body and headers.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from pydantic import BaseModel
 import workq
 from workq import Message
 
-__all__ = ["FEATURES", "AsyncConformance", "Conformance"]
+__all__ = ["FEATURES", "OPT_IN", "AsyncConformance", "Conformance"]
 
 #: Optional behaviours a backend declares in ``features``:
 #: ``shared_dispatch``: any consumer can take any ready message (not a partitioned log);
@@ -65,6 +70,11 @@ FEATURES = frozenset(
         "cross_tenant_priority",
     }
 )
+
+#: Behaviours a backend opts into (they need a hook of its own, so ``features = FEATURES``
+#: leaves them out): ``plain_producer``: :meth:`_Base.plain_publish` sends a message with
+#: the broker's own client.
+OPT_IN = frozenset({"plain_producer"})
 
 #: Upper bound on any wait in the suite; generous for group rebalances and lease expiry.
 WAIT = 30.0
@@ -124,7 +134,7 @@ class _Base:
 
     def need(self, feature: str, broker: Any = None) -> None:
         """Skip unless this backend declares ``feature``."""
-        assert feature in FEATURES, f"unknown conformance feature {feature!r}"
+        assert feature in FEATURES | OPT_IN, f"unknown conformance feature {feature!r}"
         has = feature in self.features
         if feature == "shared_dispatch" and broker is not None:
             has = has and broker.driver.capabilities.shared_dispatch
@@ -134,6 +144,14 @@ class _Base:
     @pytest.fixture
     def queue(self) -> str:
         return unique()
+
+    def plain_publish(self, url: str, queue: str, body: bytes, headers: dict[str, str]) -> str:
+        """Send ``body`` with ``headers`` to the default lane of ``queue`` with the
+        broker's own client, as a service that knows nothing of workq would (making the
+        queue or topic first if a plain client would have to); return the id the
+        delivery must have. Backends with ``"plain_producer"`` in ``features`` override it.
+        """
+        raise NotImplementedError("declare 'plain_producer' only with a plain_publish hook")
 
 
 class _Scenarios(_Base):
@@ -615,6 +633,28 @@ class _Scenarios(_Base):
         assert broker.declare(queue, max_attempts=3) == spec
         with pytest.raises(workq.ConfigurationError, match="max_attempts"):
             broker.declare(queue, max_attempts=4)
+
+    # -- interop ------------------------------------------------------------------
+
+    def test_passive_declare_reads_and_creates_nothing(
+        self, broker: workq.Broker, queue: str
+    ) -> None:
+        for _ in range(2):  # the first one made nothing that the second could find
+            with pytest.raises(workq.QueueNotFound, match=queue):
+                broker.declare(queue, passive=True)
+        broker.declare(queue, max_attempts=3)
+        assert broker.declare(queue, passive=True).max_attempts == 3
+
+    def test_plain_producer_reaches_a_workq_consumer(
+        self, url: str, broker: workq.Broker, queue: str
+    ) -> None:
+        self.need("plain_producer")
+        mid = self.plain_publish(url, queue, b'{"n": 1}', {"trace": "t-1"})
+        with broker.consumer(queue) as c:
+            (d,) = self.take(c, 1)
+            assert (d.id, d.json(), d.headers["trace"]) == (mid, {"n": 1}, "t-1")
+            assert (d.tenant, d.attempt) == (None, 1)
+            d.ack()
 
 
 class Conformance(_Scenarios):

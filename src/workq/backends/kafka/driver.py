@@ -128,6 +128,13 @@ class KafkaDriver(Driver):
         self._ensure([self.naming.lane_topic(Lane(spec.name))], spec)
         return spec
 
+    def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        """The queue exists when its default lane's topic does (made by workq or not);
+        its spec is the one this process knows, else the defaults (Kafka stores none)."""
+        if self.naming.lane_topic(Lane(spec.name)) not in self._all_topics():
+            return None
+        return self._spec(spec)
+
     def _spec(self, spec: QueueSpec) -> QueueSpec:
         with self._lock:
             known = self._specs.get(spec.name)

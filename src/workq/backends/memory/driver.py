@@ -124,6 +124,11 @@ class MemoryDriver(Driver):
                     state.spec, state.provisional = write
             return effective
 
+    def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        with self._store.cond:
+            state = self._store.queues.get(spec.name)
+            return None if state is None else state.spec
+
     def _state(self, spec: QueueSpec) -> QueueState:
         with self._store.cond:
             if spec.name not in self._store.queues:

@@ -32,7 +32,16 @@ from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .aio_declare import AsyncDeclarations
-from .codec import ATTEMPT, Envelope, copy_of, envelope, reason_of, received
+from .codec import (
+    ATTEMPT,
+    Envelope,
+    copy_of,
+    envelope,
+    reason_of,
+    received,
+    routed_envelope,
+    routed_failure,
+)
 from .connection import (
     CAPABILITIES,
     CLOSE_TIMEOUT,
@@ -41,6 +50,7 @@ from .connection import (
     connect_failed,
     endpoints,
     lanes_bound,
+    not_confirmed,
     tls_context,
 )
 from .management import list_queues
@@ -51,7 +61,6 @@ from .topology import (
     Topology,
     check_declared,
     delay_ms,
-    passive_missing,
     queue_type,
     spec_record,
 )
@@ -99,6 +108,14 @@ def bounded(
                 f"RabbitMQ at {driver.settings.redacted_url()} did not answer within {limit}s; "
                 "it reconnects on the next call"
             ) from exc
+        except CONNECTION_ERRORS as exc:
+            # A connection reset under the call (a broker drop): an outage, as the sync
+            # twin's IOThread.call reports it, so callers that ride out outages do.
+            driver.drop()
+            raise BrokerUnavailable(
+                f"lost the connection to RabbitMQ at {driver.settings.redacted_url()} "
+                f"({exc!r}); it reconnects on the next call"
+            ) from exc
 
     return run
 
@@ -117,6 +134,23 @@ def properties(e: Envelope) -> Any:
         timestamp=None if e.timestamp is None else datetime.fromtimestamp(e.timestamp, tz=UTC),
         priority=e.priority,
         content_type=e.content_type,
+    )
+
+
+async def send(ch: Any, e: Envelope) -> Any:
+    """Publish ``e`` on an aiormq channel and await its confirm.
+
+    Straight to aio-pika's own aiormq channel, as ``Exchange.publish`` does, but without
+    waiting for each socket write before sending the next message (the confirm is still
+    awaited) and without building an ``aio_pika.Message``.
+    """
+    return await ch.basic_publish(
+        e.body,
+        exchange=e.exchange,
+        routing_key=e.routing_key,
+        properties=properties(e),
+        mandatory=e.mandatory,
+        wait=False,
     )
 
 
@@ -264,19 +298,18 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
 
     # -- AsyncDriver API ---------------------------------------------------------------
 
-    async def declare(
-        self, spec: QueueSpec, *, implicit: bool = False, passive: bool = False
-    ) -> QueueSpec:
-        """See the sync twin; ``passive=True`` creates nothing."""
+    @bounded
+    async def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        """See the sync twin."""
+        if not await self._exists(self.settings.queue_prefix + spec.name):
+            return None
+        return await self._stored_spec(spec.name) or spec
+
+    async def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
+        """See the sync twin."""
         # Bounded as a whole, like the sync driver's: a stuck broker is an error, not a hang.
         try:
             async with asyncio.timeout(SYNC_TIMEOUT * 3):
-                if passive:
-                    if not await self._exists(self.settings.queue_prefix + spec.name):
-                        raise ConfigurationError(
-                            passive_missing(spec.name, self.settings.redacted_url())
-                        )
-                    return await self._stored_spec(spec.name) or spec
                 effective = await self._declare_spec(spec, implicit)
         except TimeoutError as exc:
             raise BrokerUnavailable(
@@ -320,18 +353,7 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
         errors: list[BaseException] = []
 
         async def one(ch: Any, msg: Outgoing) -> Any:
-            # Straight to aio-pika's own aiormq channel, as ``Exchange.publish`` does, but
-            # without waiting for each socket write before sending the next message (the
-            # confirm is still awaited) and without building an ``aio_pika.Message``.
-            e = envelope(topo, msg, dead)
-            return await ch.basic_publish(
-                e.body,
-                exchange=e.exchange,
-                routing_key=e.routing_key,
-                properties=properties(e),
-                mandatory=e.mandatory,
-                wait=False,
-            )
+            return await send(ch, envelope(topo, msg, dead))
 
         async def attempt() -> None:
             nonlocal left, errors
@@ -382,27 +404,79 @@ class AsyncRabbitMQDriver(AsyncDeclarations, AsyncDriver):
         # One bound for the rest of the call, retries (and any reconnect) included.
         deadline = Deadline(self.settings.publish_timeout)
         try:
-            async with asyncio.timeout(self.settings.publish_timeout):
-                async for retry in AsyncRetrying(
-                    stop=stop_after_attempt(max(self.settings.publish_retries, 1))
-                    | stop_after_delay(self.settings.publish_timeout),
-                    wait=lambda state: min(float(publish_backoff(state)), deadline.left()),
-                    retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
-                    reraise=True,
-                ):
-                    with retry:
-                        await attempt()
+            await self._attempts(attempt, deadline)
         except (TimeoutError, _Retry) as exc:
             if isinstance(exc, TimeoutError):
                 # Silence, not a refusal: the connection may be dead without knowing it.
                 self.drop()
             sample = repr(errors[0]) if errors else "no confirm within publish_timeout"
             raise PublishError(
-                f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "
-                f"confirmed by RabbitMQ at {self.settings.redacted_url()} within "
-                f"publish_timeout={self.settings.publish_timeout}s "
-                f"(publish_retries={self.settings.publish_retries}; {sample}); they may or "
-                "may not be enqueued: publish them again"
+                not_confirmed(
+                    self.settings, f"queue {topo.name!r}", len(left), len(messages), sample
+                )
+            ) from exc
+
+    async def _attempts(
+        self, attempt: Callable[[], Coroutine[Any, Any, None]], deadline: Deadline
+    ) -> None:
+        """Run ``attempt`` until it does not raise ``_Retry``: at most
+        ``publish_retries`` times within ``publish_timeout`` in all (the sync twin's
+        bounds), backing off in between."""
+        async with asyncio.timeout(self.settings.publish_timeout):
+            async for retry in AsyncRetrying(
+                stop=stop_after_attempt(max(self.settings.publish_retries, 1))
+                | stop_after_delay(self.settings.publish_timeout),
+                wait=lambda state: min(float(publish_backoff(state)), deadline.left()),
+                retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
+                reraise=True,
+            ):
+                with retry:
+                    await attempt()
+
+    async def publish_routed(
+        self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
+    ) -> None:
+        """See the sync twin: the same envelopes and the same decision on failures."""
+        entries = [routed_envelope(exchange, routing_key, m) for m in messages]
+        deadline = Deadline(self.settings.publish_timeout)
+        last = "no confirm within publish_timeout"
+
+        async def attempt() -> None:
+            nonlocal entries, last
+            try:
+                ch = await (await self.pub()).get_underlay_channel()
+            except Exception as exc:
+                last = repr(exc)
+                await self.reset()
+                raise _Retry() from exc
+            results = await asyncio.wait_for(
+                asyncio.gather(*(send(ch, e) for e in entries), return_exceptions=True),
+                deadline.left(),
+            )
+            failed = [
+                (e, r)
+                for e, r in zip(entries, results, strict=True)
+                if isinstance(r, BaseException)
+            ]
+            for _, r in failed:
+                returned = isinstance(r, aio_pika.exceptions.DeliveryError)
+                if why := routed_failure(exchange, routing_key, returned, repr(r)):
+                    await self.reset_pub()
+                    raise PublishError(why)
+            if failed:
+                last = repr(failed[0][1])
+                await self.reset_pub()
+                entries = [e for e, _ in failed]
+                raise _Retry()
+
+        try:
+            await self._attempts(attempt, deadline)
+        except (TimeoutError, _Retry) as exc:
+            if isinstance(exc, TimeoutError):
+                self.drop()  # silence, not a refusal: see publish_to
+            target = f"exchange {exchange!r} (routing key {routing_key!r})"
+            raise PublishError(
+                not_confirmed(self.settings, target, len(entries), len(messages), last)
             ) from exc
 
     @bounded

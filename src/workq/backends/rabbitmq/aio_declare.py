@@ -16,9 +16,19 @@ from ...errors import BrokerUnavailable
 from ...lanes import Lane
 from ...spec import QueueSpec
 from .connection import SYNC_TIMEOUT
+from .plan import (
+    Exchange,
+    Queue,
+    Rules,
+    Step,
+    base_steps,
+    delay_steps,
+    delays_to_declare,
+    lane_bind,
+    lanes_to_declare,
+)
 from .settings import RabbitMQSettings
 from .topology import (
-    DELAY_REDECLARE,
     DLX_PROBE,
     Declared,
     Registry,
@@ -27,22 +37,29 @@ from .topology import (
     delay_record,
     lane_record,
     meta_queue,
-    own_dlx,
 )
 
-__all__ = ["AsyncDeclarations"]
+__all__ = ["AsyncDeclarations", "apply"]
 
 log = logging.getLogger("workq.rabbitmq")
 
 
-class AsyncDeclarations:
+async def apply(ch: AbstractChannel, steps: Sequence[Step]) -> None:
+    """Declare ``steps`` (see ``plan.py``) on an aio-pika channel, in order."""
+    for step in steps:
+        if isinstance(step, Exchange):
+            await ch.declare_exchange(step.name, aio_pika.ExchangeType(step.kind), durable=True)
+        elif isinstance(step, Queue):
+            await ch.declare_queue(step.name, durable=True, arguments=step.arguments)
+        else:
+            queue = await ch.get_queue(step.queue, ensure=False)
+            await queue.bind(step.exchange, step.routing_key, arguments=step.arguments)
+
+
+class AsyncDeclarations(Rules):
     """Declaring and reading a queue's objects; mixed into the async driver."""
 
     settings: RabbitMQSettings
-    #: Lane queues adopted as they are, and their own dead-letter exchange.
-    adopted: dict[str, str | None]
-    #: Lane queues this driver has declared or adopted, across reconnects.
-    lanes_made: set[str]
     _admin: AbstractChannel | None
     _declared: Declared
     _regs: dict[str, Registry]
@@ -69,29 +86,15 @@ class AsyncDeclarations:
     async def _ensure_base(self, topo: Topology) -> None:
         if self._declared.fresh(topo.exchange):
             return
-
         default = Lane(topo.name)
-        # The lane queue first: if it cannot be had, nothing else is made.
         await self._declare(topo, self._lane_queue(topo, default))
 
         async def run() -> None:
-            ch = await self.admin()
-            ex = await ch.declare_exchange(
-                topo.exchange, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-            dlx = await ch.declare_exchange(topo.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
-            await ch.declare_exchange(
-                topo.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
-            )
-            dlq = await ch.declare_queue(topo.dlq, durable=True, arguments=topo.queue_args())
-            await dlq.bind(dlx, "")
-            await ch.declare_queue(topo.meta, durable=True, arguments=topo.queue_args())
-            q = await ch.get_queue(topo.lane_queue(default), ensure=False)
-            await q.bind(ex, topo.routing_key(default))
+            await apply(await self.admin(), base_steps(topo))
 
         await self._declare(topo, run())
         self._declared.mark(topo.exchange)
-        self._declared.mark(topo.lane_queue(Lane(topo.name)))
+        self._declared.mark(topo.lane_queue(default))
 
     async def _lane_queue(self, topo: Topology, lane: Lane) -> None:
         """Declare a lane queue, or adopt it as it is: see the sync driver's twin."""
@@ -109,20 +112,11 @@ class AsyncDeclarations:
             await (await self.admin()).declare_queue(
                 qname, durable=True, arguments={"x-dead-letter-exchange": DLX_PROBE}
             )
-            dlx = None  # unreachable in practice: no queue has the probe as its DLX
+            reply = None  # unreachable in practice: no queue has the probe as its DLX
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             self._admin = None
-            dlx = own_dlx(str(exc))
-        self.adopted[qname] = None if dlx == topo.dlx else dlx
-        self.lanes_made.add(qname)
-        log.info(
-            "queue %r: lane queue %r exists with other arguments (%s); adopted as it is, "
-            "dead letters going to %s",
-            topo.name,
-            qname,
-            why,
-            f"its own exchange {dlx!r}" if self.adopted[qname] else repr(topo.dlq),
-        )
+            reply = str(exc)
+        self._adopt(topo, qname, why, reply)
 
     async def _exists(self, queue: str) -> bool:
         """Whether ``queue`` exists, asked on a channel of its own (a no closes it)."""
@@ -138,30 +132,20 @@ class AsyncDeclarations:
 
     async def _ensure_lanes(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> None:
         out: list[bytes] = []
-        for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
-            qname = topo.lane_queue(lane)
-            if self._declared.fresh(qname):
-                continue
-            phys = topo.physical(lane)
+        for phys in lanes_to_declare(topo, lanes, self._declared):
 
-            async def run_lane(qname: str = qname, phys: Lane = phys) -> None:
+            async def run_lane(phys: Lane = phys) -> None:
                 await self._lane_queue(topo, phys)
-                ch = await self.admin()
-                q = await ch.get_queue(qname, ensure=False)
-                await q.bind(topo.exchange, topo.routing_key(phys))
+                await apply(await self.admin(), [lane_bind(topo, phys)])
 
             await self._declare(topo, run_lane())
-            self._declared.mark(qname)
+            self._declared.mark(topo.lane_queue(phys))
             out.append(lane_record(phys))
-        for ms in sorted(delays):
+        for ms in delays_to_declare(topo, delays, self._declared):
             qname = topo.delay_queue(ms)
-            if self._declared.fresh(qname, DELAY_REDECLARE):
-                continue
 
-            async def run_delay(qname: str = qname, ms: int = ms) -> None:
-                ch = await self.admin()
-                q = await ch.declare_queue(qname, durable=True, arguments=topo.delay_args(ms))
-                await q.bind(topo.delay_exchange, "", arguments=topo.delay_binding(ms))
+            async def run_delay(ms: int = ms) -> None:
+                await apply(await self.admin(), delay_steps(topo, ms))
 
             await self._declare(topo, run_delay())
             fresh = qname not in self._declared.names

@@ -35,11 +35,20 @@ from .frames import Wire, abort, enable_confirms, received_bytes
 from .settings import RabbitMQSettings
 from .topology import Declared, Registry
 
-__all__ = ["CONNECTION_ERRORS", "GONE", "Batch", "IOThread", "connection_parameters"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "GONE",
+    "UNROUTABLE",
+    "Batch",
+    "IOThread",
+    "connection_parameters",
+]
 
 log = logging.getLogger("workq.rabbitmq")
 T = TypeVar("T")
 
+#: The error of a message the broker returned (mandatory): no queue took it.
+UNROUTABLE = "unroutable: returned by the broker, no queue took it"
 #: How often the watchdog looks for a stuck command.
 WATCH_EVERY = 0.25
 #: Pause between connect attempts (capped by what is left of ``connect_timeout``).
@@ -475,7 +484,7 @@ class IOThread:
                 batch.settle(index, "nacked by the broker (queue full or internal error)")
             elif tag in self._returned:
                 self._returned.discard(tag)
-                batch.settle(index, "unroutable: the lane queue is missing")
+                batch.settle(index, UNROUTABLE)
             else:
                 batch.settle(index, None)
 

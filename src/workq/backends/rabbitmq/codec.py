@@ -220,3 +220,44 @@ def envelope(topo: Topology, msg: Outgoing, dead: str | None = None) -> Envelope
         lane.priority if lane.priority or topo.native_priority else None,
         headers.pop(CONTENT_TYPE, None),
     )
+
+
+def routed_envelope(exchange: str, routing_key: str, msg: Outgoing) -> Envelope:
+    """How ``publish(None, body, exchange=..., routing_key=...)`` sends ``msg``: through
+    the user's exchange with the user's key, mandatory, with the same properties and
+    headers as a message to a workq queue (so a workq consumer on the far side reads
+    its id, tenant, priority and headers as usual)."""
+    headers = outgoing_headers(msg)
+    return Envelope(
+        exchange,
+        routing_key,
+        msg.body,
+        True,
+        headers,
+        msg.id,
+        int(msg.enqueued_at),
+        msg.lane.priority or None,
+        headers.pop(CONTENT_TYPE, None),
+    )
+
+
+def routed_failure(exchange: str, routing_key: str, returned: bool, error: str) -> str | None:
+    """Why a routed publish failed for good, or None if trying again may help (a nack, a
+    lost connection, no confirm in time). The decision of both drivers; each says
+    whether the broker returned the message (mandatory) and gives the error's text.
+
+    >>> routed_failure("tenants", "x", True, "")  # doctest: +ELLIPSIS
+    "no queue is bound to exchange 'tenants' for routing key 'x'..."
+    """
+    if returned:
+        return (
+            f"no queue is bound to exchange {exchange!r} for routing key {routing_key!r}: "
+            "the broker returned the message (mandatory) and nothing was enqueued; bind a "
+            "queue for that key, or check the key"
+        )
+    if "NOT_FOUND" in error and "exchange" in error:
+        return (
+            f"exchange {exchange!r} does not exist ({error}); nothing was enqueued: "
+            "declare the exchange first, or check its name"
+        )
+    return None

@@ -21,11 +21,13 @@ __all__ = [
     "connect_failed",
     "endpoints",
     "lanes_bound",
+    "not_confirmed",
     "tls_context",
 ]
 
 CAPABILITIES = Capabilities(
     backend="rabbitmq",
+    exchange_routing=True,
     lease_model="connection",
     max_body_size=128 * 1024 * 1024,
     lane_refresh=1.0,
@@ -63,6 +65,17 @@ def tls_context(settings: RabbitMQSettings) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def not_confirmed(settings: RabbitMQSettings, target: str, left: int, total: int, last: str) -> str:
+    """The ``PublishError`` of messages still unconfirmed when the bounded retries end
+    (``target``: "queue 'q'" or "exchange 'x' (routing key 'k')"); both drivers'."""
+    return (
+        f"{left} of {total} message(s) to {target} were not confirmed by RabbitMQ at "
+        f"{settings.redacted_url()} within publish_timeout={settings.publish_timeout}s "
+        f"(publish_retries={settings.publish_retries}; {last}); they may or may not be "
+        "enqueued: publish them again"
+    )
 
 
 def lanes_bound(new_lanes: int) -> float:

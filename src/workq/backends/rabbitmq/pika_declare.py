@@ -7,6 +7,7 @@ See ``topology.py`` for the names and arguments.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -14,15 +15,25 @@ from typing import Any
 
 import pika.exceptions
 
-from ...errors import BrokerUnavailable, ConfigurationError
+from ...errors import BrokerUnavailable
 from ...lanes import Lane
 from ...spec import QueueSpec
 from .client import IOThread
 from .codec import Envelope
 from .connection import SYNC_TIMEOUT
+from .plan import (
+    Exchange,
+    Queue,
+    Rules,
+    Step,
+    base_steps,
+    delay_steps,
+    delays_to_declare,
+    lane_bind,
+    lanes_to_declare,
+)
 from .settings import RabbitMQSettings
 from .topology import (
-    DELAY_REDECLARE,
     DLX_PROBE,
     Declared,
     Registry,
@@ -31,11 +42,9 @@ from .topology import (
     delay_record,
     lane_record,
     meta_queue,
-    own_dlx,
-    passive_missing,
 )
 
-__all__ = ["Declarations", "declaring"]
+__all__ = ["Declarations", "apply", "declaring"]
 
 log = logging.getLogger("workq.rabbitmq")
 
@@ -56,42 +65,32 @@ def declaring(ch_fn: Callable[[], Any], topo_name: str, fn: Callable[[Any], Any]
         raise
 
 
-class Declarations:
+def apply(ch: Any, steps: Sequence[Step]) -> None:
+    """Declare ``steps`` (see ``plan.py``) on a pika channel, in order."""
+    for step in steps:
+        if isinstance(step, Exchange):
+            ch.exchange_declare(step.name, step.kind, durable=True)
+        elif isinstance(step, Queue):
+            ch.queue_declare(step.name, durable=True, arguments=step.arguments)
+        else:
+            ch.queue_bind(step.queue, step.exchange, step.routing_key, arguments=step.arguments)
+
+
+class Declarations(Rules):
     """Declaring and reading a queue's objects; mixed into :class:`RabbitMQDriver`."""
 
     io: IOThread
     settings: RabbitMQSettings
-    #: Lane queues that existed with other arguments, and their own dead-letter
-    #: exchange (None: workq's dead-letter queue serves them).
-    adopted: dict[str, str | None]
-    #: Lane queues this driver has declared or adopted, across reconnects.
-    lanes_made: set[str]
 
     def _ensure_base(self, topo: Topology) -> None:
         io = self.io
         if io.declared.fresh(topo.exchange):
             return
-
         default = Lane(topo.name)
-        # The lane queue first: if it cannot be had, nothing else is made.
         declaring(io.admin, topo.name, lambda _ch: self._lane_queue(topo, default))
-
-        def run(ch: Any) -> None:
-            ch.exchange_declare(topo.exchange, "direct", durable=True)
-            ch.exchange_declare(topo.dlx, "fanout", durable=True)
-            ch.exchange_declare(topo.delay_exchange, "headers", durable=True)
-            ch.queue_declare(topo.dlq, durable=True, arguments=topo.queue_args())
-            ch.queue_bind(topo.dlq, topo.dlx)
-            ch.queue_bind(topo.lane_queue(default), topo.exchange, topo.routing_key(default))
-
-        declaring(io.admin, topo.name, run)
-        declaring(
-            io.admin,
-            topo.name,
-            lambda ch: ch.queue_declare(topo.meta, durable=True, arguments=topo.queue_args()),
-        )
+        declaring(io.admin, topo.name, lambda ch: apply(ch, base_steps(topo)))
         io.declared.mark(topo.exchange)
-        io.declared.mark(topo.lane_queue(Lane(topo.name)))
+        io.declared.mark(topo.lane_queue(default))
 
     def _lane_queue(self, topo: Topology, lane: Lane) -> None:
         """Declare a lane queue, or adopt it as it is if it exists with other arguments
@@ -110,49 +109,29 @@ class Declarations:
             io.admin().queue_declare(
                 qname, durable=True, arguments={"x-dead-letter-exchange": DLX_PROBE}
             )
-            dlx = None  # unreachable in practice: no queue has the probe as its DLX
+            reply = None  # unreachable in practice: no queue has the probe as its DLX
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 406:
                 raise
-            dlx = own_dlx(exc.reply_text)
-        self.adopted[qname] = None if dlx == topo.dlx else dlx
-        self.lanes_made.add(qname)
-        log.info(
-            "queue %r: lane queue %r exists with other arguments (%s); adopted as it is, "
-            "dead letters going to %s",
-            topo.name,
-            qname,
-            why,
-            f"its own exchange {dlx!r}" if self.adopted[qname] else repr(topo.dlq),
-        )
+            reply = exc.reply_text
+        self._adopt(topo, qname, why, reply)
 
     def _ensure_lanes(self, topo: Topology, lanes: set[Lane], delays: set[int]) -> None:
         """Declare missing lane and delay queues, and record them in the registry."""
         io = self.io
         out: list[bytes] = []
-        for lane in sorted(lanes, key=lambda ln: (ln.tenant or "", ln.priority)):
-            qname = topo.lane_queue(lane)
-            if io.declared.fresh(qname):
-                continue
-            phys = topo.physical(lane)
+        for phys in lanes_to_declare(topo, lanes, io.declared):
 
-            def run(_ch: Any, qname: str = qname, phys: Lane = phys) -> None:
+            def run(_ch: Any, phys: Lane = phys) -> None:
                 self._lane_queue(topo, phys)
-                io.admin().queue_bind(qname, topo.exchange, topo.routing_key(phys))
+                apply(io.admin(), [lane_bind(topo, phys)])
 
             declaring(io.admin, topo.name, run)
-            io.declared.mark(qname)
+            io.declared.mark(topo.lane_queue(phys))
             out.append(lane_record(phys))
-        for ms in sorted(delays):
+        for ms in delays_to_declare(topo, delays, io.declared):
             qname = topo.delay_queue(ms)
-            if io.declared.fresh(qname, DELAY_REDECLARE):
-                continue
-
-            def run_delay(ch: Any, qname: str = qname, ms: int = ms) -> None:
-                ch.queue_declare(qname, durable=True, arguments=topo.delay_args(ms))
-                ch.queue_bind(qname, topo.delay_exchange, "", arguments=topo.delay_binding(ms))
-
-            declaring(io.admin, topo.name, run_delay)
+            declaring(io.admin, topo.name, functools.partial(apply, steps=delay_steps(topo, ms)))
             fresh = qname not in io.declared.names
             io.declared.mark(qname)
             if fresh:
@@ -165,9 +144,9 @@ class Declarations:
                 log.warning("queue %r: recording new lanes failed: %s", topo.name, exc)
                 io.declared = Declared()
 
-    def _passive(self, spec: QueueSpec) -> QueueSpec:
+    def _inspect(self, spec: QueueSpec) -> QueueSpec | None:
         if not self._exists(self.settings.queue_prefix + spec.name):
-            raise ConfigurationError(passive_missing(spec.name, self.settings.redacted_url()))
+            return None
         return self._stored_spec(spec.name) or spec
 
     def _stored_spec(self, name: str) -> QueueSpec | None:

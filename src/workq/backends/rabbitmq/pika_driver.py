@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -27,9 +27,17 @@ from ...errors import ConfigurationError, PublishError
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
-from .client import Batch, IOThread
-from .codec import ATTEMPT, copy_of, envelope, reason_of, received
-from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline, lanes_bound
+from .client import UNROUTABLE, Batch, IOThread
+from .codec import (
+    ATTEMPT,
+    copy_of,
+    envelope,
+    reason_of,
+    received,
+    routed_envelope,
+    routed_failure,
+)
+from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline, lanes_bound, not_confirmed
 from .management import list_queues
 from .pika_declare import Declarations
 from .settings import RabbitMQSettings
@@ -110,15 +118,12 @@ class RabbitMQDriver(Declarations, Driver):
 
     # -- Driver API ----------------------------------------------------------------------
 
-    def declare(
-        self, spec: QueueSpec, *, implicit: bool = False, passive: bool = False
-    ) -> QueueSpec:
-        """See :meth:`Driver.declare`; ``passive=True`` creates nothing: it returns the
-        stored spec (or ``spec``) of a queue that exists, and raises
-        ``ConfigurationError`` if it does not."""
-        if passive:
-            return self.io.call(lambda: self._passive(spec), timeout=SYNC_TIMEOUT)
+    def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        """See :meth:`Driver.inspect`: the default lane queue must exist (made by workq
+        or not); the spec is its registry's, else ``spec``."""
+        return self.io.call(lambda: self._inspect(spec), timeout=SYNC_TIMEOUT)
 
+    def declare(self, spec: QueueSpec, *, implicit: bool = False) -> QueueSpec:
         def op() -> QueueSpec:
             if implicit and (stored := self._stored_spec(spec.name)) is not None:
                 # Adopt what was declared elsewhere, declaring it the same way.
@@ -239,23 +244,66 @@ class RabbitMQDriver(Declarations, Driver):
                 raise _Retry() from cause
 
         try:
-            for retry in Retrying(
-                stop=stop_after_attempt(max(self.settings.publish_retries, 1))
-                | stop_after_delay(self.settings.publish_timeout),
-                wait=lambda state: min(float(backoff(state)), deadline.left()),
-                retry=retry_if_exception_type(_Retry),
-                reraise=True,
-            ):
-                with retry:
-                    attempt()
+            self._attempts(attempt, deadline)
         except _Retry as exc:
             sample = next(iter(errors.values()), "unknown")
             raise PublishError(
-                f"{len(left)} of {len(messages)} message(s) to queue {topo.name!r} were not "
-                f"confirmed by RabbitMQ at {self.settings.redacted_url()} within "
-                f"publish_timeout={self.settings.publish_timeout}s "
-                f"(publish_retries={self.settings.publish_retries}; {sample}); they may or "
-                "may not be enqueued: publish them again"
+                not_confirmed(
+                    self.settings, f"queue {topo.name!r}", len(left), len(messages), sample
+                )
+            ) from exc.__cause__
+
+    def _attempts(self, attempt: Callable[[], None], deadline: Deadline) -> None:
+        """Run ``attempt`` until it does not raise ``_Retry``: at most
+        ``publish_retries`` times within ``publish_timeout``, backing off in between."""
+        for retry in Retrying(
+            stop=stop_after_attempt(max(self.settings.publish_retries, 1))
+            | stop_after_delay(self.settings.publish_timeout),
+            wait=lambda state: min(float(backoff(state)), deadline.left()),
+            retry=retry_if_exception_type(_Retry),
+            reraise=True,
+        ):
+            with retry:
+                attempt()
+
+    def publish_routed(self, exchange: str, routing_key: str, messages: Sequence[Outgoing]) -> None:
+        """See :meth:`Driver.publish_routed`: retried as ``publish`` is, except a message
+        the broker returns (no queue took it) or a missing exchange, which no retry mends."""
+        entries = [routed_envelope(exchange, routing_key, m) for m in messages]
+        io = self.io
+        deadline = Deadline(self.settings.publish_timeout)
+        last = NO_CONFIRM
+
+        def op() -> Batch:
+            batch = io.publish(entries)
+            io.pump()
+            return batch
+
+        def attempt() -> None:
+            nonlocal entries, last
+            try:
+                batch = io.submit(op).result(deadline.left())
+            except Exception as exc:
+                last = repr(exc)
+                raise _Retry() from exc
+            if not batch.done.wait(deadline.left()):
+                io.post(functools.partial(io.drop, NO_CONFIRM))
+                raise _Retry()
+            for err in batch.errors.values():
+                if why := routed_failure(exchange, routing_key, err == UNROUTABLE, err):
+                    raise PublishError(why)
+            if batch.errors:
+                last = next(iter(batch.errors.values()))
+                io.post(io.reset_pub)
+                entries = [entries[i] for i in sorted(batch.errors)]
+                raise _Retry()
+
+        try:
+            self._attempts(attempt, deadline)
+        except _Retry as exc:
+            target = f"exchange {exchange!r} (routing key {routing_key!r})"
+            raise PublishError(
+                not_confirmed(self.settings, target, len(entries), len(messages), last)
             ) from exc.__cause__
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:

@@ -318,14 +318,6 @@ def check_declared(stored: QueueSpec, spec: QueueSpec, kind: QueueType) -> None:
     stored.check_same(normalized(spec, kind))
 
 
-def passive_missing(name: str, where: str) -> str:
-    """The error of a passive declaration of a queue that does not exist."""
-    return (
-        f"queue {name!r} does not exist on RabbitMQ at {where}, and passive=True creates "
-        "nothing: create it first, or declare it without passive=True"
-    )
-
-
 def config_error(topo_name: str, reply_text: str) -> ConfigurationError:
     """A ``ConfigurationError`` from a 406 PRECONDITION_FAILED, naming the argument."""
     match = re.search(r"inequivalent arg '([^']+)'", reply_text)

@@ -63,6 +63,17 @@ class SqliteDriver(Driver):
                 )
         return effective
 
+    def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        def read() -> QueueSpec | None:
+            row = (
+                self.db.conn()
+                .execute("SELECT spec FROM workq_queues WHERE name = ?", (spec.name,))
+                .fetchone()
+            )
+            return None if row is None else spec_from(spec.name, row[0])
+
+        return self.db.retrying(read, "inspect")
+
     def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
         if self.db.closed:
             raise PublishError(f"cannot publish to {spec.name!r}: the sqlite broker is closed")

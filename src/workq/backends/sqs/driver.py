@@ -11,7 +11,6 @@ runs this driver on threads (``workq.driver.threaded``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
@@ -20,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
-from ...errors import BrokerUnavailable, ConfigurationError, PublishError
+from ...errors import BrokerUnavailable, PublishError
 from ...lanes import Lane
 from ...messages import Outgoing
 from ...producer import MessageTooLarge
@@ -130,37 +129,20 @@ class SQSDriver(Driver):
         is adopted: its visibility timeout is the lease of an implicit declaration, and
         with a ``RedrivePolicy`` of its own, its dead-letter queue takes the dead letters
         and its ``maxReceiveCount`` is ``max_attempts``; workq then makes no queue of its
-        own. ``passive=True`` (a queue option) creates nothing and raises
-        ``ConfigurationError`` if the queue does not exist.
+        own.
         """
-        spec.check_options("sqs", ("passive",))
-        passive = bool(spec.options.get("passive"))
-        if "passive" in spec.options:
-            options = {k: v for k, v in spec.options.items() if k != "passive"}
-            spec = dataclasses.replace(spec, options=options)
+        spec.check_options("sqs")
         existing = self._existing_default(spec)
         if existing is not None and existing.redrive_to is not None:
-            return existing.adopt(spec) if implicit or passive else spec
+            return existing.adopt(spec) if implicit else spec
         name = dlq_name(self.prefix, spec.name)
         url = self.find(spec.name, name)
         if url is None:
-            if implicit or passive:
-                spec = existing.adopt(spec) if existing is not None else spec
-            if passive:
-                if existing is None:
-                    raise ConfigurationError(
-                        f"queue {spec.name!r} does not exist on SQS (no queue "
-                        f"{self.prefix + spec.name!r} nor {name!r}); a passive declaration "
-                        "creates nothing: declare it without passive=True, or check the name"
-                    )
-                return spec
+            if implicit and existing is not None:
+                spec = existing.adopt(spec)
             self.create(spec.name, name, {}, spec_tags(spec, implicit))
             return spec
-        tags = self.sqs.call(spec.name, self.sqs.client.list_queue_tags, QueueUrl=url)
-        stored_spec, was_implicit = spec_from_tags(spec.name, tags.get("Tags", {}))
-        if passive:
-            return stored_spec or spec
-        stored = None if stored_spec is None else Stored(stored_spec, was_implicit)
+        stored = self._stored(spec, url)
         effective, write = adopt_or_conflict(stored, spec, implicit)
         if write is not None:
             self.sqs.call(
@@ -170,6 +152,24 @@ class SQSDriver(Driver):
                 Tags=spec_tags(write.spec, write.implicit),
             )
         return effective
+
+    def inspect(self, spec: QueueSpec) -> QueueSpec | None:
+        """The queue exists if its default lane or workq's dead-letter queue does: the
+        stored spec, else the default lane's settings adopted (see :meth:`declare`)."""
+        existing = self._existing_default(spec)
+        if existing is not None and existing.redrive_to is not None:
+            return existing.adopt(spec)
+        url = self.find(spec.name, dlq_name(self.prefix, spec.name))
+        if url is None:
+            return None if existing is None else existing.adopt(spec)
+        stored = self._stored(spec, url)
+        return spec if stored is None else stored.spec
+
+    def _stored(self, spec: QueueSpec, dlq_url: str) -> Stored | None:
+        """The declaration stored in the tags of the queue's dead-letter queue."""
+        tags = self.sqs.call(spec.name, self.sqs.client.list_queue_tags, QueueUrl=dlq_url)
+        stored_spec, was_implicit = spec_from_tags(spec.name, tags.get("Tags", {}))
+        return None if stored_spec is None else Stored(stored_spec, was_implicit)
 
     def _existing_default(self, spec: QueueSpec) -> Existing | None:
         """The queue's default lane as it exists on SQS, or None if it does not."""
