@@ -288,9 +288,7 @@ def test_aio_publishes_through_an_exchange_alike(rabbitmq_url: str, raw: Any) ->
                 await p.publish(None, b"after", exchange=ex, routing_key="globex")
             async with broker.consumer(q, tenants=["acme"]) as c:
                 d = await c.get(timeout=WAIT)
-                # (Not d.tenant: the aio push consumer can map a delivery that arrives
-                # before its consume-ok to no tenant; left to the receiver's rework.)
-                assert d is not None and d.json() == {"n": 2}
+                assert d is not None and (d.json(), d.tenant) == ({"n": 2}, "acme")
                 await d.ack()
                 return d.id, mid
 
