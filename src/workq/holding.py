@@ -21,7 +21,7 @@ from typing import overload
 from .checks import Gate, check_int
 from .driver import AsyncReceiver, Capabilities, Receiver
 from .errors import AlreadySettled, Closed, WorkqError
-from .lanes import Lane, LaneBuffers
+from .lanes import Lane, LaneBuffers, LaneOrder
 from .messages import Received
 from .names import check_tenants
 from .policy import exhausted_reason
@@ -116,6 +116,9 @@ class Holding:
         self.buffers: LaneBuffers[Received] = LaneBuffers()
         self.out: dict[int, Received] = {}
         self.lanes: list[Lane] = []
+        # The lanes sorted once per lane-set change, not on every fetch.
+        self._order = LaneOrder(())
+        self._listed: list[Lane] = []
         self._lanes_at = float("-inf")
 
     @property
@@ -170,16 +173,29 @@ class Holding:
 
     def set_lanes(self, lanes: Sequence[Lane]) -> None:
         self._lanes_at = time.monotonic()
-        self.lanes = [
+        listed = list(lanes)
+        # The same listing as last time (the usual case) changes nothing: no filtering
+        # or sorting again. List equality checks identity first, so it is cheap when a
+        # driver hands out the same Lane objects.
+        if listed == self._listed:
+            return
+        self._listed = listed
+        kept = [
             lane
-            for lane in lanes
+            for lane in listed
             if lane.queue == self.spec.name
             and (self.tenants is None or lane.tenant in self.tenants)
         ]
+        if kept != self.lanes:
+            self.lanes = kept
+            self._order = LaneOrder(kept)
 
-    def fetch_plan(self) -> tuple[list[Lane], int]:
+    def fetch_plan(self) -> tuple[Sequence[Lane], int]:
         """Lanes in order of preference and how many to ask for."""
-        return self.buffers.order(self.lanes), min(self.room, self.capabilities.receive_batch)
+        return (
+            self._order.order(self.buffers.last_served),
+            min(self.room, self.capabilities.receive_batch),
+        )
 
     def accept(self, items: Sequence[Received]) -> list[Received]:
         """Buffer what was received; return those delivered too often to be held.
