@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from operator import attrgetter
 from typing import overload
 
 from .checks import Gate, check_int
@@ -38,6 +39,9 @@ RECEIVE_GRACE = 5.0
 
 #: How long ``close()`` waits for the driver to give messages back and let go.
 CLOSE_TIMEOUT = 5.0
+
+#: A lane as a plain tuple, compared without a Python-level ``__eq__`` per lane.
+_LANE_FIELDS = attrgetter("queue", "tenant", "priority")
 
 SETTLED_AS = {"ack": "acked", "nack": "nacked", "reject": "rejected"}
 
@@ -118,7 +122,7 @@ class Holding:
         self.lanes: list[Lane] = []
         # The lanes sorted once per lane-set change, not on every fetch.
         self._order = LaneOrder(())
-        self._listed: list[Lane] = []
+        self._listed: list[tuple[str, str | None, int]] = []
         self._lanes_at = float("-inf")
 
     @property
@@ -173,16 +177,15 @@ class Holding:
 
     def set_lanes(self, lanes: Sequence[Lane]) -> None:
         self._lanes_at = time.monotonic()
-        listed = list(lanes)
         # The same listing as last time (the usual case) changes nothing: no filtering
-        # or sorting again. List equality checks identity first, so it is cheap when a
-        # driver hands out the same Lane objects.
+        # or sorting again.
+        listed = list(map(_LANE_FIELDS, lanes))
         if listed == self._listed:
             return
         self._listed = listed
         kept = [
             lane
-            for lane in listed
+            for lane in lanes
             if lane.queue == self.spec.name
             and (self.tenants is None or lane.tenant in self.tenants)
         ]
