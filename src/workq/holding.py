@@ -193,7 +193,7 @@ class Holding:
             self.lanes = kept
             self._order = LaneOrder(kept)
 
-    def fetch_plan(self) -> tuple[Sequence[Lane], int]:
+    def fetch_plan(self) -> tuple[list[Lane], int]:
         """Lanes in order of preference and how many to ask for."""
         return (
             self._order.order(self.buffers.last_served),

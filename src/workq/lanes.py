@@ -84,13 +84,15 @@ class LaneOrder:
     ``last_served`` by rotating each priority level at a bisected point.
 
     A consumer polls the same lanes many times between lane-set changes, and an idle one
-    polls with the same ``last_served`` each time: the last order is kept and handed out
-    again (an immutable tuple), so an idle fetch costs the same with 1 or 1,000 lanes.
+    polls with the same ``last_served`` each time: the last order is kept, and each call
+    returns a fresh list copy of it (a C-level copy, microseconds at 1,000 lanes), so a
+    caller may keep or change what it gets, and drivers comparing the list they were
+    given last time to this one (RabbitMQ) see the same list.
 
     Example:
         ```python
         order = LaneOrder([Lane("q", "a"), Lane("q", "b"), Lane("q", "c", 5)])
-        order.order({0: "a"})  # (Lane("q", "c", 5), Lane("q", "b"), Lane("q", "a"))
+        order.order({0: "a"})  # [Lane("q", "c", 5), Lane("q", "b"), Lane("q", "a")]
         ```
     """
 
@@ -113,11 +115,11 @@ class LaneOrder:
     def __len__(self) -> int:
         return len(self.lanes)
 
-    def order(self, last_served: Mapping[int, str | None]) -> tuple[Lane, ...]:
+    def order(self, last_served: Mapping[int, str | None]) -> list[Lane]:
         """The lanes in order of preference after ``last_served`` (as :func:`order_lanes`)."""
         turns = tuple(last_served.get(p, _UNSERVED) for p, _, _ in self._levels)
         if turns == self._cached_for:
-            return self._cached
+            return list(self._cached)
         ordered: list[Lane] = []
         for (_, group, keys), last in zip(self._levels, turns, strict=True):
             if last is _UNSERVED:
@@ -129,7 +131,7 @@ class LaneOrder:
             ordered += group[start:]
             ordered += group[:start]
         self._cached_for, self._cached = turns, tuple(ordered)
-        return self._cached
+        return ordered
 
 
 class LaneBuffers(Generic[T]):
