@@ -10,7 +10,7 @@ from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 __all__ = ["Lane", "LaneBuffers", "LaneOrder", "order_lanes"]
 
@@ -86,8 +86,8 @@ class LaneOrder:
     A consumer polls the same lanes many times between lane-set changes, and an idle one
     polls with the same ``last_served`` each time: the last order is kept, and each call
     returns a fresh list copy of it (a C-level copy, microseconds at 1,000 lanes), so a
-    caller may keep or change what it gets, and drivers comparing the list they were
-    given last time to this one (RabbitMQ) see the same list.
+    caller may keep or change what it gets, and a driver comparing it with the list it
+    was given last time (RabbitMQ) finds the same Lane objects, compared by identity.
 
     Example:
         ```python
@@ -112,9 +112,6 @@ class LaneOrder:
         self._cached_for: tuple[object, ...] | None = None
         self._cached = self.lanes
 
-    def __len__(self) -> int:
-        return len(self.lanes)
-
     def order(self, last_served: Mapping[int, str | None]) -> list[Lane]:
         """The lanes in order of preference after ``last_served`` (as :func:`order_lanes`)."""
         turns = tuple(last_served.get(p, _UNSERVED) for p, _, _ in self._levels)
@@ -125,7 +122,7 @@ class LaneOrder:
             if last is _UNSERVED:
                 ordered += group
                 continue
-            start = bisect_right(keys, _tenant_key(last))  # type: ignore[arg-type]
+            start = bisect_right(keys, _tenant_key(cast("str | None", last)))
             if start == len(group):
                 start = 0
             ordered += group[start:]
