@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import random
+from collections import deque
 from dataclasses import fields
 
 import pytest
 from pydantic import BaseModel
 
 import workq
-from workq.lanes import Lane, LaneBuffers, order_lanes, spread
+from workq.driver import Capabilities
+from workq.holding import Holding
+from workq.lanes import Lane, LaneBuffers, LaneOrder, order_lanes, spread
 from workq.messages import (
     Outgoing,
     build_outgoing,
@@ -106,6 +110,125 @@ def test_spread_shares_the_top_priority_then_spills_down() -> None:
     assert plan == {hi_a: 4, hi_b: 1}
     assert spread([hi_a, lo], 5, {hi_a: 2, lo: 10}) == {hi_a: 2, lo: 3}
     assert spread([hi_a], 5, {}) == {}
+
+
+def _random_lanes(rng: random.Random) -> list[Lane]:
+    """A random lane set with the awkward cases: the default lane, several priorities,
+    duplicates, and now and then a second queue (ties on the tenant name)."""
+    tenants = [None, *(f"t{i:03d}" for i in range(rng.randint(0, 40)))]
+    lanes = [
+        Lane(rng.choice(["q", "q", "q", "r"]), rng.choice(tenants), rng.choice([0, 1, 5, 9]))
+        for _ in range(rng.randint(0, 60))
+    ]
+    return lanes + rng.sample(lanes, len(lanes) // 4)  # duplicates, listed twice
+
+
+def _random_turns(rng: random.Random, lanes: list[Lane]) -> dict[int, str | None]:
+    """last_served as a consumer could have it: tenants listed or not (gone, or a name
+    between two listed ones), None, and priorities missing or not in the lane set."""
+    names = [lane.tenant for lane in lanes] or [None]
+    turns: dict[int, str | None] = {}
+    for priority in (0, 1, 5, 9, 3):
+        roll = rng.random()
+        if roll < 0.5:
+            turns[priority] = rng.choice(names)
+        elif roll < 0.6:
+            turns[priority] = None
+        elif roll < 0.8:
+            turns[priority] = f"t{rng.randint(0, 45):03d}x"
+    return turns
+
+
+def test_lane_order_gives_exactly_the_plain_rules_order() -> None:
+    rng = random.Random(14)
+    for _ in range(500):
+        lanes = _random_lanes(rng)
+        order = LaneOrder(lanes)
+        for _ in range(8):
+            turns = _random_turns(rng, lanes)
+            expected = order_lanes(lanes, turns)
+            got = order.order(turns)
+            assert got == expected
+            got.reverse()  # what a caller does with its copy does not touch the kept order
+            # Asked again with the same turns (an idle consumer): the kept order.
+            assert order.order(dict(turns)) == expected
+
+
+def test_buffers_pop_in_exactly_the_plain_rules_order() -> None:
+    rng = random.Random(1414)
+    for _ in range(200):
+        lanes = list(set(_random_lanes(rng))) or [Lane("q")]
+        buf: LaneBuffers[int] = LaneBuffers()
+        plain: dict[Lane, deque[int]] = {}
+        turns: dict[int, str | None] = {}
+        for item in range(rng.randint(1, 300)):
+            if rng.random() < 0.55:
+                lane = rng.choice(lanes)
+                buf.add(lane, item)
+                plain.setdefault(lane, deque()).append(item)
+                continue
+            # The plain rule: the first of order_lanes over the lanes holding something.
+            held = [lane for lane, items in plain.items() if items]
+            expected = None
+            if held:
+                first = order_lanes(held, turns)[0]
+                turns[first.priority] = first.tenant
+                expected = plain[first].popleft()
+            assert buf.pop() == expected
+            assert len(buf) == sum(map(len, plain.values()))
+
+
+def _spread_by_turns(
+    lanes: list[Lane], max_count: int, available: dict[Lane, int]
+) -> dict[Lane, int]:
+    """spread's rule taken literally: one message per turn, round-robin over a level's
+    lanes with messages (in the given order), the top level first."""
+    plan: dict[Lane, int] = {}
+    remaining = max_count
+    for priority in sorted({lane.priority for lane in lanes}, reverse=True):
+        group = [x for x in dict.fromkeys(lanes) if x.priority == priority]
+        while remaining > 0:
+            turn = [x for x in group if available.get(x, 0) > plan.get(x, 0)]
+            for lane in turn[:remaining]:
+                plan[lane] = plan.get(lane, 0) + 1
+            remaining -= len(turn[:remaining])
+            if not turn:
+                break
+    return plan
+
+
+def test_spread_gives_the_plain_turn_by_turn_plan() -> None:
+    rng = random.Random(141414)
+    for _ in range(500):
+        lanes = list(dict.fromkeys(_random_lanes(rng)))
+        turns = _random_turns(rng, lanes)
+        ordered = LaneOrder(lanes).order(turns)
+        available = {lane: rng.choice([0, 0, 0, 1, 2, 7]) for lane in lanes if rng.random() < 0.5}
+        max_count = rng.choice([0, 1, 3, 10, 50])
+        assert spread(ordered, max_count, available) == _spread_by_turns(
+            ordered, max_count, available
+        )
+
+
+def test_holding_sorts_lanes_once_per_lane_set_change() -> None:
+    rng = random.Random(7)
+    spec = QueueSpec("q")
+    state = Holding(spec, Capabilities(backend="memory", lease_model="lease"), 10, None)
+    lanes = [Lane("q", f"t{i:03d}", rng.choice([0, 5])) for i in range(50)]
+    state.set_lanes(lanes)
+    sorted_once = state._order
+    for _ in range(200):
+        turns = _random_turns(rng, lanes)
+        state.buffers.last_served.clear()
+        state.buffers.last_served.update(turns)
+        # The same lanes listed again (equal, not the same objects): nothing re-sorted.
+        state.set_lanes([Lane(x.queue, x.tenant, x.priority) for x in lanes])
+        assert state._order is sorted_once
+        assert state.fetch_plan()[0] == order_lanes(lanes, turns)
+    # A new tenant's lane (and another queue's, left out): sorted again, in its place.
+    state.set_lanes([*lanes, Lane("q", "t0205"), Lane("other", "t001")])
+    assert state._order is not sorted_once
+    assert state.fetch_plan()[0] == order_lanes([*lanes, Lane("q", "t0205")], turns)
 
 
 def test_backoff_and_outcomes() -> None:

@@ -16,12 +16,13 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from operator import attrgetter
 from typing import overload
 
 from .checks import Gate, check_int
 from .driver import AsyncReceiver, Capabilities, Receiver
 from .errors import AlreadySettled, Closed, WorkqError
-from .lanes import Lane, LaneBuffers
+from .lanes import Lane, LaneBuffers, LaneOrder
 from .messages import Received
 from .names import check_tenants
 from .policy import exhausted_reason
@@ -38,6 +39,9 @@ RECEIVE_GRACE = 5.0
 
 #: How long ``close()`` waits for the driver to give messages back and let go.
 CLOSE_TIMEOUT = 5.0
+
+#: A lane as a plain tuple, compared without a Python-level ``__eq__`` per lane.
+_LANE_FIELDS = attrgetter("queue", "tenant", "priority")
 
 SETTLED_AS = {"ack": "acked", "nack": "nacked", "reject": "rejected"}
 
@@ -116,6 +120,9 @@ class Holding:
         self.buffers: LaneBuffers[Received] = LaneBuffers()
         self.out: dict[int, Received] = {}
         self.lanes: list[Lane] = []
+        # The lanes sorted once per lane-set change, not on every fetch.
+        self._order = LaneOrder(())
+        self._listed: list[tuple[str, str | None, int]] = []
         self._lanes_at = float("-inf")
 
     @property
@@ -170,16 +177,28 @@ class Holding:
 
     def set_lanes(self, lanes: Sequence[Lane]) -> None:
         self._lanes_at = time.monotonic()
-        self.lanes = [
+        # The same listing as last time (the usual case) changes nothing: no filtering
+        # or sorting again.
+        listed = list(map(_LANE_FIELDS, lanes))
+        if listed == self._listed:
+            return
+        self._listed = listed
+        kept = [
             lane
             for lane in lanes
             if lane.queue == self.spec.name
             and (self.tenants is None or lane.tenant in self.tenants)
         ]
+        if kept != self.lanes:
+            self.lanes = kept
+            self._order = LaneOrder(kept)
 
     def fetch_plan(self) -> tuple[list[Lane], int]:
         """Lanes in order of preference and how many to ask for."""
-        return self.buffers.order(self.lanes), min(self.room, self.capabilities.receive_batch)
+        return (
+            self._order.order(self.buffers.last_served),
+            min(self.room, self.capabilities.receive_batch),
+        )
 
     def accept(self, items: Sequence[Received]) -> list[Received]:
         """Buffer what was received; return those delivered too often to be held.
