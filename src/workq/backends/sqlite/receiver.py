@@ -44,6 +44,15 @@ def _ready(conn: sqlite3.Connection, lane: Lane, now: float, limit: int) -> list
     return [r[0] for r in rows]
 
 
+def _any_ready(conn: sqlite3.Connection, queue: str, now: float) -> bool:
+    """Whether any lane of ``queue`` has a message ready now."""
+    row = conn.execute(
+        "SELECT 1 FROM workq_messages WHERE queue = ? AND visible_at <= ? LIMIT 1",
+        (queue, now),
+    ).fetchone()
+    return row is not None
+
+
 class SqliteReceiver(PollingReceiver):
     """A consumer's claims on one queue, named by a random owner id."""
 
@@ -59,6 +68,10 @@ class SqliteReceiver(PollingReceiver):
 
         def count() -> dict[Lane, int]:
             now = time.time()
+            # One query answers the idle case, so an idle consumer's cost does not grow
+            # with its lane count; per-lane counts only when something is ready.
+            if len(lanes) > 1 and not _any_ready(conn, lanes[0].queue, now):
+                return {}
             return {lane: len(_ready(conn, lane, now, up_to)) for lane in lanes}
 
         if conn.in_transaction:  # inside step(), which retries as a whole
