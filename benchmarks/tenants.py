@@ -67,7 +67,7 @@ def requests_in(log: Path) -> int:
 
 
 @contextlib.contextmanager
-def target(name: str, workdir: Path) -> Iterator[Target]:
+def target(name: str, workdir: Path, query: str = "") -> Iterator[Target]:
     if name == "sqlite":
         yield Target(name, f"sqlite://{workdir / 'tenants.db'}")
         return
@@ -78,7 +78,7 @@ def target(name: str, workdir: Path) -> Iterator[Target]:
     launcher = importlib.import_module(f"workq.testing.brokers.{name}")
     proc = launcher.start_local(workdir / name)
     try:
-        t = Target(name, proc.url)
+        t = Target(name, f"{proc.url}?{query}" if query else proc.url)
         if name == "rabbitmq":
             node = proc.info["node"]
             t.broker_pid = int((node.base / "rabbit.pid").read_text().strip())
@@ -291,6 +291,11 @@ def main() -> None:
         default=None,
         help="tenant counts to measure idle, comma-separated (empty: none)",
     )
+    parser.add_argument(
+        "--kafka-options",
+        default="",
+        help="query string for the Kafka URL, e.g. group_protocol=consumer",
+    )
     args = parser.parse_args()
     counts = [1, 10, 100, 1000] if args.full else [1, 10, 100]
     if args.tenants is not None:
@@ -308,7 +313,8 @@ def main() -> None:
             print(f"\n== {name}")
             began = time.monotonic()
             try:
-                with target(name, Path(tmp)) as t:
+                query = args.kafka_options if name == "kafka" else ""
+                with target(name, Path(tmp), query) as t:
                     width = 80 if name == "kafka" else 40
                     head = f"{'T':>5}  {'broker load':<{width}} {'consumer cpu-s/s':>16}"
                     print(f"{head}  quiet latency")

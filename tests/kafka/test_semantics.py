@@ -294,3 +294,31 @@ def test_a_lane_filling_the_read_ahead_does_not_hide_new_messages_of_quiet_lanes
                 d.ack()
         # What the consumer already held (prefetch), then one noisy turn per quiet one.
         assert order.count("noisy") <= len(quiet) + 5, order
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer", "auto"])
+def test_a_running_consumer_finds_a_new_tenants_lane_promptly(
+    kafka_url: str, queue: str, protocol: str
+) -> None:
+    """Lane discovery with ``tenants=None`` under each group protocol.
+
+    The consumer is running (it has served a lane already) when the new tenant's first
+    message makes a new topic; ``consumer`` (KIP-848) needs a broker offering it, which
+    Tansu is not, so there ``auto`` falls back to ``classic``.
+    """
+    tansu = os.environ.get("WORKQ_TEST_KAFKA", "").lower() == "tansu"
+    if protocol == "consumer" and tansu:
+        pytest.skip("Tansu has no KIP-848 consumer group protocol")
+    with workq.connect(with_query(kafka_url, f"group_protocol={protocol}")) as broker:
+        p = broker.producer()
+        p.publish(queue, "early", tenant="early")
+        with broker.consumer(queue) as c:
+            first = c.get(timeout=WAIT)
+            assert first is not None and first.body == b"early"
+            first.ack()
+            expected = "classic" if protocol == "classic" or tansu else "consumer"
+            assert broker.driver._group_protocol() == expected  # type: ignore[attr-defined]
+            p.publish(queue, "late", tenant=unique("late"))
+            d = c.get(timeout=WAIT)
+            assert d is not None and d.body == b"late", "the new tenant's lane was not found"
+            d.ack()

@@ -7,6 +7,7 @@ Each consumer has a poll thread that owns the client consumer (:mod:`.receiver`)
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 import uuid
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from confluent_kafka.admin._metadata import ClusterMetadata
 
 __all__ = ["KafkaDriver", "create_driver"]
+
+log = logging.getLogger("workq.kafka")
 
 #: Options a queue declaration may carry on Kafka, with their checks.
 OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -80,6 +83,8 @@ class KafkaDriver(Driver):
         self._specs: dict[str, tuple[QueueSpec, bool]] = {}
         self._topics: set[str] = set()
         self._share_groups: set[str] = set()
+        self._protocol: str | None = None
+        self._parsed: dict[str, dict[str, Lane | None]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -192,8 +197,13 @@ class KafkaDriver(Driver):
     def _lane_partitions(self, spec: QueueSpec) -> dict[Lane, list[int]]:
         """The queue's lanes and their partitions, from one metadata request."""
         found: dict[Lane, list[int]] = {}
+        # Parsed once per topic: this runs every lane refresh over the whole cluster.
+        known = self._parsed.setdefault(spec.name, {})
         for topic, meta in self._metadata().topics.items():
-            lane = self.naming.lane_of(topic, spec.name)
+            if topic in known:
+                lane = known[topic]
+            else:
+                lane = known[topic] = self.naming.lane_of(topic, spec.name)
             if lane is not None:
                 found[lane] = sorted(meta.partitions) if meta.error is None else []
         return dict(sorted(found.items(), key=lambda kv: (kv[0].priority, kv[0].tenant or "")))
@@ -235,8 +245,37 @@ class KafkaDriver(Driver):
                 self.settings, self.naming, spec, prefetch, self._republish(spec), limit
             )
         return KafkaReceiver(
-            self.settings, self.naming, spec, prefetch, self._republish(spec), self._bounce
+            self.settings,
+            self.naming,
+            spec,
+            prefetch,
+            self._republish(spec),
+            self._bounce,
+            protocol=self._group_protocol(),
         )
+
+    def _group_protocol(self) -> str:
+        """``classic`` or ``consumer``: ``group_protocol``, with ``auto`` resolved once.
+
+        ``auto`` asks a broker for ``group.coordinator.rebalance.protocols``; a broker
+        that does not answer it (Tansu, Kafka before 4.0) gets ``classic``.
+        """
+        if self.settings.group_protocol != "auto":
+            return self.settings.group_protocol
+        if self._protocol is None:
+            self._protocol = "classic"
+            try:
+                broker = next(iter(self._metadata().brokers))
+                resource = ConfigResource(ResourceType.BROKER, str(broker))
+                future = self._admin.describe_configs(
+                    [resource], request_timeout=self.settings.connect_timeout
+                )[resource]
+                entry = future.result().get("group.coordinator.rebalance.protocols")
+                if entry is not None and "consumer" in str(entry.value).split(","):
+                    self._protocol = "consumer"
+            except (KafkaException, StopIteration) as exc:
+                log.info("Kafka group protocol: classic (%s)", exc)
+        return self._protocol
 
     def _configure_share_group(self, spec: QueueSpec) -> int:
         """Set the queue's share group up as a work queue; return its delivery limit.

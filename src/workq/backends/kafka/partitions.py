@@ -110,6 +110,11 @@ def pick(
     ``lanes`` come in the core's order of preference; the counts follow
     :func:`workq.lanes.spread`, so the rules stay the core's.
     """
+    parts = list(parts)
+    # Nothing buffered, nothing to pick: an idle consumer plans every receive, and with
+    # thousands of partitions grouping them by lane (hashing each) was most of its CPU.
+    if not any(part.buffer for part in parts):
+        return [], False
     by_lane: dict[Lane, list[Part]] = {}
     for part in parts:
         by_lane.setdefault(part.lane, []).append(part)

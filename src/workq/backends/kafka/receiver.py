@@ -49,6 +49,7 @@ class KafkaReceiver(Receiver):
         prefetch: int,
         republish: Callable[[Sequence[Record]], None],
         bounce: Callable[[Record, Callable[[bool], None]], None],
+        protocol: str = "classic",
     ) -> None:
         self._settings = settings
         self._spec = spec
@@ -64,6 +65,8 @@ class KafkaReceiver(Receiver):
         self._generations = itertools.count(1)
         self._delayed: list[tuple[float, int, Received, float]] = []  # (wake, seq, item, due)
         self._topics: frozenset[str] = frozenset()
+        self._lanes: list[Lane] = []  # the last receive's lanes, and their topics
+        self._lane_topics: frozenset[str] = frozenset()
         self._subscribed: frozenset[str] | None = None
         # Bumped (under the lock) whenever what ``_pick`` looks at changes, so a waiting
         # receive re-plans only then: with a thousand lanes a plan is not free.
@@ -81,8 +84,6 @@ class KafkaReceiver(Receiver):
                 "enable.auto.offset.store": False,
                 # A work queue starts at the oldest unprocessed message, never the end.
                 "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": settings.session_timeout_ms,
                 "max.poll.interval.ms": settings.max_poll_interval_ms,
                 "enable.partition.eof": True,
                 "fetch.wait.max.ms": 100,
@@ -90,6 +91,12 @@ class KafkaReceiver(Receiver):
                 "topic.metadata.refresh.interval.ms": 5000,
             }
         )
+        if protocol == "consumer":
+            # The broker assigns (always incrementally) and owns the session timeout.
+            conf["group.protocol"] = "consumer"
+        else:
+            conf["partition.assignment.strategy"] = "cooperative-sticky"
+            conf["session.timeout.ms"] = settings.session_timeout_ms
         self._consumer = Consumer(conf, logger=client_logger())
         self._thread = threading.Thread(
             target=self._run, name=f"workq-kafka-poll-{spec.name}", daemon=True
@@ -99,7 +106,12 @@ class KafkaReceiver(Receiver):
     # -- the handler side --------------------------------------------------------
 
     def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
-        topics = self._records.topics(lanes)
+        # The same lanes as last time, almost always: comparing them is cheaper than
+        # naming a thousand lanes' topics again on every receive.
+        if lanes != self._lanes:
+            self._lanes = list(lanes)
+            self._lane_topics = self._records.topics(lanes)
+        topics = self._lane_topics
         deadline = time.monotonic() + timeout
         with self._cond:
             if topics != self._topics:

@@ -68,6 +68,13 @@ class KafkaSettings(BackendSettings):
     #: owner). ``share``: they form a share group (KIP-932, Kafka 4.2+; the client's
     #: support is a preview): any consumer takes any record, acknowledged one by one.
     mode: Literal["group", "share"] = "group"
+    #: Group mode: the consumer group protocol. ``consumer`` (KIP-848, Apache Kafka
+    #: 4.0+) has the broker assign partitions, so a new lane topic reaches its consumer
+    #: without a group-wide rejoin; a crashed consumer's partitions then wait for the
+    #: broker's ``group.consumer.session.timeout.ms`` (45 s by default), not
+    #: ``session_timeout_ms``. ``auto``: ``consumer`` where the broker offers it, else
+    #: ``classic`` (Tansu, older Kafka).
+    group_protocol: Literal["auto", "classic", "consumer"] = "classic"
     #: Share mode: members (client share consumers) per workq consumer, at most its
     #: prefetch; each holds one record at a time.
     share_members: int = Field(4, ge=1, le=64)
