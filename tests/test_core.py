@@ -12,8 +12,8 @@ import pytest
 from pydantic import BaseModel
 
 import workq
+from workq.consumer_state import Holding
 from workq.driver import Capabilities
-from workq.holding import Holding
 from workq.lanes import Lane, LaneBuffers, LaneOrder, order_lanes, spread
 from workq.messages import (
     Outgoing,
@@ -290,7 +290,7 @@ def test_check_options_names_unknown_and_allowed() -> None:
 
 
 def test_adopt_or_conflict_rules() -> None:
-    from workq.specs import Stored, adopt_or_conflict
+    from workq.declarations import Stored, adopt_or_conflict
 
     base, other = QueueSpec("q"), QueueSpec("q", max_attempts=2)
     assert adopt_or_conflict(None, base, True) == (base, Stored(base, True))

@@ -170,7 +170,7 @@ def test_one_redaction_rule_for_every_backend() -> None:
     """A field is a SecretStr exactly when its name says it is a secret, on every backend."""
     from pydantic import SecretStr
 
-    from workq.config import is_secret
+    from workq.backend_settings import is_secret
 
     for cls in (MemorySettings, SqliteSettings, RabbitMQSettings, SQSSettings, KafkaSettings):
         for name, field in cls.model_fields.items():
@@ -179,7 +179,7 @@ def test_one_redaction_rule_for_every_backend() -> None:
 
 
 def test_secret_options_are_masked_in_urls() -> None:
-    from workq.config import redact_url
+    from workq.backend_settings import redact_url
 
     shown = redact_url(f"kafka://u:{SECRET}@h:9092?sasl_password={SECRET}&partitions=3")
     assert SECRET not in shown

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, SecretStr, SerializeAsAny
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .config import BackendSettings, build, redact_url
+from .backend_settings import BackendSettings, build, redact_url
 from .errors import ConfigurationError
 from .settings import parse_url
 

@@ -8,18 +8,18 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .backend_settings import BackendSettings
 from .backends import create_driver
 from .checks import Gate, check_int, check_worker_args
-from .config import BackendSettings
 from .consumer import Consumer
+from .consumer_state import CLOSE_TIMEOUT
+from .declarations import SpecCache, found, make_spec, passive_spec
 from .driver import DeadLetter, Driver, QueueStats, call_bounded
-from .holding import CLOSE_TIMEOUT
 from .middleware import Chain, Middleware, check_middleware
 from .names import check_tenants
 from .producer import Producer
 from .settings import load
 from .spec import QueueSpec
-from .specs import SpecCache, found, make_spec, passive_spec
 
 if TYPE_CHECKING:
     from .delivery import Delivery

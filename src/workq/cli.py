@@ -22,8 +22,8 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from .app import App
+from .backend_settings import redact_url
 from .broker import connect
-from .config import redact_url
 from .delivery import Delivery
 from .errors import WorkqError
 from .messages import CONTENT_TYPE, Message

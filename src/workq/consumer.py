@@ -1,7 +1,7 @@
 """The sync consumer: an iterator of deliveries, with prefetch and lane fairness.
 
 The decisions (what to do next, how to settle, what to give back) are
-:mod:`workq.holding`'s, shared with the async twin; this module does the blocking I/O.
+:mod:`workq.consumer_state`'s, shared with the async twin; this module does the blocking I/O.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 from .checks import Gate, check_timeout
+from .consumer_state import CLOSE_TIMEOUT, POLL_SLICE, SETTLED_AS, Do, Fetch, Holding, LeaseLog
 from .delivery import Delivery
 from .driver import Driver, Receiver, call_bounded
-from .holding import CLOSE_TIMEOUT, POLL_SLICE, SETTLED_AS, Do, Fetch, Holding, LeaseLog
 from .messages import Received
 from .middleware import Chain
 from .spec import QueueSpec

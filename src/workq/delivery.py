@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from .checks import check_seconds
-from .holding import SETTLED_AS
+from .consumer_state import SETTLED_AS
 from .messages import Received
 from .policy import Decision
 from .spec import QueueSpec
 
 if TYPE_CHECKING:
     from .consumer import Consumer
-    from .holding import Holding
+    from .consumer_state import Holding
 
 __all__ = ["SETTLED_AS", "BaseDelivery", "Delivery", "check_reason"]
 

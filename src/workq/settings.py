@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .config import BackendSettings, redact_url
+from .backend_settings import BackendSettings, redact_url
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def load(target: Any = None, **overrides: Any) -> BackendSettings:
                 f"not {type(target).__name__}"
             )
     if overrides:
-        from .config import build
+        from .backend_settings import build
 
         settings = build(type(settings), {**settings.model_dump(), **overrides})
     return settings

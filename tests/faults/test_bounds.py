@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import workq
-from workq.holding import RECEIVE_GRACE
+from workq.consumer_state import RECEIVE_GRACE
 from workq.testing.conformance import unique, with_query
 from workq.testing.faults import FaultProxy
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 CONNECT = 2.0
 PUBLISH = 4.0
 GET = 1.0
-CLOSE = 5.0  # workq.holding.CLOSE_TIMEOUT
+CLOSE = 5.0  # workq.consumer_state.CLOSE_TIMEOUT
 #: What a call may take beyond its bound: thread start-up and scheduling on a loaded
 #: two-core machine, one network round trip. Not a speed goal: a hang is what fails.
 ALLOWANCE = 5.0

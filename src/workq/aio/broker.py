@@ -9,16 +9,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..backend_settings import BackendSettings
 from ..backends import create_async_driver
 from ..checks import Gate, check_int, check_worker_args
-from ..config import BackendSettings
+from ..consumer_state import CLOSE_TIMEOUT
+from ..declarations import SpecCache, found, make_spec, passive_spec
 from ..driver import AsyncDriver, DeadLetter, QueueStats
-from ..holding import CLOSE_TIMEOUT
 from ..middleware import Chain, Middleware, check_middleware
 from ..names import check_tenants
 from ..settings import load
 from ..spec import QueueSpec
-from ..specs import SpecCache, found, make_spec, passive_spec
 from .consumer import Consumer
 from .producer import Producer
 

@@ -1,4 +1,4 @@
-"""The async consumer: the sync consumer's decisions (:mod:`workq.holding`), awaited."""
+"""The async consumer: the sync consumer's decisions (:mod:`workq.consumer_state`), awaited."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from ..checks import Gate, check_timeout
-from ..driver import AsyncDriver, AsyncReceiver
-from ..errors import BrokerUnavailable
-from ..holding import (
+from ..consumer_state import (
     CLOSE_TIMEOUT,
     POLL_SLICE,
     RECEIVE_GRACE,
@@ -23,6 +21,8 @@ from ..holding import (
     Holding,
     LeaseLog,
 )
+from ..driver import AsyncDriver, AsyncReceiver
+from ..errors import BrokerUnavailable
 from ..messages import Received
 from ..middleware import Chain
 from ..spec import QueueSpec

@@ -10,7 +10,7 @@ from ..messages import Received
 from ..policy import Decision
 
 if TYPE_CHECKING:
-    from ..holding import Holding
+    from ..consumer_state import Holding
     from .consumer import Consumer
 
 __all__ = ["Delivery"]

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import BackendSettings
+from ..backend_settings import BackendSettings
 from ..driver import AsyncDriver, Driver, threaded
 from ..errors import ConfigurationError
 
@@ -74,7 +74,7 @@ class Backend:
 
     :param name: the ``backend`` discriminator of its settings (``settings.backend``).
     :param schemes: the URL schemes it serves (``"amqp"``, ``"amqps"``...).
-    :param settings: its settings class (a ``workq.config.BackendSettings`` subclass), or
+    :param settings: its settings class (a ``workq.backend_settings.BackendSettings`` subclass), or
         ``"module:Class"``.
     :param driver: ``create_driver(settings) -> Driver``, or ``"module:function"``.
     :param async_driver: ``async create_async_driver(settings) -> AsyncDriver``, or its

@@ -11,11 +11,11 @@ import dataclasses
 from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult
 
+from workq.backend_settings import BackendSettings
 from workq.backends import Backend
 from workq.backends.memory.driver import MemoryDriver
 from workq.backends.memory.driver import create_driver as memory_driver
 from workq.backends.memory.settings import MemorySettings
-from workq.config import BackendSettings
 
 
 class WrappedSettings(BackendSettings):

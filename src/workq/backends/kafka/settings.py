@@ -7,7 +7,7 @@ from urllib.parse import SplitResult
 
 from pydantic import Field, SecretStr
 
-from ...config import BackendSettings, parse_hosts
+from ...backend_settings import BackendSettings, parse_hosts
 
 
 class KafkaSettings(BackendSettings):

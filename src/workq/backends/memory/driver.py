@@ -11,12 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from ...declarations import Stored, adopt_or_conflict
 from ...driver import Capabilities, DeadLetter, Driver, QueueStats, Receiver
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...polling import PollingReceiver
 from ...spec import QueueSpec
-from ...specs import Stored, adopt_or_conflict
 from .settings import MemorySettings
 from .store import QueueState, Store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult
 
-from ...config import BackendSettings
+from ...backend_settings import BackendSettings
 
 
 class MemorySettings(BackendSettings):

@@ -7,7 +7,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import SecretStr, field_validator
 
-from ...config import BackendSettings, parse_hosts
+from ...backend_settings import BackendSettings, parse_hosts
 
 
 class RabbitMQSettings(BackendSettings):

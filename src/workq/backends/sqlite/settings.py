@@ -7,7 +7,7 @@ from urllib.parse import SplitResult
 
 from pydantic import Field
 
-from ...config import BackendSettings
+from ...backend_settings import BackendSettings
 from ...errors import ConfigurationError
 
 
