@@ -21,7 +21,8 @@ from pamqp.commands import Basic
 from ...driver import AsyncReceiver
 from ...lanes import Lane
 from ...messages import Received
-from .aio import GONE, AsyncRabbitMQDriver
+from .aio import AsyncRabbitMQDriver
+from .aio_connection import GONE
 from .codec import copy_of, received
 from .connection import CLOSE_TIMEOUT
 from .subscriptions import Subscriptions
