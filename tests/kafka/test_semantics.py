@@ -297,7 +297,7 @@ def test_a_lane_filling_the_read_ahead_does_not_hide_new_messages_of_quiet_lanes
 
 
 @pytest.mark.parametrize("protocol", ["classic", "consumer", "auto"])
-def test_a_running_consumer_finds_a_new_tenants_lane_promptly(
+def test_a_running_consumer_finds_a_new_tenants_lane(
     kafka_url: str, queue: str, protocol: str
 ) -> None:
     """Lane discovery with ``tenants=None`` under each group protocol.

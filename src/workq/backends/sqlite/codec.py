@@ -63,14 +63,5 @@ def dead_letter(queue: str, row: Sequence[Any]) -> DeadLetter:
     """A ``workq_dead`` row ``(id, tenant, priority, body, headers, reason, deliveries,
     enqueued_at)`` as a dead letter."""
     mid, tenant, priority, body, headers, reason, deliveries, enqueued_at = row
-    return DeadLetter(
-        id=mid,
-        queue=queue,
-        tenant=tenant_of(tenant),
-        priority=priority,
-        body=bytes(body),
-        headers=json.loads(headers),
-        reason=reason,
-        attempt=deliveries,
-        enqueued_at=enqueued_at,
-    )
+    item = received((queue, tenant, priority, mid, body, headers, deliveries, enqueued_at), None)
+    return DeadLetter.of(item, reason)
