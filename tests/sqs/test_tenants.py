@@ -87,3 +87,69 @@ def test_quiet_tenants_are_served_before_a_noisy_one_drains(
 
         until(all_quiet, timeout=WAIT * 4, what="every quiet tenant's message")
     assert order.count("noisy") < 50, order
+
+
+def test_a_burst_of_notes_is_read_in_one_look(broker: workq.Broker, sqs_url: str) -> None:
+    """A publish to many lanes leaves many notes; a consumer must not read them 10 a
+    look, or a later note waits behind them and can expire unread (notes live 60 s)."""
+    queue = unique("n")
+    lanes = 150
+    broker.declare(queue)
+    broker.producer().publish_many(
+        queue, [workq.Message(f"m{t}", tenant=f"t{t:03d}") for t in range(lanes)]
+    )
+    bell = driver_of(broker).doorbell.url(queue)
+
+    def notes_left() -> int:
+        attrs = driver_of(broker).sqs.client.get_queue_attributes(
+            QueueUrl=bell,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return sum(int(v) for v in attrs.values())
+
+    assert notes_left() == lanes
+    driver_of(broker).doorbell.reads = 0
+    with broker.consumer(queue, tenants=None) as c:
+        d = c.get(timeout=1.0)  # a receive that took something looks at the doorbell
+        assert d is not None
+        d.ack()
+        assert notes_left() == 0
+        assert driver_of(broker).doorbell.reads == lanes // 10 + 1
+
+
+def test_a_stale_note_costs_a_few_rechecks_then_the_sweep() -> None:
+    from workq.backends.sqs.doorbell import Pacer
+
+    lane = Lane("q", "t")
+    pace = Pacer(Lane("q"), lease=30.0, sweep=1200.0)
+    now = 1000.0
+    pace.rang(lane, now)
+    gaps = []
+    for _ in range(4):
+        assert pace.due(lane, now)
+        pace.empty(lane, now)  # the poll found nothing: the note was stale
+        nxt = now
+        while not pace.due(lane, nxt):
+            nxt += 0.5
+        gaps.append(nxt - now)
+        now = nxt
+    assert gaps[:3] == [1.0, 2.0, 4.0]
+    assert gaps[3] >= 600.0  # left to the sweep, not doubled on through 8, 16, 32...
+
+
+def test_a_note_older_than_its_lanes_last_poll_is_stale() -> None:
+    """A note sent before a poll of its lane began (by more than the clock margin) tells
+    of work that poll saw: reading it costs no poll. This is what makes a consumer's
+    start-up poll of every lane cover the notes of work done before it started."""
+    from workq.backends.sqs.doorbell import STALE_MARGIN, Note, Pacer
+
+    lane = Lane("q", "t")
+    pace = Pacer(Lane("q"), lease=30.0, sweep=1200.0)
+    assert not pace.stale(Note(lane, 0.0, "h", sent=500.0))  # never polled
+    pace.polling(lane, 1000.0)
+    assert pace.stale(Note(lane, 0.0, "h", sent=1000.0 - STALE_MARGIN - 0.1))
+    assert not pace.stale(Note(lane, 0.0, "h", sent=1000.0 - STALE_MARGIN + 0.1))
+    assert not pace.stale(Note(lane, 0.0, "h", sent=1001.0))  # sent during or after
+    # A delayed message's note is never stale: it tells when the message shows.
+    assert not pace.stale(Note(lane, 5.0, "h", sent=900.0))
+    assert not pace.stale(Note(Lane("q", "other"), 0.0, "h", sent=900.0))

@@ -9,10 +9,12 @@ polled each of them every poll slice made about T requests a second while idle. 
 - An idle consumer long-polls the doorbell (alternating with the default lane, which
   plain producers write to without ringing), and polls only the lanes it was told of.
 - A busy consumer reads the doorbell without waiting once a second.
-- Every lane is still polled now and then (:class:`Pacer`): a lane that had work is
-  polled again after 1, 2, 4... seconds (covering the coalescing window and messages
-  whose visibility lapsed), at most every lease for two leases, then at most every
-  ``lane_sweep`` seconds: the safety net for a lost note.
+- Every lane is still polled now and then (:class:`Pacer`): a lane a note named is
+  polled again after 1, 2 and 4 seconds (covering the coalescing window), one that had
+  work at most every lease for two leases (messages whose visibility lapsed), then at
+  most every ``lane_sweep`` seconds: the safety net for a lost note.
+- A burst of publishes to many lanes leaves many notes; a consumer reads on while the
+  doorbell returns full batches, so a later note is not stuck behind them.
 
 Notes live 60 s (SQS's shortest retention): a consumer that starts polls every lane
 once anyway.
@@ -26,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...lanes import Lane
 from .batching import chunks, delete_batch
@@ -36,7 +38,7 @@ from .naming import TAG, base_name
 if TYPE_CHECKING:
     from .driver import SQSDriver
 
-__all__ = ["Doorbell", "Pacer", "bell_name"]
+__all__ = ["Doorbell", "Note", "Pacer", "bell_name"]
 
 log = logging.getLogger("workq.sqs")
 
@@ -52,6 +54,24 @@ NOTE_RETENTION = "60"
 NOTE_VISIBILITY = 2
 #: The default lane (which plain producers write to) is never left longer than this (s).
 DEFAULT_GAP = 2.0
+#: A read of the doorbell returns at most this many notes (SQS's batch limit).
+NOTES_PER_READ = 10
+#: While reads come back full, one look at the doorbell reads on up to this many times.
+BACKLOG_READS = 20
+#: A lane a note named, found empty, is polled again after 1, 2 and 4 s (a producer's
+#: coalesced publishes; a short poll that missed a message) and then left to the sweep.
+RECHECK_UNTIL = 4.0
+#: A note sent this long (s) before a poll of its lane began is stale (clock skew).
+STALE_MARGIN = 1.0
+
+
+class Note(NamedTuple):
+    """A note read from a doorbell."""
+
+    lane: Lane
+    delay: float  #: its message becomes visible this long after it was sent (s)
+    handle: str  #: the receipt handle, to delete the note
+    sent: float  #: when the note was sent (epoch s, SQS's clock; 0 if not told)
 
 
 def bell_name(prefix: str, queue: str) -> str:
@@ -118,8 +138,8 @@ class Doorbell:
                 ],
             )
 
-    def read(self, queue: str, wait: int) -> list[tuple[Lane, float, str]]:
-        """Notes waiting (up to 10), after a long poll of ``wait`` s: (lane, delay, handle)."""
+    def read(self, queue: str, wait: int) -> list[Note]:
+        """Notes waiting (up to 10), after a long poll of ``wait`` s."""
         url = self.url(queue)
         sqs = self._d.sqs
         client = sqs.poller(wait)
@@ -130,9 +150,10 @@ class Doorbell:
                 queue,
                 client.receive_message,
                 QueueUrl=url,
-                MaxNumberOfMessages=10,
+                MaxNumberOfMessages=NOTES_PER_READ,
                 WaitTimeSeconds=wait,
                 VisibilityTimeout=NOTE_VISIBILITY,
+                MessageSystemAttributeNames=["SentTimestamp"],
             )
         except QueueMissing:
             self._d.forget_name(bell_name(self._d.prefix, queue))
@@ -142,7 +163,8 @@ class Doorbell:
             try:
                 data = json.loads(m["Body"])
                 lane = Lane(queue, data.get("t"), int(data.get("p", 0)))
-                notes.append((lane, float(data.get("d", 0.0)), str(m["ReceiptHandle"])))
+                sent = int(m.get("Attributes", {}).get("SentTimestamp", 0)) / 1000
+                notes.append(Note(lane, float(data.get("d", 0.0)), str(m["ReceiptHandle"]), sent))
             except (ValueError, TypeError, AttributeError):
                 continue  # not a note of ours: it expires
         return notes
@@ -168,9 +190,21 @@ class Pacer:
         self._gap: dict[Lane, float] = {}
         self._worked: dict[Lane, float] = {}
         self._expected: dict[Lane, float] = {}
+        self._polled: dict[Lane, float] = {}
 
     def due(self, lane: Lane, now: float) -> bool:
         return self._next.get(lane, 0.0) <= now
+
+    def polling(self, lane: Lane, at: float) -> None:
+        """A poll of ``lane`` starts (``at``: wall clock, comparable with SQS's)."""
+        self._polled[lane] = at
+
+    def stale(self, note: Note) -> bool:
+        """Whether a poll that began after ``note`` was sent (with a second's margin
+        for clocks) has looked at its lane already: then the note tells nothing new.
+        A consumer's start-up poll of every lane makes the notes of work done before it
+        started cost nothing."""
+        return note.delay <= 0 and self._polled.get(note.lane, 0.0) > note.sent + STALE_MARGIN
 
     def had_work(self, lane: Lane, now: float) -> None:
         self._next[lane] = 0.0
@@ -200,6 +234,12 @@ class Pacer:
             if now - self._worked.get(lane, -1e18) < 2 * self._lease:
                 # Recently busy: messages of a crashed consumer come back after a lease.
                 gap = min(gap, self._lease)
+            elif gap > RECHECK_UNTIL:
+                # Rung, rechecked, still empty: the note was stale (its message taken
+                # by another consumer, or before this one started). Doubling on up to
+                # the sweep would cost every such lane about ten polls; the next
+                # publish rings again, and the sweep is the safety net.
+                gap = random.uniform(0.5, 1.0) * self._sweep
         if lane == self._default:
             gap = min(gap, DEFAULT_GAP)
         self._gap[lane] = gap

@@ -1,6 +1,7 @@
 """A real SQS-protocol server for tests: moto's server on a free loopback port.
 
-``start_local`` runs ``python -m moto.server`` (installing ``moto[server]`` into this
+``start_local`` runs moto's server (``python -m workq.testing.brokers.moto_server``, which
+fixes one way moto differs from AWS) (installing ``moto[server]`` into this
 interpreter first when it is missing); ``start_container`` runs the moto image through
 testcontainers where a Docker engine answers. boto3 needs credentials and a region even
 for a local server: dummy ones are set in the environment unless some are already there.
@@ -62,7 +63,15 @@ def start_local(workdir: Path, port: int | None = None) -> BrokerProcess:
     log_path = workdir / "moto.log"
     log = log_path.open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "workq.testing.brokers.moto_server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
         cwd=workdir,
         stdout=log,
         stderr=subprocess.STDOUT,
