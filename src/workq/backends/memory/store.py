@@ -14,9 +14,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ...driver import DeadLetter, LaneStats, QueueStats
+from ...driver import DeadLetter, LaneStats, Outgoing, QueueStats, Received
 from ...lanes import Lane
-from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 
 _tokens = itertools.count(1)

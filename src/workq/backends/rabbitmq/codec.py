@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ...codec import CONTENT_TYPE
+from ...driver import Outgoing, Received
+from ...headers import META_PREFIX, split_meta
 from ...lanes import Lane
-from ...messages import CONTENT_TYPE, META_PREFIX, Outgoing, Received, split_meta
 from .topology import DELAY, Topology, delay_ms
 
 REASON = META_PREFIX + "reason"

@@ -28,8 +28,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ...codec import CONTENT_TYPE
+from ...driver import Outgoing, Received
 from ...lanes import Lane
-from ...messages import CONTENT_TYPE, Outgoing, Received
 
 ATTRIBUTE = "workq"
 #: SQS's limit on message attributes per message.
