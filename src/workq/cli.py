@@ -29,7 +29,7 @@ from .delivery import Delivery
 from .errors import WorkqError
 from .message import Message
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "dlq", "fail", "load_app", "main", "move", "publish", "queues", "run", "stats"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

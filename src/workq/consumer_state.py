@@ -27,6 +27,20 @@ from .names import check_tenants
 from .policy import exhausted_reason
 from .spec import QueueSpec
 
+__all__ = [
+    "ACK",
+    "CLOSE_TIMEOUT",
+    "POLL_SLICE",
+    "RECEIVE_GRACE",
+    "SETTLED_AS",
+    "Do",
+    "Fetch",
+    "Holding",
+    "LeaseLog",
+    "Settle",
+    "Step",
+]
+
 log = logging.getLogger("workq")
 
 #: Longest single wait on the driver, so close() and lane refresh are noticed promptly.

@@ -39,7 +39,7 @@ from .records import Records
 from .settings import KafkaSettings
 from .topics import Naming
 
-__all__ = ["ShareReceiver"]
+__all__ = ["ShareReceiver", "ShareToken"]
 
 log = logging.getLogger("workq.kafka")
 

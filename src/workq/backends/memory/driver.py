@@ -19,7 +19,7 @@ from ...spec import QueueSpec
 from .settings import MemorySettings
 from .store import QueueState, Store
 
-__all__ = ["MemoryDriver", "create_driver"]
+__all__ = ["MemoryDriver", "MemoryReceiver", "create_driver"]
 
 _shared: dict[str, Store] = {}
 _shared_lock = threading.Lock()

@@ -18,6 +18,8 @@ from ...driver import DeadLetter, LaneStats, Outgoing, QueueStats, Received
 from ...lanes import Lane
 from ...spec import QueueSpec
 
+__all__ = ["Held", "QueueState", "Record", "Store"]
+
 _tokens = itertools.count(1)
 
 

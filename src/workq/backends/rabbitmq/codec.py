@@ -22,6 +22,21 @@ from ...headers import META_PREFIX, split_meta
 from ...lanes import Lane
 from .topology import DELAY, Topology, delay_ms
 
+__all__ = [
+    "ATTEMPT",
+    "REASON",
+    "Envelope",
+    "content_id",
+    "copy_of",
+    "envelope",
+    "header_text",
+    "outgoing_headers",
+    "reason_of",
+    "received",
+    "routed_envelope",
+    "routed_failure",
+]
+
 REASON = META_PREFIX + "reason"
 ATTEMPT = META_PREFIX + "attempt"
 

@@ -32,6 +32,21 @@ from ...codec import CONTENT_TYPE
 from ...driver import Outgoing, Received
 from ...lanes import Lane
 
+__all__ = [
+    "MAX_DELAY",
+    "MAX_MESSAGE",
+    "MAX_VISIBILITY",
+    "SYSTEM_ATTRIBUTES",
+    "Meta",
+    "attributes",
+    "decode_body",
+    "encode_body",
+    "message_size",
+    "outgoing_meta",
+    "received",
+    "whole_seconds",
+]
+
 ATTRIBUTE = "workq"
 #: SQS's limit on message attributes per message.
 MAX_ATTRIBUTES = 10

@@ -45,6 +45,7 @@ __all__ = [
     "KafkaCluster",
     "KafkaNode",
     "kafka_jars",
+    "running_cluster",
     "start_cluster",
     "start_container",
     "start_kafka",
