@@ -75,7 +75,6 @@ class WorkerBase(Generic[B, H]):
         max_outage: float | None = None,
     ) -> None:
         check_worker_args(
-            queue,
             handler,
             concurrency=concurrency,
             prefetch=prefetch,
