@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .delivery import Delivery
     from .driver import DeadLetter, LaneStats, QueueStats
     from .lanes import Lane
-    from .messages import Message
+    from .message import Message
     from .middleware import Middleware, ProcessContext, PublishContext, SettleContext
     from .outcome import Outcome
     from .producer import MessageTooLarge, Producer
@@ -98,7 +98,7 @@ _LAZY = {
     "LaneStats": ".driver",
     "QueueStats": ".driver",
     "Lane": ".lanes",
-    "Message": ".messages",
+    "Message": ".message",
     "Middleware": ".middleware",
     "ProcessContext": ".middleware",
     "PublishContext": ".middleware",

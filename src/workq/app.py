@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .checks import check_seconds
 from .delivery import BaseDelivery
 from .errors import ConfigurationError, Reject
 from .middleware import Middleware, check_middleware
@@ -162,7 +163,7 @@ class App:
         middleware: Sequence[Middleware] | None = None,
         max_outage: float | None = None,
     ) -> None:
-        check_worker_args("app", None, max_outage=max_outage, check_handler=False)
+        check_seconds("max_outage", max_outage, optional=True)
         self.url = url
         self.middleware = check_middleware(middleware)
         self.max_outage = max_outage
@@ -194,7 +195,6 @@ class App:
         check_queue(queue)
         # The workers' own argument checks, now rather than when the app runs.
         check_worker_args(
-            queue,
             None,
             concurrency=concurrency,
             prefetch=prefetch,

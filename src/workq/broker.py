@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend_settings import BackendSettings
 from .backends import create_driver
-from .checks import Gate, check_int, check_worker_args
+from .checks import Gate, check_int
 from .consumer import Consumer
 from .consumer_state import CLOSE_TIMEOUT
 from .declarations import SpecCache, found, make_spec, passive_spec
@@ -250,7 +250,6 @@ class Broker:
         from .worker import Worker
 
         self._gate.check("make a worker")
-        check_worker_args(handler, concurrency, prefetch, shutdown_timeout)
         return Worker(
             self,
             queue,

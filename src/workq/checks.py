@@ -29,7 +29,6 @@ __all__ = [
     "check_message_id",
     "check_seconds",
     "check_timeout",
-    "check_worker_args",
 ]
 
 T = TypeVar("T")
@@ -130,16 +129,6 @@ def check_callable(name: str, value: T) -> T:
             "that takes a delivery"
         )
     return value
-
-
-def check_worker_args(handler: Any, concurrency: Any, prefetch: Any, shutdown_timeout: Any) -> None:
-    """A worker's arguments: a callable handler, ``concurrency`` an int >= 1,
-    ``prefetch`` None or an int >= concurrency, ``shutdown_timeout`` finite seconds >= 0."""
-    check_callable("handler", handler)
-    check_int("concurrency", concurrency, 1)
-    if prefetch is not None:
-        check_int("prefetch", prefetch, concurrency)
-    check_seconds("shutdown_timeout", shutdown_timeout)
 
 
 class Gate:

@@ -24,11 +24,12 @@ from typer.exceptions import TyperException
 from .app import App
 from .backend_settings import redact_url
 from .broker import connect
+from .codec import CONTENT_TYPE
 from .delivery import Delivery
 from .errors import WorkqError
-from .messages import CONTENT_TYPE, Message
+from .message import Message
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "dlq", "fail", "load_app", "main", "move", "publish", "queues", "run", "stats"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

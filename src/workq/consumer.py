@@ -15,8 +15,7 @@ from types import TracebackType
 from .checks import Gate, check_timeout
 from .consumer_state import CLOSE_TIMEOUT, POLL_SLICE, SETTLED_AS, Do, Fetch, Holding, LeaseLog
 from .delivery import Delivery
-from .driver import Driver, Receiver, call_bounded
-from .messages import Received
+from .driver import Driver, Received, Receiver, call_bounded
 from .middleware import Chain
 from .spec import QueueSpec
 

@@ -20,13 +20,26 @@ from operator import attrgetter
 from typing import overload
 
 from .checks import Gate, check_int
-from .driver import AsyncReceiver, Capabilities, Receiver
+from .driver import AsyncReceiver, Capabilities, Received, Receiver
 from .errors import AlreadySettled, Closed, WorkqError
 from .lanes import Lane, LaneBuffers, LaneOrder
-from .messages import Received
 from .names import check_tenants
 from .policy import exhausted_reason
 from .spec import QueueSpec
+
+__all__ = [
+    "ACK",
+    "CLOSE_TIMEOUT",
+    "POLL_SLICE",
+    "RECEIVE_GRACE",
+    "SETTLED_AS",
+    "Do",
+    "Fetch",
+    "Holding",
+    "LeaseLog",
+    "Settle",
+    "Step",
+]
 
 log = logging.getLogger("workq")
 

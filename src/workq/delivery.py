@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from .checks import check_seconds
 from .consumer_state import SETTLED_AS
-from .messages import Received
+from .driver import Received
 from .policy import Decision
 from .spec import QueueSpec
 

@@ -5,6 +5,10 @@ sits on top of it, so a backend never re-implements fairness or retries. Each ba
 provides a sync :class:`Driver`; it may also provide a native :class:`AsyncDriver`
 (RabbitMQ does, on aio-pika); otherwise :func:`threaded` runs the sync one on threads.
 
+Drivers see messages only as :class:`Outgoing` and :class:`Received`: bytes, string
+headers, the lane and workq's metadata; bodies are encoded once, in the core
+(``workq.codec``).
+
 Rules every driver follows:
 
 - ``publish`` returns only once the broker has durably accepted every message, else it
@@ -31,14 +35,14 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from .lanes import Lane
-from .messages import Outgoing, Received
 from .spec import QueueSpec
 
 if TYPE_CHECKING:
@@ -51,7 +55,9 @@ __all__ = [
     "DeadLetter",
     "Driver",
     "LaneStats",
+    "Outgoing",
     "QueueStats",
+    "Received",
     "Receiver",
     "call_bounded",
     "threaded",
@@ -66,6 +72,43 @@ ROUTED = "publishing through an exchange (publish(..., exchange=, routing_key=))
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A message ready for a driver: encoded body, headers, lane and metadata."""
+
+    lane: Lane
+    id: str
+    body: bytes
+    headers: dict[str, str]
+    delay: float | None = None
+    attempt: int = 1
+    enqueued_at: float = field(default_factory=time.time)
+    #: The partitioning hint given with ``key=`` (Kafka's record key), or None.
+    key: bytes | None = None
+
+
+@dataclass(slots=True)
+class Received:
+    """What a driver hands back for one delivery.
+
+    ``token`` is the driver's own handle (delivery tag, receipt handle, offset...).
+    ``attempt`` counts deliveries, 1 on the first.
+    """
+
+    lane: Lane
+    id: str
+    body: bytes
+    headers: dict[str, str]
+    attempt: int
+    enqueued_at: float
+    token: Any = None
+
+    @property
+    def redelivered(self) -> bool:
+        """Whether it was delivered before (``attempt > 1``)."""
+        return self.attempt > 1
 
 
 @dataclass(frozen=True, slots=True)

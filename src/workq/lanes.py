@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-__all__ = ["Lane", "LaneBuffers", "LaneOrder", "order_lanes"]
+__all__ = ["Lane", "LaneBuffers", "LaneOrder", "order_lanes", "spread"]
 
 T = TypeVar("T")
 

@@ -44,8 +44,7 @@ from .outcome import Outcome
 
 if TYPE_CHECKING:
     from .delivery import BaseDelivery
-    from .driver import QueueStats
-    from .messages import Outgoing, Received
+    from .driver import Outgoing, QueueStats, Received
 
 __all__ = [
     "Chain",

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 from .errors import ConfigurationError
 
+__all__ = ["NAME_PATTERN", "check_queue", "check_tenant", "check_tenants"]
+
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 

@@ -14,7 +14,15 @@ from .outcome import Outcome
 from .retry import RetryPolicy
 from .spec import QueueSpec
 
-__all__ = ["DEFAULT_RETRY", "Decision", "backoff", "decide", "exhausted_reason", "outcome"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "Decision",
+    "backoff",
+    "decide",
+    "exhausted_reason",
+    "log_handler_error",
+    "outcome",
+]
 
 #: The backoff of a worker given no policy: doubling from the queue's retry_delay, capped.
 DEFAULT_RETRY = RetryPolicy()

@@ -28,9 +28,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import groupby
 from operator import attrgetter
 
-from .driver import Receiver
+from .driver import Received, Receiver
 from .lanes import Lane, spread
-from .messages import Received
 
 __all__ = ["PollingReceiver", "levels", "share"]
 

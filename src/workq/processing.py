@@ -37,7 +37,6 @@ _SETTLED_AS = {"acked": Outcome.ACK, "nacked": Outcome.RETRY, "rejected": Outcom
 
 
 def check_worker_args(
-    queue: str,
     handler: Any,
     *,
     concurrency: int = 4,
@@ -51,8 +50,9 @@ def check_worker_args(
 ) -> None:
     """``TypeError``/``ValueError`` naming the first bad worker argument, before any I/O.
 
-    The same rules as ``broker.worker()`` applies (``workq.checks``), plus this layer's
-    own arguments; the App checks a handler's options with it at decoration time.
+    The one check of a worker's arguments, for both twins (``broker.worker()`` builds
+    the worker, whose constructor runs it); the App runs it on a handler's options at
+    decoration time, before there is a handler (``check_handler=False``).
     """
     if check_handler:
         check_callable("handler", handler)

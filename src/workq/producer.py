@@ -9,10 +9,12 @@ from types import TracebackType
 from typing import Any, cast
 
 from .checks import Gate
-from .driver import ROUTED, Capabilities, Driver
+from .codec import CONTENT_TYPE, build_outgoing, encode_body
+from .driver import ROUTED, Capabilities, Driver, Outgoing
 from .errors import ConfigurationError, PublishError, Unsupported
+from .ids import new_ids
 from .lanes import Lane
-from .messages import CONTENT_TYPE, Message, Outgoing, build_outgoing, encode_body, new_ids
+from .message import Message
 from .middleware import Chain
 from .names import check_tenant
 from .spec import QueueSpec

@@ -30,6 +30,8 @@ __all__ = [
     "SQSSettings",
     "Settings",
     "SqliteSettings",
+    "load",
+    "parse_url",
 ]
 
 # The built-in backends' settings classes, kept importable from here as before; each is

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .broker import Broker  # noqa: F401 - named in the base class's string
     from .consumer import Consumer
 
-__all__ = ["Worker", "WorkerBase"]
+__all__ = ["Worker", "WorkerBase", "install_stop_signals"]
 
 log = logging.getLogger("workq")
 
@@ -75,7 +75,6 @@ class WorkerBase(Generic[B, H]):
         max_outage: float | None = None,
     ) -> None:
         check_worker_args(
-            queue,
             handler,
             concurrency=concurrency,
             prefetch=prefetch,

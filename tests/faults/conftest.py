@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -56,41 +55,22 @@ def _upstream_port(url: str) -> int:
 def kafka_behind_proxy(tmp_path: Path) -> Iterator[tuple[str, FaultProxy]]:
     """A Tansu broker of its own that advertises a fault proxy's port, so that every
     connection the client makes (bootstrap and after) goes through the proxy."""
-    from workq.testing.brokers import NotAvailable, free_port, wait_port
-    from workq.testing.brokers.kafka import tansu_binary
+    from workq.testing.brokers import NotAvailable, free_port
+    from workq.testing.brokers.kafka import start_tansu
     from workq.testing.plugin import in_ci
 
-    try:
-        binary = tansu_binary()
-    except NotAvailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and {exc}", pytrace=False)
-        pytest.skip(str(exc))
     port = free_port()
     with FaultProxy("127.0.0.1", port) as proxy:
-        log = (tmp_path / "tansu.log").open("wb")
-        proc = subprocess.Popen(
-            [
-                str(binary),
-                "broker",
-                "--listener-url",
-                f"tcp://127.0.0.1:{port}",
-                "--advertised-listener-url",
-                f"tcp://127.0.0.1:{proxy.port}",
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
         try:
-            wait_port(port, 30)
-            yield f"kafka://127.0.0.1:{proxy.port}", proxy
+            broker = start_tansu(tmp_path, port=port, advertised_port=proxy.port)
+        except NotAvailable as exc:
+            if in_ci():
+                pytest.fail(f"CI=true and {exc}", pytrace=False)
+            pytest.skip(str(exc))
+        try:
+            yield broker.url, proxy
         finally:
-            proc.kill()
-            proc.wait(10)
+            broker.stop()
 
 
 @pytest.fixture(params=["rabbitmq", "sqs", "kafka"])

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from workq import BrokerUnavailable, QueueSpec
-from workq.driver import DeadLetter, Driver, QueueStats, Receiver
+from workq.driver import DeadLetter, Driver, Outgoing, QueueStats, Received, Receiver
 from workq.lanes import Lane
-from workq.messages import Outgoing, Received
 
 
 class Switch:

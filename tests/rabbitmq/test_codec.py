@@ -6,8 +6,8 @@ import pytest
 
 from workq.backends.rabbitmq.codec import envelope, outgoing_headers, received
 from workq.backends.rabbitmq.topology import Topology
+from workq.driver import Outgoing, Received
 from workq.lanes import Lane
-from workq.messages import Outgoing, Received
 from workq.spec import QueueSpec
 
 pytestmark = pytest.mark.rabbitmq

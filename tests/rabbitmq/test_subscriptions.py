@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from workq.backends.rabbitmq.subscriptions import Subscriptions, credit_for
 from workq.backends.rabbitmq.topology import Topology
+from workq.driver import Received
 from workq.lanes import Lane
-from workq.messages import Received
 
 QUORUM = Topology("q", "quorum", 9)
 

@@ -17,9 +17,8 @@ from workq.backends.sqs.client import retryable
 from workq.backends.sqs.codec import Meta, attributes
 from workq.backends.sqs.driver import SQSDriver
 from workq.backends.sqs.naming import dlq_name, lane_name, lane_prefix, parse_lane
-from workq.driver import Receiver
+from workq.driver import Received, Receiver
 from workq.lanes import Lane
-from workq.messages import Received
 from workq.producer import MessageTooLarge
 from workq.testing.brokers import free_port
 from workq.testing.conformance import QUIET, WAIT, until, with_query

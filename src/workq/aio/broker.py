@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backend_settings import BackendSettings
 from ..backends import create_async_driver
-from ..checks import Gate, check_int, check_worker_args
+from ..checks import Gate, check_int
 from ..consumer_state import CLOSE_TIMEOUT
 from ..declarations import SpecCache, found, make_spec, passive_spec
 from ..driver import AsyncDriver, DeadLetter, QueueStats
@@ -171,7 +171,6 @@ class Broker:
         from .worker import Worker
 
         self._gate.check("make a worker")
-        check_worker_args(handler, concurrency, prefetch, shutdown_timeout)
         return Worker(
             self,
             queue,

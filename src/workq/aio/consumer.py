@@ -21,9 +21,8 @@ from ..consumer_state import (
     Holding,
     LeaseLog,
 )
-from ..driver import AsyncDriver, AsyncReceiver
+from ..driver import AsyncDriver, AsyncReceiver, Received
 from ..errors import BrokerUnavailable
-from ..messages import Received
 from ..middleware import Chain
 from ..spec import QueueSpec
 from .delivery import Delivery

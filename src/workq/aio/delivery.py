@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..checks import check_seconds
 from ..delivery import BaseDelivery, check_reason
-from ..messages import Received
+from ..driver import Received
 from ..policy import Decision
 
 if TYPE_CHECKING:

@@ -7,8 +7,7 @@ from types import TracebackType
 from typing import Any
 
 from ..checks import Gate
-from ..driver import AsyncDriver
-from ..messages import Outgoing
+from ..driver import AsyncDriver, Outgoing
 from ..middleware import Chain
 from ..producer import draft_many, draft_to, fit, fit_many
 from ..spec import QueueSpec

@@ -52,7 +52,16 @@ from pydantic import BaseModel
 import workq
 from workq import Message
 
-__all__ = ["FEATURES", "OPT_IN", "AsyncConformance", "Conformance"]
+__all__ = [
+    "FEATURES",
+    "OPT_IN",
+    "AsyncConformance",
+    "Conformance",
+    "Job",
+    "unique",
+    "until",
+    "with_query",
+]
 
 #: Optional behaviours a backend declares in ``features``:
 #: ``shared_dispatch``: any consumer can take any ready message (not a partitioned log);

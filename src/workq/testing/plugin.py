@@ -16,6 +16,8 @@ import pytest
 
 from .brokers import BrokerProcess, NotAvailable, docker_engine_problem
 
+__all__ = ["broker_url", "in_ci", "kafka_url", "rabbitmq_url", "sqs_url", "start_broker"]
+
 
 def in_ci() -> bool:
     """Whether this runs in CI (``CI`` is ``1``, ``true`` or ``yes``)."""

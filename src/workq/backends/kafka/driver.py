@@ -21,10 +21,18 @@ from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
+from ...driver import (
+    Capabilities,
+    DeadLetter,
+    Driver,
+    LaneStats,
+    Outgoing,
+    QueueStats,
+    Received,
+    Receiver,
+)
 from ...errors import BrokerUnavailable, ConfigurationError
 from ...lanes import Lane
-from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .logs import client_logger
 from .producing import Publisher, Record, _Failed

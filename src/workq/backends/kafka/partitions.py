@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ...driver import Received
 from ...lanes import Lane, spread
-from ...messages import Received
 
 __all__ = ["Part", "PartKey", "Token", "flow", "pick"]
 

@@ -20,9 +20,8 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from ...driver import Receiver
+from ...driver import Received, Receiver
 from ...lanes import Lane
-from ...messages import Received
 from ...spec import QueueSpec
 from .logs import client_logger
 from .partitions import Part, PartKey, Token, flow, pick

@@ -15,8 +15,8 @@ from typing import Any
 from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
+from ...driver import Received
 from ...lanes import Lane
-from ...messages import Received
 from ...spec import QueueSpec
 from .logs import Throttle
 from .producing import Record

@@ -9,6 +9,8 @@ from pydantic import Field, SecretStr
 
 from ...backend_settings import BackendSettings, parse_hosts
 
+__all__ = ["KafkaSettings"]
+
 
 class KafkaSettings(BackendSettings):
     """``kafka://h1:9092,h2:9092?security_protocol=SASL_SSL&sasl_mechanism=PLAIN``."""

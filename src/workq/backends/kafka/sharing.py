@@ -30,9 +30,8 @@ from typing import Any, NamedTuple
 from confluent_kafka import AcknowledgeType, KafkaException, ShareConsumer
 from confluent_kafka import Message as KafkaMessage
 
-from ...driver import Receiver
+from ...driver import Received, Receiver
 from ...lanes import Lane
-from ...messages import Received
 from ...spec import QueueSpec
 from .logs import client_logger
 from .producing import Record
@@ -40,7 +39,7 @@ from .records import Records
 from .settings import KafkaSettings
 from .topics import Naming
 
-__all__ = ["ShareReceiver"]
+__all__ = ["ShareReceiver", "ShareToken"]
 
 log = logging.getLogger("workq.kafka")
 

@@ -8,11 +8,12 @@ from typing import Any
 
 from confluent_kafka import Message as KafkaMessage
 
+from ...driver import Outgoing, Received
+from ...headers import META_PREFIX, meta_headers, split_meta
 from ...lanes import Lane
-from ...messages import META_PREFIX, Outgoing, Received, meta_headers, split_meta
 from .producing import Headers, Record
 
-__all__ = ["NOT_BEFORE", "REASON", "decode", "decode_dead", "encode", "to_record"]
+__all__ = ["NOT_BEFORE", "REASON", "decode", "decode_dead", "encode", "headers_of", "to_record"]
 
 #: Unix time before which the message must not be handed out (delay, nack delay).
 NOT_BEFORE = META_PREFIX + "not-before"

@@ -12,15 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from ...declarations import Stored, adopt_or_conflict
-from ...driver import Capabilities, DeadLetter, Driver, QueueStats, Receiver
+from ...driver import Capabilities, DeadLetter, Driver, Outgoing, QueueStats, Received, Receiver
 from ...lanes import Lane
-from ...messages import Outgoing, Received
 from ...polling import PollingReceiver
 from ...spec import QueueSpec
 from .settings import MemorySettings
 from .store import QueueState, Store
 
-__all__ = ["MemoryDriver", "create_driver"]
+__all__ = ["MemoryDriver", "MemoryReceiver", "create_driver"]
 
 _shared: dict[str, Store] = {}
 _shared_lock = threading.Lock()

@@ -7,6 +7,8 @@ from urllib.parse import SplitResult
 
 from ...backend_settings import BackendSettings
 
+__all__ = ["MemorySettings"]
+
 
 class MemorySettings(BackendSettings):
     """``memory://`` (a private store) or ``memory://NAME`` (shared within the process)."""

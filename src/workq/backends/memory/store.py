@@ -14,10 +14,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ...driver import DeadLetter, LaneStats, QueueStats
+from ...driver import DeadLetter, LaneStats, Outgoing, QueueStats, Received
 from ...lanes import Lane
-from ...messages import Outgoing, Received
 from ...spec import QueueSpec
+
+__all__ = ["Held", "QueueState", "Record", "Store"]
 
 _tokens = itertools.count(1)
 

@@ -25,10 +25,17 @@ from tenacity import (
     wait_exponential,
 )
 
-from ...driver import AsyncDriver, AsyncReceiver, DeadLetter, LaneStats, QueueStats
+from ...driver import (
+    AsyncDriver,
+    AsyncReceiver,
+    DeadLetter,
+    LaneStats,
+    Outgoing,
+    QueueStats,
+    Received,
+)
 from ...errors import BrokerUnavailable, ConfigurationError, PublishError
 from ...lanes import Lane
-from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .aio_connection import AsyncConnection, bounded
 from .aio_declare import AsyncDeclarations

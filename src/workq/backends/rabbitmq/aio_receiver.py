@@ -18,9 +18,8 @@ from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
-from ...driver import AsyncReceiver
+from ...driver import AsyncReceiver, Received
 from ...lanes import Lane
-from ...messages import Received
 from .aio import AsyncRabbitMQDriver
 from .aio_connection import GONE
 from .codec import copy_of, received

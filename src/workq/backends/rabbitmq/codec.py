@@ -16,9 +16,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ...codec import CONTENT_TYPE
+from ...driver import Outgoing, Received
+from ...headers import META_PREFIX, split_meta
 from ...lanes import Lane
-from ...messages import CONTENT_TYPE, META_PREFIX, Outgoing, Received, split_meta
 from .topology import DELAY, Topology, delay_ms
+
+__all__ = [
+    "ATTEMPT",
+    "REASON",
+    "Envelope",
+    "content_id",
+    "copy_of",
+    "envelope",
+    "header_text",
+    "outgoing_headers",
+    "reason_of",
+    "received",
+    "routed_envelope",
+    "routed_failure",
+]
 
 REASON = META_PREFIX + "reason"
 ATTEMPT = META_PREFIX + "attempt"

@@ -22,10 +22,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from ...driver import DeadLetter, Driver, LaneStats, QueueStats, Receiver
+from ...driver import DeadLetter, Driver, LaneStats, Outgoing, QueueStats, Received, Receiver
 from ...errors import ConfigurationError, PublishError
 from ...lanes import Lane
-from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .client import UNROUTABLE, Batch, IOThread
 from .codec import (

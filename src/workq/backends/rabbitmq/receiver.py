@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from ...driver import Receiver
+from ...driver import Received, Receiver
 from ...lanes import Lane
-from ...messages import Received
 from .client import GONE
 from .codec import copy_of
 from .frames import Wire, forget, on_close, subscribe, unsubscribe

@@ -9,6 +9,8 @@ from pydantic import SecretStr, field_validator
 
 from ...backend_settings import BackendSettings, parse_hosts
 
+__all__ = ["RabbitMQSettings"]
+
 
 class RabbitMQSettings(BackendSettings):
     """``amqp://user:pass@h1:5672,h2:5672/vhost``: a host list means failover; amqps for TLS."""

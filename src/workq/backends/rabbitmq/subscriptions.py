@@ -28,8 +28,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ...driver import Received
 from ...lanes import Lane, spread
-from ...messages import Received
 from .topology import Topology
 
 __all__ = ["Changes", "Subscriptions", "credit_for"]

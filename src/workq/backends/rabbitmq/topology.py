@@ -27,6 +27,27 @@ from ...errors import ConfigurationError
 from ...lanes import Lane
 from ...spec import QueueSpec
 
+__all__ = [
+    "DELAY",
+    "DELAY_REDECLARE",
+    "DLX_PROBE",
+    "OPTIONS",
+    "Declared",
+    "QueueType",
+    "Registry",
+    "Topology",
+    "check_declared",
+    "config_error",
+    "delay_ms",
+    "delay_record",
+    "lane_record",
+    "meta_queue",
+    "normalized",
+    "own_dlx",
+    "queue_type",
+    "spec_record",
+]
+
 QueueType = Literal["quorum", "classic"]
 OPTIONS = frozenset({"queue_type"})
 #: The delay bucket header the delay exchange routes on. Not ``x-``-prefixed: a headers

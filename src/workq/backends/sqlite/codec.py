@@ -6,9 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ...driver import DeadLetter
+from ...driver import DeadLetter, Received
 from ...lanes import Lane
-from ...messages import Received
 from ...spec import QueueSpec
 
 __all__ = ["dead_letter", "received", "spec_from", "spec_json", "tenant_col", "tenant_of"]

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...declarations import Stored, adopt_or_conflict
-from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
+from ...driver import Capabilities, DeadLetter, Driver, LaneStats, Outgoing, QueueStats, Receiver
 from ...errors import BrokerUnavailable, PublishError
 from ...lanes import Lane
-from ...messages import Outgoing
 from ...spec import QueueSpec
 from .codec import dead_letter, spec_from, spec_json, tenant_col, tenant_of
 from .connection import Database

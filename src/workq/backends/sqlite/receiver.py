@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ...driver import Received
 from ...lanes import Lane
-from ...messages import Received
 from ...polling import PollingReceiver
 from ...spec import QueueSpec
 from .codec import received, tenant_col

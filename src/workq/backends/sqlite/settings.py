@@ -10,6 +10,8 @@ from pydantic import Field
 from ...backend_settings import BackendSettings
 from ...errors import ConfigurationError
 
+__all__ = ["SqliteSettings"]
+
 
 class SqliteSettings(BackendSettings):
     """``sqlite:///abs/path.db`` (absolute) or ``sqlite://relative/path.db``.

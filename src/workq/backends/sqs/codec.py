@@ -28,8 +28,24 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ...codec import CONTENT_TYPE
+from ...driver import Outgoing, Received
 from ...lanes import Lane
-from ...messages import CONTENT_TYPE, Outgoing, Received
+
+__all__ = [
+    "MAX_DELAY",
+    "MAX_MESSAGE",
+    "MAX_VISIBILITY",
+    "SYSTEM_ATTRIBUTES",
+    "Meta",
+    "attributes",
+    "decode_body",
+    "encode_body",
+    "message_size",
+    "outgoing_meta",
+    "received",
+    "whole_seconds",
+]
 
 ATTRIBUTE = "workq"
 #: SQS's limit on message attributes per message.

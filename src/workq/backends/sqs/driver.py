@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...declarations import Stored, adopt_or_conflict
-from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
+from ...driver import Capabilities, DeadLetter, Driver, LaneStats, Outgoing, QueueStats, Receiver
 from ...errors import BrokerUnavailable, PublishError
 from ...lanes import Lane
-from ...messages import Outgoing
 from ...producer import MessageTooLarge
 from ...spec import QueueSpec
 from .batching import (

@@ -40,6 +40,20 @@ from ...lanes import Lane
 from ...names import NAME_PATTERN
 from ...spec import QueueSpec
 
+__all__ = [
+    "TAG",
+    "base_name",
+    "check_prefix",
+    "dlq_name",
+    "lane_name",
+    "lane_prefix",
+    "lane_tags",
+    "parse_lane",
+    "queue_of_dlq",
+    "spec_from_tags",
+    "spec_tags",
+]
+
 MAX_NAME = 80
 #: Longest prefix + queue part, leaving room for ``_p255`` and a hashed tenant part.
 BASE_BUDGET = 60

@@ -18,8 +18,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ...driver import Outgoing, Received
 from ...lanes import Lane
-from ...messages import Outgoing, Received
 from ...polling import PollingReceiver
 from ...spec import QueueSpec
 from .batching import BATCH, Token

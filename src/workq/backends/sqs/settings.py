@@ -9,6 +9,8 @@ from pydantic import Field, SecretStr
 
 from ...backend_settings import BackendSettings
 
+__all__ = ["SQSSettings"]
+
 
 class SQSSettings(BackendSettings):
     """``sqs://REGION?endpoint_url=http://127.0.0.1:4566``; credentials from the AWS chain.

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+__all__ = ["BrokerProcess", "NotAvailable", "docker_engine_problem", "free_port", "wait_port"]
+
 
 class NotAvailable(RuntimeError):
     """This way of getting a broker does not work here; the message says why."""

@@ -45,6 +45,7 @@ __all__ = [
     "KafkaCluster",
     "KafkaNode",
     "kafka_jars",
+    "running_cluster",
     "start_cluster",
     "start_container",
     "start_kafka",
@@ -426,11 +427,20 @@ def tansu_binary() -> Path:
     return binary
 
 
-def start_tansu(workdir: Path) -> BrokerProcess:
-    """Run Tansu on a free 127.0.0.1 port, memory storage, logs in ``workdir``."""
+def start_tansu(
+    workdir: Path, *, port: int | None = None, advertised_port: int | None = None
+) -> BrokerProcess:
+    """Run Tansu on 127.0.0.1, memory storage, logs in ``workdir``.
+
+    It listens on ``port`` (a free one by default) and tells clients to connect to
+    ``advertised_port`` (by default the same): a fault proxy's port in front of it makes
+    every connection a client opens, bootstrap and after, go through the proxy. The URL
+    names the advertised port.
+    """
     binary = tansu_binary()
-    port = free_port()
+    port = port or free_port()
     address = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "tansu.log"
     log = log_path.open("wb")
@@ -440,9 +450,10 @@ def start_tansu(workdir: Path) -> BrokerProcess:
             "broker",
             "--listener-url",
             address,
-            # Clients connect to what is advertised, so it must name the real port.
+            # Clients connect to what is advertised, so it must name a port that leads
+            # here: its own, or a proxy's in front of it.
             "--advertised-listener-url",
-            address,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ],
@@ -472,7 +483,7 @@ def start_tansu(workdir: Path) -> BrokerProcess:
     if proc.poll() is not None:
         raise NotAvailable(f"Tansu exited with {proc.returncode}; see {log_path}")
     return BrokerProcess(
-        url=f"kafka://127.0.0.1:{port}",
+        url=f"kafka://127.0.0.1:{advertised_port or port}",
         stop_fn=stop,
         info={"pid": proc.pid, "log": str(log_path), "binary": str(binary), "kind": "tansu"},
     )

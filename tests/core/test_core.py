@@ -12,17 +12,12 @@ import pytest
 from pydantic import BaseModel
 
 import workq
+from workq.checks import check_headers
+from workq.codec import build_outgoing, encode_body
 from workq.consumer_state import Holding
-from workq.driver import Capabilities
+from workq.driver import Capabilities, Outgoing
+from workq.headers import meta_headers, split_meta
 from workq.lanes import Lane, LaneBuffers, LaneOrder, order_lanes, spread
-from workq.messages import (
-    Outgoing,
-    build_outgoing,
-    check_headers,
-    encode_body,
-    meta_headers,
-    split_meta,
-)
 from workq.policy import backoff, outcome
 from workq.spec import QueueSpec
 
@@ -261,7 +256,8 @@ def test_error_hierarchy() -> None:
     [
         "workq",
         "workq.aio",
-        "workq.messages",
+        "workq.message",
+        "workq.codec",
         "workq.spec",
         "workq.policy",
         "workq.settings",
@@ -470,3 +466,15 @@ def test_aio_dead_lease_keeper_fails_calls(monkeypatch: pytest.MonkeyPatch) -> N
                     await consumer.release_unstarted()
 
     asyncio.run(main())
+
+
+def test_old_messages_module_still_imports_the_public_names_with_a_warning() -> None:
+    import workq.driver
+    import workq.messages
+
+    with pytest.warns(DeprecationWarning, match=r"import workq\.driver\.Received instead"):
+        assert workq.messages.Received is workq.driver.Received
+    with pytest.warns(DeprecationWarning, match=r"import workq\.Message instead"):
+        assert workq.messages.Message is workq.Message
+    with pytest.raises(AttributeError):
+        workq.messages.encode_body  # noqa: B018  (internal: moved without a shim)

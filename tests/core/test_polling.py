@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from workq.driver import Received
 from workq.lanes import Lane
-from workq.messages import Received
 from workq.polling import PollingReceiver, levels, share
 
 Q = "polling"
