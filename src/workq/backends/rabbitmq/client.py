@@ -19,16 +19,9 @@ from typing import Any, TypeVar
 import pika
 import pika.exceptions
 import pika.spec
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from ...errors import BrokerUnavailable, WorkqError
+from ...retrying import CONNECT
 from .codec import Envelope
 from .connection import CLOSE_TIMEOUT, Deadline, connect_failed, endpoints, tls_context
 from .frames import Wire, abort, enable_confirms, received_bytes
@@ -51,8 +44,6 @@ T = TypeVar("T")
 UNROUTABLE = "unroutable: returned by the broker, no queue took it"
 #: How often the watchdog looks for a stuck command.
 WATCH_EVERY = 0.25
-#: Pause between connect attempts (capped by what is left of ``connect_timeout``).
-backoff = wait_exponential(multiplier=0.2, max=5)
 
 #: Errors meaning the connection (not just one call) is gone.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -330,20 +321,12 @@ class IOThread:
     def _connect(self) -> None:
         """Connect within ``connect_timeout`` in all, retries over the host list included."""
         s = self.settings
-        attempts = max(s.reconnect_attempts, 1)
         deadline = Deadline(s.connect_timeout)
         tries = 0
         last: Exception | None = None
-
-        def pause(state: RetryCallState) -> float:
-            return min(float(backoff(state)), deadline.left())
-
         try:
-            for attempt in Retrying(
-                stop=stop_after_attempt(attempts) | stop_after_delay(s.connect_timeout),
-                wait=pause,
-                retry=retry_if_exception_type(Exception),
-                reraise=True,
+            for attempt in CONNECT.retrying(
+                Exception, attempts=s.reconnect_attempts, deadline=deadline
             ):
                 with attempt:
                     tries += 1
