@@ -21,7 +21,7 @@ from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...retrying import PUBLISH
 from ...spec import QueueSpec
-from .client import UNROUTABLE, Batch, IOThread
+from .client import IOThread
 from .codec import (
     ATTEMPT,
     copy_of,
@@ -31,6 +31,7 @@ from .codec import (
     routed_envelope,
     routed_failure,
 )
+from .confirms import UNROUTABLE, Batch
 from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline, lanes_bound, not_confirmed
 from .management import list_queues
 from .pika_declare import Declarations
