@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 import pytest
 
-from workq.retrying import CONNECT, PUBLISH, RECONNECT, REQUEST, Deadline, Policy
+from workq.retrying import CONNECT, PUBLISH, RECONNECT, REQUEST, Deadline, Policy, log_retry
 
 #: No jitter worth speaking of, so waits are easy to add up by hand.
 STEADY = Policy("test", initial=1.0, cap=4.0)
@@ -38,7 +40,7 @@ class Fatal(Exception):
     pass
 
 
-def failing(error: BaseException, calls: list[int]) -> object:
+def failing(error: BaseException, calls: list[int]) -> Callable[[], None]:
     def attempt() -> None:
         calls.append(1)
         raise error
@@ -47,7 +49,7 @@ def failing(error: BaseException, calls: list[int]) -> object:
 
 
 def test_stops_after_the_given_attempts_and_reraises_the_last_error() -> None:
-    clock, calls = Clock(), []
+    clock, calls = Clock(), list[int]()
     retrying = STEADY.retrying(Flaky, attempts=3, sleep=clock.sleep)
     with pytest.raises(Flaky):
         retrying(failing(Flaky(), calls))
@@ -56,7 +58,7 @@ def test_stops_after_the_given_attempts_and_reraises_the_last_error() -> None:
 
 
 def test_attempts_below_one_still_try_once() -> None:
-    clock, calls = Clock(), []
+    clock, calls = Clock(), list[int]()
     with pytest.raises(Flaky):
         STEADY.retrying(Flaky, attempts=0, sleep=clock.sleep)(failing(Flaky(), calls))
     assert len(calls) == 1
@@ -64,7 +66,7 @@ def test_attempts_below_one_still_try_once() -> None:
 
 
 def test_returns_as_soon_as_a_try_succeeds() -> None:
-    clock, calls = Clock(), []
+    clock, calls = Clock(), list[int]()
 
     def attempt() -> str:
         calls.append(1)
@@ -77,7 +79,7 @@ def test_returns_as_soon_as_a_try_succeeds() -> None:
 
 
 def test_stops_at_the_deadline_and_never_sleeps_past_it() -> None:
-    clock, calls = Clock(), []
+    clock, calls = Clock(), list[int]()
     deadline = Deadline(5.0, clock=clock)
     with pytest.raises(Flaky):
         STEADY.retrying(Flaky, deadline=deadline, sleep=clock.sleep)(failing(Flaky(), calls))
@@ -89,7 +91,7 @@ def test_stops_at_the_deadline_and_never_sleeps_past_it() -> None:
 
 
 def test_the_deadline_bounds_even_with_attempts_to_spare() -> None:
-    clock, calls = Clock(), []
+    clock, calls = Clock(), list[int]()
     deadline = Deadline(2.0, clock=clock)
 
     def slow() -> None:
@@ -104,7 +106,7 @@ def test_the_deadline_bounds_even_with_attempts_to_spare() -> None:
 
 
 def test_a_reserve_stops_before_a_try_that_would_not_fit() -> None:
-    clock, started = Clock(), []
+    clock, started = Clock(), list[float]()
     deadline = Deadline(3.0, clock=clock)
 
     def attempt() -> None:
@@ -120,7 +122,7 @@ def test_a_reserve_stops_before_a_try_that_would_not_fit() -> None:
 
 
 def test_retries_only_the_named_exceptions() -> None:
-    clock, calls = Clock(), []
+    clock, calls = Clock(), list[int]()
     with pytest.raises(Fatal):
         STEADY.retrying(Flaky, attempts=5, sleep=clock.sleep)(failing(Fatal(), calls))
     assert len(calls) == 1
@@ -133,7 +135,7 @@ def test_retries_only_the_named_exceptions() -> None:
 
 
 def test_a_predicate_chooses_what_is_retried() -> None:
-    clock, calls = Clock(), []
+    clock, calls = Clock(), list[int]()
 
     def locked(exc: BaseException) -> bool:
         return "locked" in str(exc)
@@ -148,7 +150,7 @@ def test_a_predicate_chooses_what_is_retried() -> None:
 
 
 def test_before_sleep_hears_of_each_retry() -> None:
-    clock, calls, heard = Clock(), [], []
+    clock, calls, heard = Clock(), list[int](), list[int]()
     retrying = STEADY.retrying(
         Flaky,
         attempts=3,
@@ -170,7 +172,7 @@ def test_backoff_doubles_with_jitter_below_initial_and_stops_at_the_cap() -> Non
 
 
 def test_async_twin_stops_after_the_given_attempts() -> None:
-    clock, calls = Clock(), []
+    clock, calls = Clock(), list[int]()
 
     async def attempt() -> None:
         calls.append(1)
@@ -189,7 +191,7 @@ def test_async_twin_stops_after_the_given_attempts() -> None:
 
 
 def test_async_twin_stops_at_the_deadline_and_retries_only_the_named_exceptions() -> None:
-    clock, calls = Clock(), []
+    clock, calls = Clock(), list[int]()
     deadline = Deadline(5.0, clock=clock)
 
     async def run(error: BaseException) -> None:
@@ -212,3 +214,18 @@ def test_async_twin_stops_at_the_deadline_and_retries_only_the_named_exceptions(
         asyncio.run(run(Fatal()))
     assert len(calls) == 1
     assert clock.sleeps == []
+
+
+def test_log_retry_names_the_operation_the_error_and_the_next_try(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, calls = Clock(), list[int]()
+    logger = logging.getLogger("workq.test_retrying")
+    retrying = STEADY.retrying(
+        Flaky, attempts=2, sleep=clock.sleep, before_sleep=log_retry(logger, "op on 'q'")
+    )
+    with caplog.at_level(logging.DEBUG, logger=logger.name), pytest.raises(Flaky):
+        retrying(failing(Flaky("busy"), calls))
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == [
+        "op on 'q' failed (busy); try 2"
+    ]
