@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import tenacity
-
 from .checks import check_callable, check_int, check_seconds
 from .delivery import BaseDelivery
 from .errors import AlreadySettled, BrokerUnavailable, PublishError, WorkqError
@@ -24,6 +22,7 @@ from .names import check_tenants
 from .outcome import Outcome
 from .policy import Decision, decide, log_handler_error
 from .retry import RetryPolicy
+from .retrying import RECONNECT, Policy
 from .spec import QueueSpec
 
 __all__ = ["Link", "Processing", "Tally", "check_worker_args", "fatal", "sleep_unless"]
@@ -186,8 +185,9 @@ class Link:
     """A worker's connection state through outages (shared by the twins).
 
     One warning when the connection is lost, one info line when it is back; the waits
-    between reconnect attempts grow exponentially with jitter (tenacity's strategy) up
-    to ``cap`` seconds. ``max_outage`` bounds how long an outage is ridden out.
+    between reconnect attempts follow ``policy`` (``workq.retrying.RECONNECT``:
+    exponential with jitter, capped). ``max_outage`` bounds how long an outage is
+    ridden out.
     """
 
     def __init__(
@@ -195,17 +195,13 @@ class Link:
         queue: str,
         max_outage: float | None,
         *,
-        initial: float = 0.2,
-        cap: float = 10.0,
+        policy: Policy = RECONNECT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue = queue
         self.max_outage = max_outage
         self._clock = clock
-        self._wait = tenacity.wait_exponential(multiplier=initial, max=cap) + tenacity.wait_random(
-            0, initial
-        )
-        self._retrying = tenacity.Retrying(wait=self._wait)
+        self._policy = policy
         self.connected = False
         self.lost_at: float | None = None
         self.attempts = 0
@@ -278,9 +274,7 @@ class Link:
 
     def next_wait(self) -> float:
         """Seconds before the next reconnect attempt (never past ``max_outage``)."""
-        state = tenacity.RetryCallState(self._retrying, None, (), {})
-        state.attempt_number = max(self.attempts, 1)
-        wait = float(self._wait(state))
+        wait = self._policy.delay(self.attempts)
         if self.max_outage is not None and self.lost_at is not None:
             wait = min(wait, max(self.lost_at + self.max_outage - self._clock(), 0.0))
         return wait

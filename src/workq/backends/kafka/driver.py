@@ -19,7 +19,6 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ...driver import (
     Capabilities,
@@ -33,6 +32,7 @@ from ...driver import (
 )
 from ...errors import BrokerUnavailable, ConfigurationError
 from ...lanes import Lane
+from ...retrying import REQUEST, Deadline
 from ...spec import QueueSpec
 from .logs import client_logger
 from .producing import Publisher, Record, _Failed
@@ -399,11 +399,8 @@ class KafkaDriver(Driver):
                 self._publisher.send(records)
                 # Recording how far redrive got is what hides these from dead_letters().
                 last = TopicPartition(self.naming.dlq_topic(spec.name), 0, found[-1][0] + 1)
-                for attempt in Retrying(
-                    stop=stop_after_delay(self.settings.publish_timeout),
-                    wait=wait_exponential(multiplier=0.1, max=2.0),
-                    retry=retry_if_exception_type(KafkaException),
-                    reraise=True,
+                for attempt in REQUEST.retrying(
+                    KafkaException, deadline=Deadline(self.settings.publish_timeout)
                 ):
                     with attempt:
                         consumer.commit(offsets=[last], asynchronous=False)

@@ -9,18 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from tenacity import (
-    RetryCallState,
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_any,
-    wait_exponential,
-)
-from tenacity.stop import stop_base
 
 from ...errors import PublishError
+from ...retrying import PUBLISH, Deadline
 from .logs import client_logger
 from .settings import KafkaSettings
 
@@ -57,16 +48,6 @@ class _Failed(Exception):
 LINGER_SINGLE = 0
 LINGER_BATCH = 5
 _FATAL_CODES = frozenset({KafkaError._FATAL, KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
-
-
-class _StopAt(stop_base):
-    """Stop retrying once a monotonic deadline is (about to be) reached."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return time.monotonic() + 0.1 >= self.deadline
 
 
 class Publisher:
@@ -147,29 +128,26 @@ class Publisher:
         """Produce ``records`` and return once the broker has acknowledged all of them."""
         todo = list(records)
         path = "batch" if len(todo) > 1 else "single"
-        deadline = time.monotonic() + self._settings.publish_timeout
+        # publish_timeout bounds the whole call, retries included.
+        deadline = Deadline(self._settings.publish_timeout)
         try:
-            for attempt in Retrying(
-                # publish_timeout bounds the whole call, retries included.
-                stop=stop_any(
-                    stop_after_attempt(max(self._settings.publish_retries, 1)),
-                    _StopAt(deadline),
-                ),
-                wait=wait_exponential(multiplier=0.1, max=2.0),
-                retry=retry_if_exception_type(_Failed),
-                reraise=False,
+            for attempt in PUBLISH.retrying(
+                _Failed,
+                attempts=self._settings.publish_retries + 1,
+                deadline=deadline,
+                # A try with less than this left could not get its delivery reports.
+                reserve=0.1,
             ):
                 with attempt:
                     try:
-                        self._send_once(todo, path, deadline)
+                        self._send_once(todo, path, deadline.at)
                     except _Failed as exc:
                         todo = [r for r, _ in exc.failed]
                         log.warning("%d records failed, retrying: %s", len(todo), exc)
                         raise
-        except RetryError as exc:
-            cause = exc.last_attempt.exception()
-            failed = cause.failed if isinstance(cause, _Failed) else []
-            record, reason = failed[0] if failed else (todo[0], str(cause))
+        except _Failed as exc:
+            failed = exc.failed
+            record, reason = failed[0] if failed else (todo[0], str(exc))
             raise PublishError(
                 f"Kafka did not accept {len(failed) or len(todo)} message(s) for topic "
                 f"{record.topic!r} at {self._settings.redacted_url()} within "

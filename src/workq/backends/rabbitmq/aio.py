@@ -17,13 +17,6 @@ import aio_pika
 import aiormq
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from ...driver import (
     AsyncDriver,
@@ -36,6 +29,7 @@ from ...driver import (
 )
 from ...errors import BrokerUnavailable, ConfigurationError, PublishError
 from ...lanes import Lane
+from ...retrying import PUBLISH
 from ...spec import QueueSpec
 from .aio_connection import AsyncConnection, bounded
 from .aio_declare import AsyncDeclarations
@@ -76,10 +70,6 @@ log = logging.getLogger("workq.rabbitmq")
 
 class _Retry(Exception):
     pass
-
-
-#: Pauses between publish attempts (capped by what is left of the bound).
-publish_backoff = wait_exponential(multiplier=0.1, max=2)
 
 
 def properties(e: Envelope) -> Any:
@@ -262,16 +252,14 @@ class AsyncRabbitMQDriver(AsyncConnection, AsyncDeclarations, AsyncDriver):
     async def _attempts(
         self, attempt: Callable[[], Coroutine[Any, Any, None]], deadline: Deadline
     ) -> None:
-        """Run ``attempt`` until it does not raise ``_Retry``: at most
-        ``publish_retries`` times within ``publish_timeout`` in all (the sync twin's
-        bounds), backing off in between."""
+        """Run ``attempt`` until it does not raise ``_Retry``: ``publish_retries``
+        times more at most, within ``publish_timeout`` in all (the sync twin's bounds),
+        backing off in between."""
         async with asyncio.timeout(self.settings.publish_timeout):
-            async for retry in AsyncRetrying(
-                stop=stop_after_attempt(max(self.settings.publish_retries, 1))
-                | stop_after_delay(self.settings.publish_timeout),
-                wait=lambda state: min(float(publish_backoff(state)), deadline.left()),
-                retry=retry_if_exception_type((_Retry, asyncio.TimeoutError)),
-                reraise=True,
+            async for retry in PUBLISH.async_retrying(
+                (_Retry, asyncio.TimeoutError),
+                attempts=self.settings.publish_retries + 1,
+                deadline=deadline,
             ):
                 with retry:
                     await attempt()

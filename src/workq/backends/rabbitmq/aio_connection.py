@@ -16,15 +16,9 @@ import aio_pika
 import aiormq
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from ...errors import BrokerUnavailable, PublishError
+from ...retrying import CONNECT
 from .connection import CLOSE_TIMEOUT, Deadline, connect_failed, endpoints, tls_context
 from .settings import RabbitMQSettings
 from .topology import Declared
@@ -78,10 +72,6 @@ def bounded(
     return run
 
 
-#: Pauses between connect attempts (capped by what is left of the bound).
-connect_backoff = wait_exponential(multiplier=0.2, max=5)
-
-
 class AsyncConnection:
     """One aio-pika connection, re-made on the next call after it is lost or dropped,
     with a channel for declarations (``admin``) and a confirm channel (``pub``)."""
@@ -113,7 +103,6 @@ class AsyncConnection:
     async def _connect(self) -> Any:
         """Connect within ``connect_timeout`` in all, retries over the host list included."""
         s = self.settings
-        attempts = max(s.reconnect_attempts, 1)
         deadline = Deadline(s.connect_timeout)
         hosts = endpoints(s)
         tries = 0
@@ -141,11 +130,8 @@ class AsyncConnection:
             raise last
 
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(attempts) | stop_after_delay(s.connect_timeout),
-                wait=lambda state: min(float(connect_backoff(state)), deadline.left()),
-                retry=retry_if_exception_type(CONNECT_ERRORS),
-                reraise=True,
+            async for attempt in CONNECT.async_retrying(
+                CONNECT_ERRORS, attempts=s.reconnect_attempts, deadline=deadline
             ):
                 with attempt:
                     tries += 1

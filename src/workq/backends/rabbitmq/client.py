@@ -1,8 +1,9 @@
-"""The pika connection of the sync driver: one I/O thread that owns it, and confirms.
+"""The pika connection of the sync driver: one I/O thread that owns it, and its watchdog.
 
 pika is not thread-safe, so one I/O thread per driver owns the connection and every
 channel; other threads hand it work and wait on a future. Publishes are pipelined:
-the I/O thread sends a whole batch, and publisher confirms settle it as they arrive.
+the I/O thread sends a whole batch, and publisher confirms settle it as they arrive
+(the bookkeeping of those is ``confirms.py``).
 """
 
 from __future__ import annotations
@@ -18,18 +19,11 @@ from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
-import pika.spec
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from ...errors import BrokerUnavailable, WorkqError
+from ...retrying import CONNECT
 from .codec import Envelope
+from .confirms import Batch, Confirms
 from .connection import CLOSE_TIMEOUT, Deadline, connect_failed, endpoints, tls_context
 from .frames import Wire, abort, enable_confirms, received_bytes
 from .settings import RabbitMQSettings
@@ -38,8 +32,6 @@ from .topology import Declared, Registry
 __all__ = [
     "CONNECTION_ERRORS",
     "GONE",
-    "UNROUTABLE",
-    "Batch",
     "IOThread",
     "connection_parameters",
 ]
@@ -47,12 +39,8 @@ __all__ = [
 log = logging.getLogger("workq.rabbitmq")
 T = TypeVar("T")
 
-#: The error of a message the broker returned (mandatory): no queue took it.
-UNROUTABLE = "unroutable: returned by the broker, no queue took it"
 #: How often the watchdog looks for a stuck command.
 WATCH_EVERY = 0.25
-#: Pause between connect attempts (capped by what is left of ``connect_timeout``).
-backoff = wait_exponential(multiplier=0.2, max=5)
 
 #: Errors meaning the connection (not just one call) is gone.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -96,24 +84,6 @@ def connection_parameters(
     return out
 
 
-class Batch:
-    """Confirms of one pipelined publish; ``done`` is set once every entry is settled."""
-
-    def __init__(self, size: int) -> None:
-        self.left = size
-        self.errors: dict[int, str] = {}
-        self.done = threading.Event()
-        if size == 0:
-            self.done.set()
-
-    def settle(self, index: int, error: str | None) -> None:
-        if error is not None:
-            self.errors.setdefault(index, error)
-        self.left -= 1
-        if self.left <= 0:
-            self.done.set()
-
-
 def _noop() -> None:
     pass
 
@@ -135,10 +105,7 @@ class IOThread:
         self._closed = False
         self._admin: Any = None
         self._pub: Any = None
-        self._tag = 0
-        self._pending: dict[int, tuple[Batch, int]] = {}
-        self._by_mid: dict[str, int] = {}
-        self._returned: set[int] = set()
+        self.confirms = Confirms()
         self.declared = Declared()
         self.regs: dict[str, Registry] = {}
         self.on_lost: list[Callable[[], None]] = []
@@ -330,20 +297,12 @@ class IOThread:
     def _connect(self) -> None:
         """Connect within ``connect_timeout`` in all, retries over the host list included."""
         s = self.settings
-        attempts = max(s.reconnect_attempts, 1)
         deadline = Deadline(s.connect_timeout)
         tries = 0
         last: Exception | None = None
-
-        def pause(state: RetryCallState) -> float:
-            return min(float(backoff(state)), deadline.left())
-
         try:
-            for attempt in Retrying(
-                stop=stop_after_attempt(attempts) | stop_after_delay(s.connect_timeout),
-                wait=pause,
-                retry=retry_if_exception_type(Exception),
-                reraise=True,
+            for attempt in CONNECT.retrying(
+                Exception, attempts=s.reconnect_attempts, deadline=deadline
             ):
                 with attempt:
                     tries += 1
@@ -371,7 +330,7 @@ class IOThread:
                 abort(conn)
             with contextlib.suppress(Exception):
                 conn.close()
-        self._fail_pending(f"connection lost: {exc!r}")
+        self.confirms.fail(f"connection lost: {exc!r}")
         self.declared = Declared()
         for cb in list(self.on_lost):
             with contextlib.suppress(Exception):
@@ -385,13 +344,6 @@ class IOThread:
         """
         if self.conn is not None:
             self._lost(TimeoutError(reason))
-
-    def _fail_pending(self, error: str) -> None:
-        pending, self._pending = self._pending, {}
-        self._by_mid.clear()
-        self._returned.clear()
-        for batch, index in pending.values():
-            batch.settle(index, error)
 
     def close(self) -> None:
         """Close the connection; returns within a few seconds even on a dead network."""
@@ -411,7 +363,7 @@ class IOThread:
         self._watch_stop.set()
 
     def _close_conn(self) -> None:
-        self._fail_pending("the driver was closed")
+        self.confirms.fail("the driver was closed")
         conn, self.conn = self.conn, None
         if conn is not None:
             self._close_by = time.monotonic() + CLOSE_TIMEOUT
@@ -439,54 +391,24 @@ class IOThread:
     def pub(self) -> Any:
         if self._pub is None or not self._pub.is_open:
             ch = self.channel()
-            self._fail_pending("publish channel closed")
-            self._tag = 0
-            enable_confirms(ch, self._on_return, self._on_pub_close, self._on_confirm)
+            self.confirms.restart("publish channel closed")
+            enable_confirms(
+                ch, self.confirms.on_return, self._on_pub_close, self.confirms.on_confirm
+            )
             self._pub = ch
         return self._pub
 
     def reset_pub(self) -> None:
         """Close the confirm channel; the next publish opens a new one."""
         ch, self._pub = self._pub, None
-        self._fail_pending("publish channel reset")
+        self.confirms.fail("publish channel reset")
         if ch is not None and ch.is_open:
             with contextlib.suppress(Exception):
                 ch.close()
 
     def _on_pub_close(self, _channel: Any, reason: Exception) -> None:
         self._pub = None
-        self._fail_pending(f"publish channel closed: {reason!r}")
-
-    def _on_return(self, _ch: Any, _method: Any, props: Any, _body: bytes) -> None:
-        tag = self._by_mid.get(props.message_id or "")
-        if tag is not None:
-            self._returned.add(tag)
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        ok = isinstance(method, pika.spec.Basic.Ack)
-        last = method.delivery_tag
-        if method.multiple:
-            # Tags are pending in increasing order: stop at the first one not covered.
-            tags = []
-            for t in self._pending:
-                if t > last:
-                    break
-                tags.append(t)
-        else:
-            tags = [last]
-        for tag in tags:
-            entry = self._pending.pop(tag, None)
-            if entry is None:
-                continue
-            batch, index = entry
-            if not ok:
-                batch.settle(index, "nacked by the broker (queue full or internal error)")
-            elif tag in self._returned:
-                self._returned.discard(tag)
-                batch.settle(index, UNROUTABLE)
-            else:
-                batch.settle(index, None)
+        self.confirms.fail(f"publish channel closed: {reason!r}")
 
     def pump(self) -> None:
         """Send what is buffered and handle what has arrived, without waiting."""
@@ -495,21 +417,10 @@ class IOThread:
     def publish(self, entries: Sequence[Envelope]) -> Batch:
         """Send entries on the confirm channel; the returned batch settles on confirms."""
         wire = Wire(self.pub())
-        batch = Batch(len(entries))
-        pending, by_mid = self._pending, self._by_mid
         try:
-            for index, e in enumerate(entries):
-                self._tag += 1
-                pending[self._tag] = (batch, index)
-                if e.mandatory and e.message_id:
-                    by_mid[e.message_id] = self._tag
-                wire.publish(e)
-            wire.flush()
+            return self.confirms.send(wire, entries)
         except BaseException:
             # Delivery tags and what was written no longer agree: start a fresh channel
             # (this fails what is pending, so it is retried or raised, never lost).
             self.reset_pub()
             raise
-        if len(self._by_mid) > 100_000:
-            self._by_mid.clear()
-        return batch

@@ -7,10 +7,10 @@ settings do not load pika.
 from __future__ import annotations
 
 import ssl
-import time
 
 from ...driver import Capabilities
 from ...errors import BrokerUnavailable, ConfigurationError
+from ...retrying import Deadline
 from .settings import RabbitMQSettings
 
 __all__ = [
@@ -82,21 +82,6 @@ def lanes_bound(new_lanes: int) -> float:
     """How long a publish may spend declaring the lanes it reaches first: a quorum
     queue takes tens of milliseconds to make on a busy node, so this grows with them."""
     return SYNC_TIMEOUT * 3 + 0.2 * new_lanes
-
-
-class Deadline:
-    """A point in time a whole operation (retries included) must finish by."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
-
-    def left(self) -> float:
-        """Seconds left, never below zero."""
-        return max(self.at - time.monotonic(), 0.0)
-
-    def passed(self) -> bool:
-        return time.monotonic() >= self.at
 
 
 def connect_failed(

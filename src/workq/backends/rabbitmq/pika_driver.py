@@ -14,19 +14,13 @@ from concurrent.futures import Future
 from typing import Any
 
 import pika.exceptions
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from ...driver import DeadLetter, Driver, LaneStats, Outgoing, QueueStats, Received, Receiver
 from ...errors import ConfigurationError, PublishError
 from ...lanes import Lane
+from ...retrying import PUBLISH
 from ...spec import QueueSpec
-from .client import UNROUTABLE, Batch, IOThread
+from .client import IOThread
 from .codec import (
     ATTEMPT,
     copy_of,
@@ -36,6 +30,7 @@ from .codec import (
     routed_envelope,
     routed_failure,
 )
+from .confirms import UNROUTABLE, Batch
 from .connection import CAPABILITIES, SYNC_TIMEOUT, Deadline, lanes_bound, not_confirmed
 from .management import list_queues
 from .pika_declare import Declarations
@@ -56,8 +51,6 @@ log = logging.getLogger("workq.rabbitmq")
 #: Messages per pipelined part of one publish (see ``RabbitMQDriver.publish_to``).
 PUBLISH_PART = 50
 NO_CONFIRM = "no confirm within publish_timeout"
-#: Pause between publish attempts (capped by what is left of ``publish_timeout``).
-backoff = wait_exponential(multiplier=0.1, max=2)
 
 
 def pika_received(
@@ -253,14 +246,10 @@ class RabbitMQDriver(Declarations, Driver):
             ) from exc.__cause__
 
     def _attempts(self, attempt: Callable[[], None], deadline: Deadline) -> None:
-        """Run ``attempt`` until it does not raise ``_Retry``: at most
-        ``publish_retries`` times within ``publish_timeout``, backing off in between."""
-        for retry in Retrying(
-            stop=stop_after_attempt(max(self.settings.publish_retries, 1))
-            | stop_after_delay(self.settings.publish_timeout),
-            wait=lambda state: min(float(backoff(state)), deadline.left()),
-            retry=retry_if_exception_type(_Retry),
-            reraise=True,
+        """Run ``attempt`` until it does not raise ``_Retry``: ``publish_retries`` times
+        more at most, within ``publish_timeout``, backing off in between."""
+        for retry in PUBLISH.retrying(
+            _Retry, attempts=self.settings.publish_retries + 1, deadline=deadline
         ):
             with retry:
                 attempt()

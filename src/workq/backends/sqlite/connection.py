@@ -20,9 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
-
 from ...errors import BrokerUnavailable
+from ...retrying import REQUEST
 from .settings import SqliteSettings
 
 __all__ = ["Database"]
@@ -174,12 +173,8 @@ class Database:
                 if not _locked(exc):
                     raise
                 log.debug("sqlite %s on %r found the file locked; retrying", what, self.path)
-            return retry(
-                retry=retry_if_exception(_locked),
-                stop=stop_after_attempt(max(self.settings.publish_retries, 1)),
-                wait=wait_exponential(multiplier=0.05, max=2.0),
-                reraise=True,
-            )(fn)()
+            # The try above was the first; then ``publish_retries`` more (at least one).
+            return REQUEST.retrying(_locked, attempts=self.settings.publish_retries)(fn)
         except sqlite3.Error as exc:
             raise BrokerUnavailable(
                 f"sqlite {what} on {self.path!r} failed: {exc}; check the file is on a local "

@@ -14,9 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
-
 from ...errors import PublishError
+from ...retrying import PUBLISH
 from .client import QueueMissing, SQSCalls
 from .codec import MAX_MESSAGE
 
@@ -101,14 +100,8 @@ def send_batch(
         raise _PartialFailure(f"{len(ids)} of the batch failed: {failed[0].get('Code')}")
 
     retries = sqs.settings.publish_retries
-    retrying = Retrying(
-        retry=retry_if_exception_type(_PartialFailure),
-        stop=stop_after_attempt(retries + 1),
-        wait=wait_random_exponential(multiplier=0.05, max=2.0),
-        reraise=True,
-    )
     try:
-        retrying(attempt)
+        PUBLISH.retrying(_PartialFailure, attempts=retries + 1)(attempt)
     except _PartialFailure as exc:
         raise PublishError(
             f"SQS did not accept every message for queue {queue!r} after {retries} retries "

@@ -1,7 +1,8 @@
 """The boto3 SQS client with workq's retry and error rules.
 
-Throttling, 5xx answers and dropped connections are retried with tenacity (exponential
-backoff with jitter, bounded by ``publish_retries`` and ``publish_timeout`` in total);
+Throttling, 5xx answers and dropped connections are retried (``workq.retrying.REQUEST``:
+exponential backoff with jitter, bounded by ``publish_retries`` and ``publish_timeout`` in
+total);
 botocore's own retries are turned off and its timeouts set so the bounds hold. Anything
 else raises at once, naming the SQS operation and the workq queue.
 """
@@ -29,14 +30,9 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 from pydantic import SecretStr
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    wait_random_exponential,
-)
 
 from ...errors import BrokerUnavailable, ConfigurationError, WorkqError
+from ...retrying import REQUEST, Deadline, log_retry
 from .settings import SQSSettings
 
 if TYPE_CHECKING:
@@ -49,8 +45,6 @@ log = logging.getLogger("workq.sqs")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Longest backoff between two tries of one request.
-MAX_BACKOFF = 1.0
 #: A long poll's read timeout is its wait plus this.
 POLL_GRACE = 3.0
 #: Connect timeout of long polls: a consumer must notice a dead endpoint promptly.
@@ -196,24 +190,13 @@ class SQSCalls:
         op = getattr(fn, "__name__", "request")
         started = time.monotonic()
         bound = self.bound(getattr(fn, "__self__", self.client))
-
-        def stop(state: RetryCallState) -> bool:
-            if state.attempt_number > self.settings.publish_retries:
-                return True
-            # The next try may take ``bound``, after a backoff of up to MAX_BACKOFF.
-            return time.monotonic() - started + MAX_BACKOFF + bound > budget
-
-        retrying = Retrying(
-            retry=retry_if_exception(retryable),
-            stop=stop,
-            wait=wait_random_exponential(multiplier=0.05, max=MAX_BACKOFF),
-            reraise=True,
-            before_sleep=lambda s: log.debug(
-                "SQS %s on queue %r failed (%s); retrying",
-                op,
-                queue,
-                s.outcome and s.outcome.exception(),
-            ),
+        retrying = REQUEST.retrying(
+            retryable,
+            attempts=self.settings.publish_retries + 1,
+            deadline=Deadline(budget),
+            # The next try may take ``bound``, after a backoff of up to the cap.
+            reserve=REQUEST.cap + bound,
+            before_sleep=log_retry(log, f"SQS {op} on queue {queue!r}"),
         )
         try:
             return retrying(fn, *args, **kwargs)
