@@ -20,6 +20,9 @@ log = logging.getLogger("workq.kafka")
 Headers = list[tuple[str, str | bytes | None]]
 
 
+__all__ = ["Publisher", "Record"]
+
+
 @dataclass(slots=True)
 class Record:
     """One message to produce: topic, key, value and headers."""

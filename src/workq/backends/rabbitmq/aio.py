@@ -63,7 +63,7 @@ from .topology import (
     spec_record,
 )
 
-__all__ = ["AsyncRabbitMQDriver"]
+__all__ = ["AsyncRabbitMQDriver", "properties", "send"]
 
 log = logging.getLogger("workq.rabbitmq")
 

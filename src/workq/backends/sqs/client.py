@@ -38,7 +38,7 @@ from .settings import SQSSettings
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-__all__ = ["QueueMissing", "SQSCalls", "SQSError", "error_code"]
+__all__ = ["QueueMissing", "SQSCalls", "SQSError", "error_code", "retryable"]
 
 log = logging.getLogger("workq.sqs")
 
