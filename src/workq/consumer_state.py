@@ -136,6 +136,7 @@ class Holding:
         # The lanes sorted once per lane-set change, not on every fetch.
         self._order = LaneOrder(())
         self._listed: list[tuple[str, str | None, int]] = []
+        self._raw: Sequence[Lane] | None = None
         self._lanes_at = float("-inf")
 
     @property
@@ -191,7 +192,11 @@ class Holding:
     def set_lanes(self, lanes: Sequence[Lane]) -> None:
         self._lanes_at = time.monotonic()
         # The same listing as last time (the usual case) changes nothing: no filtering
-        # or sorting again.
+        # or sorting again. A driver that caches its listing hands back the very same
+        # list, which needs no comparison either.
+        if lanes is self._raw:
+            return
+        self._raw = lanes
         listed = list(map(_LANE_FIELDS, lanes))
         if listed == self._listed:
             return

@@ -198,9 +198,18 @@ class Topology:
         return args
 
     def known_lanes(self, registry: Registry) -> list[Lane]:
-        """The lanes ``registry`` lists and the default lane, as stored, in a stable order."""
+        """The lanes ``registry`` lists and the default lane, as stored, in a stable order.
+
+        A consumer of every tenant asks for this every lane refresh; lanes are only ever
+        added to a registry, so while their count holds the last list is handed back (the
+        same object, which the core then does not compare again)."""
+        listed = registry.listed
+        if listed is not None and listed[0] is self and listed[1] == len(registry.lanes):
+            return listed[2]
         found = {self.physical(lane) for lane in registry.lanes} | {Lane(self.name)}
-        return sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
+        lanes = sorted(found, key=lambda ln: (ln.tenant or "", -ln.priority))
+        registry.listed = (self, len(registry.lanes), lanes)
+        return lanes
 
     def levels(self, lanes: Sequence[Lane]) -> list[list[str]]:
         """The lane queues behind ``lanes``, grouped by priority (highest first); within a
@@ -275,6 +284,11 @@ def delay_record(ms: int) -> bytes:
     return json.dumps(_delay(ms)).encode()
 
 
+#: Registry records remembered as read (a registry is one merged record, now and then
+#: a few more while writers race).
+_REMEMBERED = 8
+
+
 @dataclass
 class Registry:
     """What a queue's registry (``q.meta``) says so far: its spec, lanes and delay queues."""
@@ -286,13 +300,23 @@ class Registry:
     def __post_init__(self) -> None:
         self.lanes: set[Lane] = set()
         self.delays: set[int] = set()
+        #: ``Topology.known_lanes``'s last answer: (topology, lane count, lanes).
+        self.listed: tuple[Topology, int, list[Lane]] | None = None
+        # The registry is re-read every lane refresh and is usually unchanged: a record
+        # read before adds nothing (every fact only adds), so it is not parsed again.
+        self._read: dict[bytes, None] = {}
 
     def add(self, body: bytes) -> None:
+        if body in self._read:
+            return
         try:
             record = json.loads(body)
         except ValueError:
             return  # not ours: ignore rather than break every consumer
         self._add(record)
+        self._read[body] = None
+        if len(self._read) > _REMEMBERED:
+            del self._read[next(iter(self._read))]
 
     def _add(self, record: Any) -> None:
         kind = record.get("kind") if isinstance(record, dict) else None
