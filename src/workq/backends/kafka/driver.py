@@ -26,6 +26,7 @@ from ...errors import BrokerUnavailable, ConfigurationError
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
+from .lanewatch import LaneWatch
 from .logs import client_logger
 from .producing import Publisher, Record, _Failed
 from .receiver import KafkaReceiver
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["KafkaDriver", "create_driver"]
 
 log = logging.getLogger("workq.kafka")
+
+#: Seconds between full topic listings of a consumer that reads no lane signals.
+LIST_EVERY = 1.0
 
 #: Options a queue declaration may carry on Kafka, with their checks.
 OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -61,7 +65,9 @@ class KafkaDriver(Driver):
     capabilities = Capabilities(
         backend="kafka",
         lease_model="session",
-        lane_refresh=1.0,
+        # Cheap: ``lanes`` answers from the last listing and the lane signals, and lists
+        # the cluster only every ``lane_sweep`` (LIST_EVERY without signals).
+        lane_refresh=0.25,
         receive_batch=500,
         # A partition's messages go to its one owner in the group (no share groups).
         shared_dispatch=False,
@@ -85,6 +91,9 @@ class KafkaDriver(Driver):
         self._share_groups: set[str] = set()
         self._protocol: str | None = None
         self._parsed: dict[str, dict[str, Lane | None]] = {}
+        # queue -> (monotonic time the listing began, its lanes)
+        self._listed: dict[str, tuple[float, list[Lane]]] = {}
+        self._watch: LaneWatch | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -163,21 +172,68 @@ class KafkaDriver(Driver):
             [NewTopic(t, count, replicas, config=configs) for t in missing],
             request_timeout=self.settings.connect_timeout,
         )
-        for topic, future in futures.items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if not (
-                    isinstance(error, KafkaError)
-                    and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
-                ):
-                    raise BrokerUnavailable(
-                        f"cannot create Kafka topic {topic!r} at {self.settings.redacted_url()}: "
-                        f"{exc}; check the broker and the client's permissions"
-                    ) from None
+        created = [topic for topic, future in futures.items() if self._created(topic, future)]
         with self._lock:
             self._topics.update(missing)
+        # New lanes other than the default one (which every consumer knows): tell the
+        # queue's consumers, so they need not list the cluster to find them.
+        default_lane = Lane(spec.name)
+        lanes = {t: self.naming.lane_of(t, spec.name) for t in created}
+        new = {t: lane for t, lane in lanes.items() if lane is not None and lane != default_lane}
+        if new:
+            self._signal(spec, new)
+
+    def _created(self, topic: str, future: Any) -> bool:
+        """Whether a create_topics future made the topic (False: it existed already)."""
+        try:
+            future.result()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                return False
+            raise BrokerUnavailable(
+                f"cannot create Kafka topic {topic!r} at {self.settings.redacted_url()}: "
+                f"{exc}; check the broker and the client's permissions"
+            ) from None
+        return True
+
+    def _ensure_signal_topic(self, spec: QueueSpec) -> str:
+        """The queue's lane-signal topic, made if missing: one partition, compacted."""
+        topic = self.naming.signal_topic(spec.name)
+        if topic in self._topics:
+            return topic
+        replicas, configs = self._replication(spec)
+        futures = self._admin.create_topics(
+            [NewTopic(topic, 1, replicas, config={**configs, "cleanup.policy": "compact"})],
+            request_timeout=self.settings.connect_timeout,
+        )
+        self._created(topic, futures[topic])
+        with self._lock:
+            self._topics.add(topic)
+        return topic
+
+    def _signal(self, spec: QueueSpec, new: dict[str, Lane]) -> None:
+        """Write new lane topics' names to the queue's signal topic; best effort (the
+        consumers' slower full listing finds a lane whose signal is lost)."""
+        with self._lock:
+            listed = self._listed.get(spec.name)
+            if listed is not None:
+                # This process's own consumers know at once.
+                known = set(listed[1])
+                listed[1].extend(lane for lane in new.values() if lane not in known)
+                listed[1].sort(key=_lane_key)
+        try:
+            topic = self._ensure_signal_topic(spec)
+            for lane_topic in new:
+                record = Record(topic, b"", [], key=lane_topic.encode())
+                self._publisher.produce(record, self._signal_sent)
+        except (BrokerUnavailable, _Failed) as exc:
+            log.info("queue %r: could not signal new lanes %s: %s", spec.name, list(new), exc)
+
+    @staticmethod
+    def _signal_sent(err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            log.info("a new-lane signal was not delivered (%s); consumers list lanes later", err)
 
     def queues(self) -> list[str]:
         """The queues with lane or dead-letter topics (see ``Naming.queues``)."""
@@ -206,10 +262,35 @@ class KafkaDriver(Driver):
                 lane = known[topic] = self.naming.lane_of(topic, spec.name)
             if lane is not None:
                 found[lane] = sorted(meta.partitions) if meta.error is None else []
-        return dict(sorted(found.items(), key=lambda kv: (kv[0].priority, kv[0].tenant or "")))
+        return dict(sorted(found.items(), key=lambda kv: _lane_key(kv[0])))
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:
-        return list(self._lane_partitions(spec))
+        """The queue's lanes: the last listing and the lanes signalled since.
+
+        The cluster is listed again every ``lane_sweep`` seconds when this process reads
+        the queue's lane signals, else every ``LIST_EVERY``.
+        """
+        watch = self._watch
+        watched = watch is not None and watch.watching(spec.name)
+        every = self.settings.lane_sweep if watched else LIST_EVERY
+        with self._lock:
+            listed = self._listed.get(spec.name)
+        began = time.monotonic()
+        if listed is None or began - listed[0] >= every:
+            listed = (began, list(self._lane_partitions(spec)))
+            with self._lock:
+                self._listed[spec.name] = listed
+            if watch is not None and watched:
+                watch.forget(spec.name, before=began)
+        lanes = list(listed[1])
+        if watch is not None and watched:
+            signalled = watch.lanes(spec.name)
+            if signalled:
+                known = set(lanes)
+                extra = [lane for lane in signalled if lane not in known]
+                if extra:
+                    lanes = sorted([*lanes, *extra], key=_lane_key)
+        return lanes
 
     # -- produce -------------------------------------------------------------------
 
@@ -244,7 +325,7 @@ class KafkaDriver(Driver):
             return ShareReceiver(
                 self.settings, self.naming, spec, prefetch, self._republish(spec), limit
             )
-        return KafkaReceiver(
+        receiver = KafkaReceiver(
             self.settings,
             self.naming,
             spec,
@@ -253,6 +334,28 @@ class KafkaDriver(Driver):
             self._bounce,
             protocol=self._group_protocol(),
         )
+        self._watch_lanes(spec, receiver)
+        return receiver
+
+    def _watch_lanes(self, spec: QueueSpec, receiver: KafkaReceiver) -> None:
+        """Have ``receiver`` told of the queue's new lanes (see :mod:`.lanewatch`)."""
+        try:
+            self._ensure_signal_topic(spec)
+            with self._lock:
+                if self._watch is None:
+                    self._watch = LaneWatch(self.settings, self.naming)
+                watch = self._watch
+            watch.watch(spec.name, receiver.lanes_changed)
+        except (BrokerUnavailable, KafkaException) as exc:
+            log.warning(
+                "queue %r: cannot read its lane signals (%s); new lanes are found by "
+                "listing topics every %gs",
+                spec.name,
+                exc,
+                LIST_EVERY,
+            )
+            return
+        receiver.on_close(lambda: watch.unwatch(spec.name, receiver.lanes_changed))
 
     def _group_protocol(self) -> str:
         """``classic`` or ``consumer``: ``group_protocol``, with ``auto`` resolved once.
@@ -438,4 +541,11 @@ class KafkaDriver(Driver):
         if self._closed:
             return
         self._closed = True
+        if self._watch is not None:
+            self._watch.close()
         self._publisher.close()
+
+
+def _lane_key(lane: Lane) -> tuple[int, str]:
+    """Listing order: priority, then tenant (the default lane first)."""
+    return (lane.priority, lane.tenant or "")

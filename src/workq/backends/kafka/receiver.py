@@ -76,6 +76,8 @@ class KafkaReceiver(Receiver):
         self._next_commit = 0.0  # monotonic time before which no asynchronous commit
         self._closing = False
         self._closed = False
+        self._relist = False  # a new lane was signalled: a waiting receive returns
+        self._on_close: list[Callable[[], None]] = []
         conf: dict[str, Any] = dict(settings.client_config())
         conf.update(
             {
@@ -86,7 +88,7 @@ class KafkaReceiver(Receiver):
                 "auto.offset.reset": "earliest",
                 "max.poll.interval.ms": settings.max_poll_interval_ms,
                 "enable.partition.eof": True,
-                "fetch.wait.max.ms": 100,
+                "fetch.wait.max.ms": settings.fetch_wait_ms,
                 "queued.max.messages.kbytes": 16384,
                 "topic.metadata.refresh.interval.ms": 5000,
             }
@@ -130,7 +132,22 @@ class KafkaReceiver(Receiver):
                         return items
                 if final:
                     return []
+                if self._relist:
+                    # A new lane of the queue was signalled: return, so that the core
+                    # lists the lanes again and asks for them (once per signal).
+                    self._relist = False
+                    return []
                 self._cond.wait(min(deadline - time.monotonic(), 0.1))
+
+    def lanes_changed(self) -> None:
+        """A new lane of the queue exists: end a waiting receive (see :mod:`.lanewatch`)."""
+        with self._cond:
+            self._relist = True
+            self._cond.notify_all()
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the receiver closes."""
+        self._on_close.append(callback)
 
     def _changed(self) -> None:
         """What a receive plans from changed (under the lock): wake it to plan again."""
@@ -199,6 +216,8 @@ class KafkaReceiver(Receiver):
                 return
             self._closing = True
             self._cond.notify_all()
+        for callback in self._on_close:
+            callback()
         if self._thread is not threading.current_thread():
             self._thread.join(self._settings.revoke_timeout + 30)
 

@@ -64,6 +64,18 @@ class KafkaSettings(BackendSettings):
     commit_interval: float = Field(0.2, gt=0)
     #: Most messages taken from the client per poll.
     poll_batch: int = Field(500, ge=1)
+    #: librdkafka's ``fetch.wait.max.ms`` for consumers: how long the broker holds an
+    #: idle fetch. A fetch returns as soon as any of its partitions has a record, so a
+    #: longer wait costs no latency on partitions being fetched; it sets how many fetch
+    #: requests an idle consumer sends (each naming every partition it owns).
+    fetch_wait_ms: int = Field(100, ge=1, le=10000)
+    #: Seconds between full listings of the cluster's topics by a consumer that reads
+    #: the queue's lane signals (``<queue>.lanes``, written by workq producers as they
+    #: make lane topics, so new lanes are found at once). The listing finds lane topics
+    #: made otherwise (plain clients, workq before 0.3) and forgets deleted ones. A
+    #: consumer that cannot read the signals (no permission to create or read the
+    #: topic) lists every second.
+    lane_sweep: float = Field(10.0, gt=0)
     #: ``group``: a queue's consumers form a consumer group (each partition has one
     #: owner). ``share``: they form a share group (KIP-932, Kafka 4.2+; the client's
     #: support is a preview): any consumer takes any record, acknowledged one by one.
