@@ -98,10 +98,11 @@ def target(name: str, workdir: Path, query: str = "") -> Iterator[Target]:
 class KafkaRequests:
     """Requests the Kafka consumers of this process send, from librdkafka's statistics.
 
-    ``install()`` wraps the client consumer class the Kafka receiver uses, so each
-    consumer reports its per-broker request counts every second. The report names every
-    partition (thousands at T = 1,000): only the request counts are read from it, by a
-    pattern rather than a JSON parse, so measuring costs the consumer little.
+    ``install()`` wraps the client consumer class the Kafka receiver (and the lane-signal
+    reader) uses, so each consumer reports its per-broker request counts every second.
+    The report names every partition (thousands at T = 1,000): only the request counts
+    are read from it, by a pattern rather than a JSON parse, so measuring costs the
+    consumer little.
     """
 
     PATTERN = re.compile(rb'"(Fetch|Metadata)": *(\d+)')
@@ -114,13 +115,21 @@ class KafkaRequests:
     def install(self) -> None:
         from workq.backends.kafka import receiver
 
-        original = vars(receiver)["Consumer"]
+        modules = [receiver]
+        with contextlib.suppress(ImportError):  # the lane-signal reader, where there is one
+            from workq.backends.kafka import lanewatch
 
-        def counted(conf: dict[str, object], **kwargs: object) -> object:
-            conf = {**conf, "statistics.interval.ms": 1000, "stats_cb": self.on_stats}
-            return original(conf, **kwargs)
+            modules.append(lanewatch)
+        for module in modules:
+            original = vars(module)["Consumer"]
 
-        vars(receiver)["Consumer"] = counted
+            def counted(
+                conf: dict[str, object], _original: object = original, **kwargs: object
+            ) -> object:
+                conf = {**conf, "statistics.interval.ms": 1000, "stats_cb": self.on_stats}
+                return _original(conf, **kwargs)  # type: ignore[operator]
+
+            vars(module)["Consumer"] = counted
 
     def on_stats(self, text: str) -> None:
         raw = text.encode()

@@ -22,14 +22,14 @@ from confluent_kafka.cimpl import NewTopic
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ...driver import Capabilities, DeadLetter, Driver, LaneStats, QueueStats, Receiver
-from ...errors import BrokerUnavailable, ConfigurationError
+from ...errors import BrokerUnavailable, ConfigurationError, PublishError
 from ...lanes import Lane
 from ...messages import Outgoing, Received
 from ...spec import QueueSpec
 from .lanewatch import LaneWatch
 from .logs import client_logger
 from .producing import Publisher, Record, _Failed
-from .receiver import KafkaReceiver
+from .receiver import LANE_REFRESH, KafkaReceiver
 from .settings import KafkaSettings
 from .sharing import ShareReceiver
 from .topics import Naming
@@ -67,7 +67,7 @@ class KafkaDriver(Driver):
         lease_model="session",
         # Cheap: ``lanes`` answers from the last listing and the lane signals, and lists
         # the cluster only every ``lane_sweep`` (LIST_EVERY without signals).
-        lane_refresh=0.25,
+        lane_refresh=LANE_REFRESH,
         receive_batch=500,
         # A partition's messages go to its one owner in the group (no share groups).
         shared_dispatch=False,
@@ -156,11 +156,15 @@ class KafkaDriver(Driver):
 
     def _ensure(
         self, topics: Sequence[str], spec: QueueSpec, partitions: int | None = None
-    ) -> None:
-        """Create the topics that do not exist yet (idempotent across processes)."""
+    ) -> dict[str, Lane]:
+        """Create the topics that do not exist yet (idempotent across processes).
+
+        Returns the lane topics this call made, other than the default lane's (which
+        every consumer knows): the caller signals them once its records are sent.
+        """
         missing = [t for t in topics if t not in self._topics]
         if not missing:
-            return
+            return {}
         default = self.settings.partitions
         if self.settings.mode == "share" and "partitions" not in self.settings.model_fields_set:
             # A share group spreads one partition over every consumer; more partitions
@@ -175,13 +179,22 @@ class KafkaDriver(Driver):
         created = [topic for topic, future in futures.items() if self._created(topic, future)]
         with self._lock:
             self._topics.update(missing)
-        # New lanes other than the default one (which every consumer knows): tell the
-        # queue's consumers, so they need not list the cluster to find them.
         default_lane = Lane(spec.name)
         lanes = {t: self.naming.lane_of(t, spec.name) for t in created}
-        new = {t: lane for t, lane in lanes.items() if lane is not None and lane != default_lane}
-        if new:
-            self._signal(spec, new)
+        return {t: lane for t, lane in lanes.items() if lane is not None and lane != default_lane}
+
+    def _send(self, spec: QueueSpec, records: Sequence[Record], new: dict[str, Lane]) -> None:
+        """Send ``records``, then signal the lanes ``_ensure`` just made for them.
+
+        After, not before: a consumer told of a topic subscribes at once, and a topic
+        the group coordinator does not know yet waits for the member's next heartbeat
+        (seconds) to be assigned; once a record is written, the brokers know the topic.
+        """
+        try:
+            self._publisher.send(records)
+        finally:
+            if new:
+                self._signal(spec, new)
 
     def _created(self, topic: str, future: Any) -> bool:
         """Whether a create_topics future made the topic (False: it existed already)."""
@@ -224,16 +237,11 @@ class KafkaDriver(Driver):
                 listed[1].sort(key=_lane_key)
         try:
             topic = self._ensure_signal_topic(spec)
-            for lane_topic in new:
-                record = Record(topic, b"", [], key=lane_topic.encode())
-                self._publisher.produce(record, self._signal_sent)
-        except (BrokerUnavailable, _Failed) as exc:
+            # Sent and waited for (a round trip, once per new lane): queued on the batch
+            # producer it reached consumers up to 0.2 s later.
+            self._publisher.send([Record(topic, b"", [], key=t.encode()) for t in new])
+        except (BrokerUnavailable, PublishError) as exc:
             log.info("queue %r: could not signal new lanes %s: %s", spec.name, list(new), exc)
-
-    @staticmethod
-    def _signal_sent(err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            log.info("a new-lane signal was not delivered (%s); consumers list lanes later", err)
 
     def queues(self) -> list[str]:
         """The queues with lane or dead-letter topics (see ``Naming.queues``)."""
@@ -298,15 +306,15 @@ class KafkaDriver(Driver):
         spec = self._spec(spec)
         key_header = spec.options.get("key_header", "key")
         records = [encode(self.naming.lane_topic(m.lane), m, key_header) for m in messages]
-        self._ensure(sorted({r.topic for r in records}), spec)
-        self._publisher.send(records)
+        self._send(spec, records, self._ensure(sorted({r.topic for r in records}), spec))
 
     def _republish(self, spec: QueueSpec) -> Callable[[Sequence[Record]], None]:
         def send(records: Sequence[Record]) -> None:
             dlq = self.naming.dlq_topic(spec.name)
+            new: dict[str, Lane] = {}
             for topic in {r.topic for r in records}:
-                self._ensure([topic], spec, partitions=1 if topic == dlq else None)
-            self._publisher.send(records)
+                new.update(self._ensure([topic], spec, partitions=1 if topic == dlq else None))
+            self._send(spec, records, new)
 
         return send
 
@@ -490,8 +498,7 @@ class KafkaDriver(Driver):
                     to_record(self.naming.lane_topic(item.lane), item, 1, None)
                     for _, item, _ in found
                 ]
-                self._ensure(sorted({r.topic for r in records}), spec)
-                self._publisher.send(records)
+                self._send(spec, records, self._ensure(sorted({r.topic for r in records}), spec))
                 # Recording how far redrive got is what hides these from dead_letters().
                 last = TopicPartition(self.naming.dlq_topic(spec.name), 0, found[-1][0] + 1)
                 for attempt in Retrying(

@@ -129,9 +129,10 @@ class LaneWatch:
                 if not self._assigned:
                     self._closing.wait(0.05)
                     continue
-                for message in self._consumer.consume(100, 0.2):
-                    if message.error() is None:
-                        self._signal(message.topic() or "", message.key())
+                # poll, not consume: consume(n, t) waits for n records or t seconds.
+                message = self._consumer.poll(0.2)
+                if message is not None and message.error() is None:
+                    self._signal(message.topic() or "", message.key())
         except Exception:
             log.exception("the Kafka lane watch failed; new lanes are found by listing only")
         finally:

@@ -37,6 +37,17 @@ log = logging.getLogger("workq.kafka")
 
 _seq = itertools.count()
 
+#: Seconds between the core's lane listings (the driver's ``lane_refresh``): after a
+#: new-lane signal, receives return by then, so the next one has the new lane.
+LANE_REFRESH = 0.1
+#: KIP-848: seconds after subscribing to new topics before subscribing again, and the
+#: longest to keep doing so. A member's subscription change goes to the group
+#: coordinator at once; if the coordinator has not seen a just-made topic yet, the
+#: assignment waits for the member's next heartbeat (5 s apart by default). Subscribing
+#: again sends another heartbeat at once.
+NUDGE_EVERY = 0.3
+NUDGE_FOR = 3.0
+
 
 class KafkaReceiver(Receiver):
     """One consumer of one queue, in the queue's consumer group."""
@@ -76,7 +87,11 @@ class KafkaReceiver(Receiver):
         self._next_commit = 0.0  # monotonic time before which no asynchronous commit
         self._closing = False
         self._closed = False
-        self._relist = False  # a new lane was signalled: a waiting receive returns
+        # A new lane was signalled: receives return by this monotonic time, when the
+        # core lists the lanes again (it lists at most every LANE_REFRESH).
+        self._relist_until = 0.0
+        self._signals = 0  # new-lane signals so far
+        self._receive_at = 0.0  # when the last receive began (the core listed just before)
         self._on_close: list[Callable[[], None]] = []
         conf: dict[str, Any] = dict(settings.client_config())
         conf.update(
@@ -93,6 +108,9 @@ class KafkaReceiver(Receiver):
                 "topic.metadata.refresh.interval.ms": 5000,
             }
         )
+        self._incremental = protocol == "consumer"
+        # (first nudge at, give up at, topics not yet assigned) after a subscription grew
+        self._awaiting: tuple[float, float, set[str]] | None = None
         if protocol == "consumer":
             # The broker assigns (always incrementally) and owns the session timeout.
             conf["group.protocol"] = "consumer"
@@ -116,6 +134,12 @@ class KafkaReceiver(Receiver):
         topics = self._lane_topics
         deadline = time.monotonic() + timeout
         with self._cond:
+            # Shortly after a new-lane signal, end early: the core then lists the lanes
+            # again (once LANE_REFRESH has passed since its last listing).
+            self._receive_at = time.monotonic()
+            if self._relist_until > self._receive_at:
+                deadline = min(deadline, self._relist_until)
+            signals = self._signals
             if topics != self._topics:
                 self._topics = topics
                 self._cond.notify_all()
@@ -132,17 +156,20 @@ class KafkaReceiver(Receiver):
                         return items
                 if final:
                     return []
-                if self._relist:
-                    # A new lane of the queue was signalled: return, so that the core
-                    # lists the lanes again and asks for them (once per signal).
-                    self._relist = False
-                    return []
+                if self._signals != signals:
+                    signals = self._signals
+                    deadline = time.monotonic()  # signalled while waiting: return now
+                    continue
                 self._cond.wait(min(deadline - time.monotonic(), 0.1))
 
     def lanes_changed(self) -> None:
-        """A new lane of the queue exists: end a waiting receive (see :mod:`.lanewatch`)."""
+        """A new lane of the queue exists: end a waiting receive, and for a moment every
+        receive early, so the core lists lanes again soon (see :mod:`.lanewatch`)."""
         with self._cond:
-            self._relist = True
+            # The core lists again once LANE_REFRESH has passed since its last listing,
+            # which came before the last receive began.
+            self._relist_until = max(time.monotonic(), self._receive_at + LANE_REFRESH + 0.02)
+            self._signals += 1
             self._cond.notify_all()
 
     def on_close(self, callback: Callable[[], None]) -> None:
@@ -232,6 +259,8 @@ class KafkaReceiver(Receiver):
                     topics = self._topics
                 if topics != self._subscribed:
                     self._subscribe(topics)
+                elif self._awaiting is not None:
+                    self._nudge()
                 messages = self._consumer.consume(self._settings.poll_batch, 0.05)
                 # Decode before taking the lock, so handlers settling meanwhile are not
                 # held up; only this thread changes the partition table and offsets.
@@ -259,7 +288,24 @@ class KafkaReceiver(Receiver):
         self._next_commit = time.monotonic() + self._settings.commit_interval
         return True
 
+    def _nudge(self) -> None:
+        """Subscribe again while new topics stay unassigned (KIP-848; see NUDGE_EVERY)."""
+        assert self._awaiting is not None
+        at, until, waiting = self._awaiting
+        now = time.monotonic()
+        with self._cond:
+            waiting.difference_update(topic for topic, _ in self._parts)
+        if not waiting or now >= until:
+            # All assigned, or another member has them.
+            self._awaiting = None
+        elif now >= at and self._subscribed:
+            self._awaiting = (now + NUDGE_EVERY, until, waiting)
+            self._subscribe(self._subscribed)
+
     def _subscribe(self, topics: frozenset[str]) -> None:
+        if self._incremental and self._subscribed and topics - self._subscribed:
+            now = time.monotonic()
+            self._awaiting = (now + NUDGE_EVERY, now + NUDGE_FOR, set(topics - self._subscribed))
         if topics:
             self._consumer.subscribe(
                 sorted(topics),
