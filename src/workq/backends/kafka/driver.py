@@ -89,6 +89,7 @@ class KafkaDriver(Driver):
         self._specs: dict[str, tuple[QueueSpec, bool]] = {}
         self._topics: set[str] = set()
         self._share_groups: set[str] = set()
+        self._configured: set[str] = set()  # consumer groups given their session timeout
         self._protocol: str | None = None
         self._parsed: dict[str, dict[str, Lane | None]] = {}
         # queue -> (monotonic time the listing began, its lanes)
@@ -333,6 +334,9 @@ class KafkaDriver(Driver):
             return ShareReceiver(
                 self.settings, self.naming, spec, prefetch, self._republish(spec), limit
             )
+        protocol = self._group_protocol()
+        if protocol == "consumer":
+            self._configure_consumer_group(spec)
         receiver = KafkaReceiver(
             self.settings,
             self.naming,
@@ -340,7 +344,7 @@ class KafkaDriver(Driver):
             prefetch,
             self._republish(spec),
             self._bounce,
-            protocol=self._group_protocol(),
+            protocol=protocol,
         )
         self._watch_lanes(spec, receiver)
         return receiver
@@ -387,6 +391,48 @@ class KafkaDriver(Driver):
             except (KafkaException, StopIteration) as exc:
                 log.info("Kafka group protocol: classic (%s)", exc)
         return self._protocol
+
+    def _configure_consumer_group(self, spec: QueueSpec) -> None:
+        """KIP-848: ask for ``session_timeout_ms`` on the queue's group (best effort).
+
+        Under the consumer protocol the broker owns the session timeout: the group's
+        ``consumer.session.timeout.ms``, within the broker's
+        ``group.consumer.min.session.timeout.ms`` (45 s by default) and max. A broker that
+        refuses keeps its own, and a crashed consumer's partitions wait that long.
+        """
+        group = self.naming.group(spec.name)
+        with self._lock:
+            if group in self._configured:
+                return
+            self._configured.add(group)
+        session = self.settings.session_timeout_ms
+        entries = [
+            ("consumer.session.timeout.ms", str(session)),
+            # A few heartbeats per session, as the classic protocol's default ratio.
+            ("consumer.heartbeat.interval.ms", str(max(session // 3, 1000))),
+        ]
+        resource = ConfigResource(
+            ResourceType.GROUP,
+            group,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in entries
+            ],
+        )
+        try:
+            self._admin.incremental_alter_configs(
+                [resource], request_timeout=self.settings.connect_timeout
+            )[resource].result()
+        except KafkaException as exc:
+            log.warning(
+                "queue %r: the broker keeps its own consumer-group session timeout "
+                "(group.consumer.session.timeout.ms, 45 s by default), not "
+                "session_timeout_ms=%d: %s; lower group.consumer.min.session.timeout.ms "
+                "and group.consumer.min.heartbeat.interval.ms on the brokers for faster "
+                "failover, or use group_protocol=classic",
+                spec.name,
+                session,
+                exc,
+            )
 
     def _configure_share_group(self, spec: QueueSpec) -> int:
         """Set the queue's share group up as a work queue; return its delivery limit.

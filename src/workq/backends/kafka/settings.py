@@ -38,7 +38,8 @@ class KafkaSettings(BackendSettings):
     #: Replicas of new topics; None: 3 (with ``min.insync.replicas=2``) on a cluster of
     #: 3 or more brokers, else 1.
     replication_factor: int | None = Field(None, ge=1)
-    #: Consumer session timeout: how long a dead consumer keeps its partitions.
+    #: Consumer session timeout: how long a dead consumer keeps its partitions (with
+    #: ``group_protocol=consumer``, where the brokers allow it; see there).
     session_timeout_ms: int = Field(6000, ge=6000)
     #: librdkafka's ``max.poll.interval.ms``; the poll thread never lets it lapse.
     max_poll_interval_ms: int = Field(300000, ge=1000)
@@ -82,11 +83,12 @@ class KafkaSettings(BackendSettings):
     mode: Literal["group", "share"] = "group"
     #: Group mode: the consumer group protocol. ``consumer`` (KIP-848, Apache Kafka
     #: 4.0+) has the broker assign partitions, so a new lane topic reaches its consumer
-    #: without a group-wide rejoin; a crashed consumer's partitions then wait for the
-    #: broker's ``group.consumer.session.timeout.ms`` (45 s by default), not
-    #: ``session_timeout_ms``. ``auto``: ``consumer`` where the broker offers it, else
-    #: ``classic`` (Tansu, older Kafka).
-    group_protocol: Literal["auto", "classic", "consumer"] = "classic"
+    #: without a group-wide rejoin. The broker then owns the session timeout: workq sets
+    #: the group's ``consumer.session.timeout.ms`` to ``session_timeout_ms``, which
+    #: brokers refuse below their ``group.consumer.min.session.timeout.ms`` (45 s by
+    #: default; a crashed consumer's partitions then wait that long). ``auto``:
+    #: ``consumer`` where the broker offers it, else ``classic`` (Tansu, older Kafka).
+    group_protocol: Literal["auto", "classic", "consumer"] = "auto"
     #: Share mode: members (client share consumers) per workq consumer, at most its
     #: prefetch; each holds one record at a time.
     share_members: int = Field(4, ge=1, le=64)
