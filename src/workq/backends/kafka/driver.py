@@ -44,6 +44,8 @@ log = logging.getLogger("workq.kafka")
 
 #: Seconds between full topic listings of a consumer that reads no lane signals.
 LIST_EVERY = 1.0
+#: Seconds a signalled lane is kept beyond a listing that does not show it.
+SIGNAL_GRACE = 5.0
 
 #: Options a queue declaration may carry on Kafka, with their checks.
 OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -290,7 +292,9 @@ class KafkaDriver(Driver):
             with self._lock:
                 self._listed[spec.name] = listed
             if watch is not None and watched:
-                watch.forget(spec.name, before=began)
+                # Signals older than the listing by a margin: a broker's metadata may lag
+                # a topic's creation a little, and a lane must not come and go.
+                watch.forget(spec.name, before=began - SIGNAL_GRACE)
         lanes = list(listed[1])
         if watch is not None and watched:
             signalled = watch.lanes(spec.name)

@@ -83,11 +83,26 @@ class LaneWatch:
             self._listeners.setdefault(queue, []).append(listener)
         if known:
             return
-        _, high = self._consumer.get_watermark_offsets(
-            TopicPartition(topic, 0), timeout=self._settings.connect_timeout, cached=False
-        )
+        high = self._end(topic)
         with self._lock:
             self._to_assign.append(TopicPartition(topic, 0, high))
+
+    def _end(self, topic: str) -> int:
+        """The signal partition's end offset; retried within ``connect_timeout``, as a
+        topic made a moment ago may not have a leader the client knows of yet."""
+        deadline = time.monotonic() + self._settings.connect_timeout
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, 0),
+                    timeout=max(deadline - time.monotonic(), 0.1),
+                    cached=False,
+                )
+                return int(high)
+            except KafkaException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def unwatch(self, queue: str, listener: Callable[[], None]) -> None:
         """Stop telling ``listener``; the queue's signals are still read (cheaply)."""
