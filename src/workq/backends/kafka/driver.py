@@ -397,7 +397,8 @@ class KafkaDriver(Driver):
         return self._protocol
 
     def _configure_consumer_group(self, spec: QueueSpec) -> None:
-        """KIP-848: ask for ``session_timeout_ms`` on the queue's group (best effort).
+        """KIP-848: ask for ``session_timeout_ms`` and prompt assignments on the queue's
+        group (best effort).
 
         Under the consumer protocol the broker owns the session timeout: the group's
         ``consumer.session.timeout.ms``, within the broker's
@@ -410,22 +411,23 @@ class KafkaDriver(Driver):
                 return
             self._configured.add(group)
         session = self.settings.session_timeout_ms
-        entries = [
-            ("consumer.session.timeout.ms", str(session)),
-            # A few heartbeats per session, as the classic protocol's default ratio.
-            ("consumer.heartbeat.interval.ms", str(max(session // 3, 1000))),
-        ]
-        resource = ConfigResource(
-            ResourceType.GROUP,
-            group,
-            incremental_configs=[
-                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in entries
-            ],
-        )
         try:
-            self._admin.incremental_alter_configs(
-                [resource], request_timeout=self.settings.connect_timeout
-            )[resource].result()
+            # Kafka 4.3+ computes a group's assignment at most once a second by default:
+            # a lane made within a second of the last one would wait for it.
+            self._alter_group(group, [("consumer.assignment.interval.ms", "0")])
+        except KafkaException as exc:
+            log.info(
+                "queue %r: the group keeps the broker's assignment interval: %s", spec.name, exc
+            )
+        try:
+            self._alter_group(
+                group,
+                [
+                    ("consumer.session.timeout.ms", str(session)),
+                    # A few heartbeats per session, as the classic protocol's default ratio.
+                    ("consumer.heartbeat.interval.ms", str(max(session // 3, 1000))),
+                ],
+            )
         except KafkaException as exc:
             log.warning(
                 "queue %r: the broker keeps its own consumer-group session timeout "
@@ -437,6 +439,19 @@ class KafkaDriver(Driver):
                 session,
                 exc,
             )
+
+    def _alter_group(self, group: str, entries: list[tuple[str, str]]) -> None:
+        """Set configs of a group (one request; KafkaException if the broker refuses)."""
+        resource = ConfigResource(
+            ResourceType.GROUP,
+            group,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in entries
+            ],
+        )
+        self._admin.incremental_alter_configs(
+            [resource], request_timeout=self.settings.connect_timeout
+        )[resource].result()
 
     def _configure_share_group(self, spec: QueueSpec) -> int:
         """Set the queue's share group up as a work queue; return its delivery limit.
