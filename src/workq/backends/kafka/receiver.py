@@ -447,6 +447,27 @@ class KafkaReceiver(Receiver):
                 key = (tp.topic, tp.partition)
                 self._parts[key] = Part(key, lane, next(self._generations))
             self._changed()
+        self._assign_at_committed(consumer, partitions)
+
+    def _assign_at_committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Assign at the committed offsets, looked up here; a partition with none at 0.
+
+        Left to librdkafka, a partition with no committed offset (a new lane's) waits for
+        an offset query it sends about 0.1 s later, a good part of a new tenant's first
+        delivery. Offset 0 where the log no longer starts at 0 is out of range, and
+        ``auto.offset.reset`` (earliest) applies as before. If the lookup fails,
+        librdkafka assigns and looks the offsets up itself.
+        """
+        try:
+            committed = consumer.committed(partitions, timeout=self._settings.connect_timeout)
+        except KafkaException as exc:
+            log.info("queue %r: committed offsets not read (%s)", self._spec.name, exc)
+            return
+        if any(tp.error is not None for tp in committed):
+            return
+        consumer.incremental_assign(
+            [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in committed]
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
