@@ -206,3 +206,41 @@ def test_passive_declare_creates_no_topic(broker: workq.Broker, kafka_url: str) 
     create_topic(kafka_url, queue, 3)  # another team's topic: adopted as it is
     assert broker.declare(queue, passive=True).name == queue
     assert [t for t in admin.list_topics(timeout=WAIT).topics if queue in t] == [queue]
+
+
+def test_a_new_lane_reaches_running_consumers_by_its_signal(kafka_url: str) -> None:
+    """Another process's producer makes a tenant's lane topic and signals it
+    (``<queue>.lanes``); a consumer that would not list the topics again for an hour
+    finds the lane from the signal alone."""
+    queue = unique("signal")
+    with (
+        workq.connect(kafka_url) as producing,
+        workq.connect(with_query(kafka_url, "lane_sweep=3600")) as consuming,
+    ):
+        producing.producer().publish(queue, b"first")
+        with consuming.consumer(queue) as consumer:
+            first = until(lambda: consumer.get(timeout=0.5), what="the default lane's message")
+            first.ack()
+            producing.producer().publish(queue, b"late", tenant="newcomer")
+            d = until(lambda: consumer.get(timeout=0.5), what="the signalled lane's message")
+            assert (d.body, d.tenant) == (b"late", "newcomer")
+            d.ack()
+    admin = AdminClient({"bootstrap.servers": servers(kafka_url)})
+    assert f"{queue}.lanes" in admin.list_topics(timeout=WAIT).topics
+
+
+def test_a_lane_made_by_a_plain_client_is_found_by_the_sweep(kafka_url: str) -> None:
+    """No signal for a lane topic a plain client makes: the periodic listing finds it."""
+    queue = unique("sweep")
+    with workq.connect(with_query(kafka_url, "lane_sweep=1")) as broker:
+        broker.producer().publish(queue, b"first")
+        with broker.consumer(queue) as consumer:
+            first = until(lambda: consumer.get(timeout=0.5), what="the default lane's message")
+            first.ack()
+            create_topic(kafka_url, f"{queue}.p0.plain", 1)
+            producer = Producer({"bootstrap.servers": servers(kafka_url)})
+            producer.produce(f"{queue}.p0.plain", b"plain")
+            producer.flush(WAIT)
+            d = until(lambda: consumer.get(timeout=0.5), what="the plain lane's message")
+            assert (d.body, d.tenant) == (b"plain", "plain")
+            d.ack()

@@ -30,13 +30,14 @@ from ...driver import (
     Received,
     Receiver,
 )
-from ...errors import BrokerUnavailable, ConfigurationError
+from ...errors import BrokerUnavailable, ConfigurationError, PublishError
 from ...lanes import Lane
 from ...retrying import REQUEST, Deadline
 from ...spec import QueueSpec
+from .lanewatch import LaneWatch
 from .logs import client_logger
 from .producing import Publisher, Record, _Failed
-from .receiver import KafkaReceiver
+from .receiver import LANE_REFRESH, KafkaReceiver
 from .settings import KafkaSettings
 from .sharing import ShareReceiver
 from .topics import Naming
@@ -48,6 +49,11 @@ if TYPE_CHECKING:
 __all__ = ["KafkaDriver", "create_driver"]
 
 log = logging.getLogger("workq.kafka")
+
+#: Seconds between full topic listings of a consumer that reads no lane signals.
+LIST_EVERY = 1.0
+#: Seconds a signalled lane is kept beyond a listing that does not show it.
+SIGNAL_GRACE = 5.0
 
 #: Options a queue declaration may carry on Kafka, with their checks.
 OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -69,7 +75,9 @@ class KafkaDriver(Driver):
     capabilities = Capabilities(
         backend="kafka",
         lease_model="session",
-        lane_refresh=1.0,
+        # Cheap: ``lanes`` answers from the last listing and the lane signals, and lists
+        # the cluster only every ``lane_sweep`` (LIST_EVERY without signals).
+        lane_refresh=LANE_REFRESH,
         receive_batch=500,
         # A partition's messages go to its one owner in the group (no share groups).
         shared_dispatch=False,
@@ -91,8 +99,12 @@ class KafkaDriver(Driver):
         self._specs: dict[str, tuple[QueueSpec, bool]] = {}
         self._topics: set[str] = set()
         self._share_groups: set[str] = set()
+        self._configured: set[str] = set()  # consumer groups given their session timeout
         self._protocol: str | None = None
         self._parsed: dict[str, dict[str, Lane | None]] = {}
+        # queue -> (monotonic time the listing began, its lanes)
+        self._listed: dict[str, tuple[float, list[Lane]]] = {}
+        self._watch: LaneWatch | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -155,11 +167,15 @@ class KafkaDriver(Driver):
 
     def _ensure(
         self, topics: Sequence[str], spec: QueueSpec, partitions: int | None = None
-    ) -> None:
-        """Create the topics that do not exist yet (idempotent across processes)."""
+    ) -> dict[str, Lane]:
+        """Create the topics that do not exist yet (idempotent across processes).
+
+        Returns the lane topics this call made, other than the default lane's (which
+        every consumer knows): the caller signals them once its records are sent.
+        """
         missing = [t for t in topics if t not in self._topics]
         if not missing:
-            return
+            return {}
         default = self.settings.partitions
         if self.settings.mode == "share" and "partitions" not in self.settings.model_fields_set:
             # A share group spreads one partition over every consumer; more partitions
@@ -171,21 +187,72 @@ class KafkaDriver(Driver):
             [NewTopic(t, count, replicas, config=configs) for t in missing],
             request_timeout=self.settings.connect_timeout,
         )
-        for topic, future in futures.items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if not (
-                    isinstance(error, KafkaError)
-                    and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
-                ):
-                    raise BrokerUnavailable(
-                        f"cannot create Kafka topic {topic!r} at {self.settings.redacted_url()}: "
-                        f"{exc}; check the broker and the client's permissions"
-                    ) from None
+        created = [topic for topic, future in futures.items() if self._created(topic, future)]
         with self._lock:
             self._topics.update(missing)
+        default_lane = Lane(spec.name)
+        lanes = {t: self.naming.lane_of(t, spec.name) for t in created}
+        return {t: lane for t, lane in lanes.items() if lane is not None and lane != default_lane}
+
+    def _send(self, spec: QueueSpec, records: Sequence[Record], new: dict[str, Lane]) -> None:
+        """Send ``records``, then signal the lanes ``_ensure`` just made for them.
+
+        After, not before: a consumer told of a topic subscribes at once, and a topic
+        the group coordinator does not know yet waits for the member's next heartbeat
+        (seconds) to be assigned; once a record is written, the brokers know the topic.
+        """
+        try:
+            self._publisher.send(records)
+        finally:
+            if new:
+                self._signal(spec, new)
+
+    def _created(self, topic: str, future: Any) -> bool:
+        """Whether a create_topics future made the topic (False: it existed already)."""
+        try:
+            future.result()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                return False
+            raise BrokerUnavailable(
+                f"cannot create Kafka topic {topic!r} at {self.settings.redacted_url()}: "
+                f"{exc}; check the broker and the client's permissions"
+            ) from None
+        return True
+
+    def _ensure_signal_topic(self, spec: QueueSpec) -> str:
+        """The queue's lane-signal topic, made if missing: one partition, compacted."""
+        topic = self.naming.signal_topic(spec.name)
+        if topic in self._topics:
+            return topic
+        replicas, configs = self._replication(spec)
+        futures = self._admin.create_topics(
+            [NewTopic(topic, 1, replicas, config={**configs, "cleanup.policy": "compact"})],
+            request_timeout=self.settings.connect_timeout,
+        )
+        self._created(topic, futures[topic])
+        with self._lock:
+            self._topics.add(topic)
+        return topic
+
+    def _signal(self, spec: QueueSpec, new: dict[str, Lane]) -> None:
+        """Write new lane topics' names to the queue's signal topic; best effort (the
+        consumers' slower full listing finds a lane whose signal is lost)."""
+        with self._lock:
+            listed = self._listed.get(spec.name)
+            if listed is not None:
+                # This process's own consumers know at once.
+                known = set(listed[1])
+                listed[1].extend(lane for lane in new.values() if lane not in known)
+                listed[1].sort(key=_lane_key)
+        try:
+            topic = self._ensure_signal_topic(spec)
+            # Sent and waited for (a round trip, once per new lane): queued on the batch
+            # producer it reached consumers up to 0.2 s later.
+            self._publisher.send([Record(topic, b"", [], key=t.encode()) for t in new])
+        except (BrokerUnavailable, PublishError) as exc:
+            log.info("queue %r: could not signal new lanes %s: %s", spec.name, list(new), exc)
 
     def queues(self) -> list[str]:
         """The queues with lane or dead-letter topics (see ``Naming.queues``)."""
@@ -214,10 +281,37 @@ class KafkaDriver(Driver):
                 lane = known[topic] = self.naming.lane_of(topic, spec.name)
             if lane is not None:
                 found[lane] = sorted(meta.partitions) if meta.error is None else []
-        return dict(sorted(found.items(), key=lambda kv: (kv[0].priority, kv[0].tenant or "")))
+        return dict(sorted(found.items(), key=lambda kv: _lane_key(kv[0])))
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:
-        return list(self._lane_partitions(spec))
+        """The queue's lanes: the last listing and the lanes signalled since.
+
+        The cluster is listed again every ``lane_sweep`` seconds when this process reads
+        the queue's lane signals, else every ``LIST_EVERY``.
+        """
+        watch = self._watch
+        watched = watch is not None and watch.watching(spec.name)
+        every = self.settings.lane_sweep if watched else LIST_EVERY
+        with self._lock:
+            listed = self._listed.get(spec.name)
+        began = time.monotonic()
+        if listed is None or began - listed[0] >= every:
+            listed = (began, list(self._lane_partitions(spec)))
+            with self._lock:
+                self._listed[spec.name] = listed
+            if watch is not None and watched:
+                # Signals older than the listing by a margin: a broker's metadata may lag
+                # a topic's creation a little, and a lane must not come and go.
+                watch.forget(spec.name, before=began - SIGNAL_GRACE)
+        lanes = list(listed[1])
+        if watch is not None and watched:
+            signalled = watch.lanes(spec.name)
+            if signalled:
+                known = set(lanes)
+                extra = [lane for lane in signalled if lane not in known]
+                if extra:
+                    lanes = sorted([*lanes, *extra], key=_lane_key)
+        return lanes
 
     # -- produce -------------------------------------------------------------------
 
@@ -225,15 +319,15 @@ class KafkaDriver(Driver):
         spec = self._spec(spec)
         key_header = spec.options.get("key_header", "key")
         records = [encode(self.naming.lane_topic(m.lane), m, key_header) for m in messages]
-        self._ensure(sorted({r.topic for r in records}), spec)
-        self._publisher.send(records)
+        self._send(spec, records, self._ensure(sorted({r.topic for r in records}), spec))
 
     def _republish(self, spec: QueueSpec) -> Callable[[Sequence[Record]], None]:
         def send(records: Sequence[Record]) -> None:
             dlq = self.naming.dlq_topic(spec.name)
+            new: dict[str, Lane] = {}
             for topic in {r.topic for r in records}:
-                self._ensure([topic], spec, partitions=1 if topic == dlq else None)
-            self._publisher.send(records)
+                new.update(self._ensure([topic], spec, partitions=1 if topic == dlq else None))
+            self._send(spec, records, new)
 
         return send
 
@@ -252,15 +346,40 @@ class KafkaDriver(Driver):
             return ShareReceiver(
                 self.settings, self.naming, spec, prefetch, self._republish(spec), limit
             )
-        return KafkaReceiver(
+        protocol = self._group_protocol()
+        if protocol == "consumer":
+            self._configure_consumer_group(spec)
+        receiver = KafkaReceiver(
             self.settings,
             self.naming,
             spec,
             prefetch,
             self._republish(spec),
             self._bounce,
-            protocol=self._group_protocol(),
+            protocol=protocol,
         )
+        self._watch_lanes(spec, receiver)
+        return receiver
+
+    def _watch_lanes(self, spec: QueueSpec, receiver: KafkaReceiver) -> None:
+        """Have ``receiver`` told of the queue's new lanes (see :mod:`.lanewatch`)."""
+        try:
+            self._ensure_signal_topic(spec)
+            with self._lock:
+                if self._watch is None:
+                    self._watch = LaneWatch(self.settings, self.naming)
+                watch = self._watch
+            watch.watch(spec.name, receiver.lanes_changed)
+        except (BrokerUnavailable, KafkaException) as exc:
+            log.warning(
+                "queue %r: cannot read its lane signals (%s); new lanes are found by "
+                "listing topics every %gs",
+                spec.name,
+                exc,
+                LIST_EVERY,
+            )
+            return
+        receiver.on_close(lambda: watch.unwatch(spec.name, receiver.lanes_changed))
 
     def _group_protocol(self) -> str:
         """``classic`` or ``consumer``: ``group_protocol``, with ``auto`` resolved once.
@@ -284,6 +403,63 @@ class KafkaDriver(Driver):
             except (KafkaException, StopIteration) as exc:
                 log.info("Kafka group protocol: classic (%s)", exc)
         return self._protocol
+
+    def _configure_consumer_group(self, spec: QueueSpec) -> None:
+        """KIP-848: ask for ``session_timeout_ms`` and prompt assignments on the queue's
+        group (best effort).
+
+        Under the consumer protocol the broker owns the session timeout: the group's
+        ``consumer.session.timeout.ms``, within the broker's
+        ``group.consumer.min.session.timeout.ms`` (45 s by default) and max. A broker that
+        refuses keeps its own, and a crashed consumer's partitions wait that long.
+        """
+        group = self.naming.group(spec.name)
+        with self._lock:
+            if group in self._configured:
+                return
+            self._configured.add(group)
+        session = self.settings.session_timeout_ms
+        try:
+            # Kafka 4.3+ computes a group's assignment at most once a second by default:
+            # a lane made within a second of the last one would wait for it.
+            self._alter_group(group, [("consumer.assignment.interval.ms", "0")])
+        except KafkaException as exc:
+            log.info(
+                "queue %r: the group keeps the broker's assignment interval: %s", spec.name, exc
+            )
+        try:
+            self._alter_group(
+                group,
+                [
+                    ("consumer.session.timeout.ms", str(session)),
+                    # A few heartbeats per session, as the classic protocol's default ratio.
+                    ("consumer.heartbeat.interval.ms", str(max(session // 3, 1000))),
+                ],
+            )
+        except KafkaException as exc:
+            log.warning(
+                "queue %r: the broker keeps its own consumer-group session timeout "
+                "(group.consumer.session.timeout.ms, 45 s by default), not "
+                "session_timeout_ms=%d: %s; lower group.consumer.min.session.timeout.ms "
+                "and group.consumer.min.heartbeat.interval.ms on the brokers for faster "
+                "failover, or use group_protocol=classic",
+                spec.name,
+                session,
+                exc,
+            )
+
+    def _alter_group(self, group: str, entries: list[tuple[str, str]]) -> None:
+        """Set configs of a group (one request; KafkaException if the broker refuses)."""
+        resource = ConfigResource(
+            ResourceType.GROUP,
+            group,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in entries
+            ],
+        )
+        self._admin.incremental_alter_configs(
+            [resource], request_timeout=self.settings.connect_timeout
+        )[resource].result()
 
     def _configure_share_group(self, spec: QueueSpec) -> int:
         """Set the queue's share group up as a work queue; return its delivery limit.
@@ -395,8 +571,7 @@ class KafkaDriver(Driver):
                     to_record(self.naming.lane_topic(item.lane), item, 1, None)
                     for _, item, _ in found
                 ]
-                self._ensure(sorted({r.topic for r in records}), spec)
-                self._publisher.send(records)
+                self._send(spec, records, self._ensure(sorted({r.topic for r in records}), spec))
                 # Recording how far redrive got is what hides these from dead_letters().
                 last = TopicPartition(self.naming.dlq_topic(spec.name), 0, found[-1][0] + 1)
                 for attempt in REQUEST.retrying(
@@ -443,4 +618,11 @@ class KafkaDriver(Driver):
         if self._closed:
             return
         self._closed = True
+        if self._watch is not None:
+            self._watch.close()
         self._publisher.close()
+
+
+def _lane_key(lane: Lane) -> tuple[int, str]:
+    """Listing order: priority, then tenant (the default lane first)."""
+    return (lane.priority, lane.tenant or "")

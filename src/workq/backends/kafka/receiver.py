@@ -36,6 +36,17 @@ log = logging.getLogger("workq.kafka")
 
 _seq = itertools.count()
 
+#: Seconds between the core's lane listings (the driver's ``lane_refresh``): after a
+#: new-lane signal, receives return by then, so the next one has the new lane.
+LANE_REFRESH = 0.1
+#: KIP-848: seconds after subscribing to new topics before subscribing again, and the
+#: longest to keep doing so. A member's subscription change goes to the group
+#: coordinator at once; if the coordinator has not seen a just-made topic yet, the
+#: assignment waits for the member's next heartbeat (5 s apart by default). Subscribing
+#: again sends another heartbeat at once.
+NUDGE_EVERY = 0.3
+NUDGE_FOR = 3.0
+
 
 class KafkaReceiver(Receiver):
     """One consumer of one queue, in the queue's consumer group."""
@@ -75,6 +86,12 @@ class KafkaReceiver(Receiver):
         self._next_commit = 0.0  # monotonic time before which no asynchronous commit
         self._closing = False
         self._closed = False
+        # A new lane was signalled: receives return by this monotonic time, when the
+        # core lists the lanes again (it lists at most every LANE_REFRESH).
+        self._relist_until = 0.0
+        self._signals = 0  # new-lane signals so far
+        self._receive_at = 0.0  # when the last receive began (the core listed just before)
+        self._on_close: list[Callable[[], None]] = []
         conf: dict[str, Any] = dict(settings.client_config())
         conf.update(
             {
@@ -85,11 +102,14 @@ class KafkaReceiver(Receiver):
                 "auto.offset.reset": "earliest",
                 "max.poll.interval.ms": settings.max_poll_interval_ms,
                 "enable.partition.eof": True,
-                "fetch.wait.max.ms": 100,
+                "fetch.wait.max.ms": settings.fetch_wait_ms,
                 "queued.max.messages.kbytes": 16384,
                 "topic.metadata.refresh.interval.ms": 5000,
             }
         )
+        self._incremental = protocol == "consumer"
+        # (first nudge at, give up at, topics not yet assigned) after a subscription grew
+        self._awaiting: tuple[float, float, set[str]] | None = None
         if protocol == "consumer":
             # The broker assigns (always incrementally) and owns the session timeout.
             conf["group.protocol"] = "consumer"
@@ -113,6 +133,12 @@ class KafkaReceiver(Receiver):
         topics = self._lane_topics
         deadline = time.monotonic() + timeout
         with self._cond:
+            # Shortly after a new-lane signal, end early: the core then lists the lanes
+            # again (once LANE_REFRESH has passed since its last listing).
+            self._receive_at = time.monotonic()
+            if self._relist_until > self._receive_at:
+                deadline = min(deadline, self._relist_until)
+            signals = self._signals
             if topics != self._topics:
                 self._topics = topics
                 self._cond.notify_all()
@@ -129,7 +155,25 @@ class KafkaReceiver(Receiver):
                         return items
                 if final:
                     return []
+                if self._signals != signals:
+                    signals = self._signals
+                    deadline = time.monotonic()  # signalled while waiting: return now
+                    continue
                 self._cond.wait(min(deadline - time.monotonic(), 0.1))
+
+    def lanes_changed(self) -> None:
+        """A new lane of the queue exists: end a waiting receive, and for a moment every
+        receive early, so the core lists lanes again soon (see :mod:`.lanewatch`)."""
+        with self._cond:
+            # The core lists again once LANE_REFRESH has passed since its last listing,
+            # which came before the last receive began.
+            self._relist_until = max(time.monotonic(), self._receive_at + LANE_REFRESH + 0.02)
+            self._signals += 1
+            self._cond.notify_all()
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the receiver closes."""
+        self._on_close.append(callback)
 
     def _changed(self) -> None:
         """What a receive plans from changed (under the lock): wake it to plan again."""
@@ -198,6 +242,8 @@ class KafkaReceiver(Receiver):
                 return
             self._closing = True
             self._cond.notify_all()
+        for callback in self._on_close:
+            callback()
         if self._thread is not threading.current_thread():
             self._thread.join(self._settings.revoke_timeout + 30)
 
@@ -212,6 +258,8 @@ class KafkaReceiver(Receiver):
                     topics = self._topics
                 if topics != self._subscribed:
                     self._subscribe(topics)
+                elif self._awaiting is not None:
+                    self._nudge()
                 messages = self._consumer.consume(self._settings.poll_batch, 0.05)
                 # Decode before taking the lock, so handlers settling meanwhile are not
                 # held up; only this thread changes the partition table and offsets.
@@ -239,7 +287,24 @@ class KafkaReceiver(Receiver):
         self._next_commit = time.monotonic() + self._settings.commit_interval
         return True
 
+    def _nudge(self) -> None:
+        """Subscribe again while new topics stay unassigned (KIP-848; see NUDGE_EVERY)."""
+        assert self._awaiting is not None
+        at, until, waiting = self._awaiting
+        now = time.monotonic()
+        with self._cond:
+            waiting.difference_update(topic for topic, _ in self._parts)
+        if not waiting or now >= until:
+            # All assigned, or another member has them.
+            self._awaiting = None
+        elif now >= at and self._subscribed:
+            self._awaiting = (now + NUDGE_EVERY, until, waiting)
+            self._subscribe(self._subscribed)
+
     def _subscribe(self, topics: frozenset[str]) -> None:
+        if self._incremental and self._subscribed and topics - self._subscribed:
+            now = time.monotonic()
+            self._awaiting = (now + NUDGE_EVERY, now + NUDGE_FOR, set(topics - self._subscribed))
         if topics:
             self._consumer.subscribe(
                 sorted(topics),
@@ -381,6 +446,27 @@ class KafkaReceiver(Receiver):
                 key = (tp.topic, tp.partition)
                 self._parts[key] = Part(key, lane, next(self._generations))
             self._changed()
+        self._assign_at_committed(consumer, partitions)
+
+    def _assign_at_committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Assign at the committed offsets, looked up here; a partition with none at 0.
+
+        Left to librdkafka, a partition with no committed offset (a new lane's) waits for
+        an offset query it sends about 0.1 s later, a good part of a new tenant's first
+        delivery. Offset 0 where the log no longer starts at 0 is out of range, and
+        ``auto.offset.reset`` (earliest) applies as before. If the lookup fails,
+        librdkafka assigns and looks the offsets up itself.
+        """
+        try:
+            committed = consumer.committed(partitions, timeout=self._settings.connect_timeout)
+        except KafkaException as exc:
+            log.info("queue %r: committed offsets not read (%s)", self._spec.name, exc)
+            return
+        if any(tp.error is not None for tp in committed):
+            return
+        consumer.incremental_assign(
+            [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in committed]
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]

@@ -40,7 +40,8 @@ class KafkaSettings(BackendSettings):
     #: Replicas of new topics; None: 3 (with ``min.insync.replicas=2``) on a cluster of
     #: 3 or more brokers, else 1.
     replication_factor: int | None = Field(None, ge=1)
-    #: Consumer session timeout: how long a dead consumer keeps its partitions.
+    #: Consumer session timeout: how long a dead consumer keeps its partitions (with
+    #: ``group_protocol=consumer``, where the brokers allow it; see there).
     session_timeout_ms: int = Field(6000, ge=6000)
     #: librdkafka's ``max.poll.interval.ms``; the poll thread never lets it lapse.
     max_poll_interval_ms: int = Field(300000, ge=1000)
@@ -66,17 +67,30 @@ class KafkaSettings(BackendSettings):
     commit_interval: float = Field(0.2, gt=0)
     #: Most messages taken from the client per poll.
     poll_batch: int = Field(500, ge=1)
+    #: librdkafka's ``fetch.wait.max.ms`` for consumers: how long the broker holds an
+    #: idle fetch. A fetch returns as soon as any of its partitions has a record, so a
+    #: longer wait costs no latency on partitions being fetched; it sets how many fetch
+    #: requests an idle consumer sends (each naming every partition it owns).
+    fetch_wait_ms: int = Field(100, ge=1, le=10000)
+    #: Seconds between full listings of the cluster's topics by a consumer that reads
+    #: the queue's lane signals (``<queue>.lanes``, written by workq producers as they
+    #: make lane topics, so new lanes are found at once). The listing finds lane topics
+    #: made otherwise (plain clients, workq before 0.3) and forgets deleted ones. A
+    #: consumer that cannot read the signals (no permission to create or read the
+    #: topic) lists every second.
+    lane_sweep: float = Field(10.0, gt=0)
     #: ``group``: a queue's consumers form a consumer group (each partition has one
     #: owner). ``share``: they form a share group (KIP-932, Kafka 4.2+; the client's
     #: support is a preview): any consumer takes any record, acknowledged one by one.
     mode: Literal["group", "share"] = "group"
     #: Group mode: the consumer group protocol. ``consumer`` (KIP-848, Apache Kafka
     #: 4.0+) has the broker assign partitions, so a new lane topic reaches its consumer
-    #: without a group-wide rejoin; a crashed consumer's partitions then wait for the
-    #: broker's ``group.consumer.session.timeout.ms`` (45 s by default), not
-    #: ``session_timeout_ms``. ``auto``: ``consumer`` where the broker offers it, else
-    #: ``classic`` (Tansu, older Kafka).
-    group_protocol: Literal["auto", "classic", "consumer"] = "classic"
+    #: without a group-wide rejoin. The broker then owns the session timeout: workq sets
+    #: the group's ``consumer.session.timeout.ms`` to ``session_timeout_ms``, which
+    #: brokers refuse below their ``group.consumer.min.session.timeout.ms`` (45 s by
+    #: default; a crashed consumer's partitions then wait that long). ``auto``:
+    #: ``consumer`` where the broker offers it, else ``classic`` (Tansu, older Kafka).
+    group_protocol: Literal["auto", "classic", "consumer"] = "auto"
     #: Share mode: members (client share consumers) per workq consumer, at most its
     #: prefetch; each holds one record at a time.
     share_members: int = Field(4, ge=1, le=64)

@@ -3,7 +3,8 @@
 ``default_lane="topic"`` (the default): a queue's default lane is the topic named
 exactly as the queue (``<topic_prefix><queue>``), so plain clients of topic ``orders``
 meet workq's queue ``orders``; its other lanes are ``<queue>.p<priority>`` and
-``<queue>.p<priority>.<tenant>`` beside it, and ``<queue>.dlq`` holds dead letters.
+``<queue>.p<priority>.<tenant>`` beside it, ``<queue>.dlq`` holds dead letters and
+``<queue>.lanes`` the names of lane topics as producers make them (see :mod:`.lanewatch`).
 ``default_lane="suffixed"`` keeps the earlier names: ``<ns>.<queue>.p<priority>[.<tenant>]``
 and ``<ns>.<queue>.dlq``. Queue and tenant names never contain ``.``, so names parse
 back unambiguously: ``orders.archive`` or ``orders-eu`` are never lanes of ``orders``.
@@ -98,6 +99,18 @@ class Naming:
 
     def dlq_topic(self, queue: str) -> str:
         return f"{self._base(queue)}.dlq"
+
+    def signal_topic(self, queue: str) -> str:
+        """The queue's lane-signal topic: names of lane topics, written as they are made.
+
+        Not a lane (``lanes`` does not start with ``p``), so never taken for a queue.
+
+        >>> Naming("workq").signal_topic("orders")
+        'orders.lanes'
+        >>> Naming("workq").queues(["orders.lanes"])
+        []
+        """
+        return f"{self._base(queue)}.lanes"
 
     def group(self, queue: str) -> str:
         """The consumer group of a queue's consumers."""

@@ -229,6 +229,11 @@ def _properties(node: KafkaNode, voters: str, broker_settings: dict[str, str]) -
         "group.share.assignment.interval.ms": "100",
         "group.share.assignor.offload.enable": "false",
         "group.initial.rebalance.delay.ms": "0",
+        # KIP-848 consumer groups: let workq set a group's session timeout as low as the
+        # classic protocol's 6 s (the broker's minimum is 45 s by default), so a crashed
+        # consumer's partitions move on as fast under either protocol.
+        "group.consumer.min.session.timeout.ms": "6000",
+        "group.consumer.min.heartbeat.interval.ms": "1000",
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
         "log.flush.interval.messages": "9223372036854775807",
