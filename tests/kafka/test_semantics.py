@@ -317,7 +317,7 @@ def test_a_running_consumer_finds_a_new_tenants_lane(
             assert first is not None and first.body == b"early"
             first.ack()
             expected = "classic" if protocol == "classic" or tansu else "consumer"
-            assert broker.driver._group_protocol() == expected  # type: ignore[attr-defined]
+            assert broker.driver.groups.protocol() == expected  # type: ignore[attr-defined]
             p.publish(queue, "late", tenant=unique("late"))
             d = c.get(timeout=WAIT)
             assert d is not None and d.body == b"late", "the new tenant's lane was not found"

@@ -10,14 +10,11 @@ import dataclasses
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
-from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from ...driver import (
@@ -27,13 +24,14 @@ from ...driver import (
     LaneStats,
     Outgoing,
     QueueStats,
-    Received,
     Receiver,
 )
 from ...errors import BrokerUnavailable, ConfigurationError, PublishError
 from ...lanes import Lane
 from ...retrying import REQUEST, Deadline
 from ...spec import QueueSpec
+from .deadletters import dlq_reader, read_dead
+from .groups import Groups
 from .lanewatch import LaneWatch
 from .logs import client_logger
 from .producing import Publisher, Record, _Failed
@@ -41,7 +39,7 @@ from .receiver import LANE_REFRESH, KafkaReceiver
 from .settings import KafkaSettings
 from .sharing import ShareReceiver
 from .topics import Naming
-from .wire import decode_dead, encode, to_record
+from .wire import encode, to_record
 
 if TYPE_CHECKING:
     from confluent_kafka.admin._metadata import ClusterMetadata
@@ -98,15 +96,13 @@ class KafkaDriver(Driver):
         self._publisher = Publisher(settings)
         self._specs: dict[str, tuple[QueueSpec, bool]] = {}
         self._topics: set[str] = set()
-        self._share_groups: set[str] = set()
-        self._configured: set[str] = set()  # consumer groups given their session timeout
-        self._protocol: str | None = None
         self._parsed: dict[str, dict[str, Lane | None]] = {}
         # queue -> (monotonic time the listing began, its lanes)
         self._listed: dict[str, tuple[float, list[Lane]]] = {}
         self._watch: LaneWatch | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self.groups = Groups(self._admin, settings, self.naming, self._metadata)
 
     def _check_reachable(self) -> int:
         """How many brokers the cluster has; BrokerUnavailable if it does not answer."""
@@ -342,13 +338,13 @@ class KafkaDriver(Driver):
     def open(self, spec: QueueSpec, prefetch: int) -> Receiver:
         spec = self._spec(spec)
         if self.settings.mode == "share":
-            limit = self._configure_share_group(spec)
+            limit = self.groups.configure_share_group(spec)
             return ShareReceiver(
                 self.settings, self.naming, spec, prefetch, self._republish(spec), limit
             )
-        protocol = self._group_protocol()
+        protocol = self.groups.protocol()
         if protocol == "consumer":
-            self._configure_consumer_group(spec)
+            self.groups.configure_consumer_group(spec)
         receiver = KafkaReceiver(
             self.settings,
             self.naming,
@@ -381,190 +377,27 @@ class KafkaDriver(Driver):
             return
         receiver.on_close(lambda: watch.unwatch(spec.name, receiver.lanes_changed))
 
-    def _group_protocol(self) -> str:
-        """``classic`` or ``consumer``: ``group_protocol``, with ``auto`` resolved once.
-
-        ``auto`` asks a broker for ``group.coordinator.rebalance.protocols``; a broker
-        that does not answer it (Tansu, Kafka before 4.0) gets ``classic``.
-        """
-        if self.settings.group_protocol != "auto":
-            return self.settings.group_protocol
-        if self._protocol is None:
-            self._protocol = "classic"
-            try:
-                broker = next(iter(self._metadata().brokers))
-                resource = ConfigResource(ResourceType.BROKER, str(broker))
-                future = self._admin.describe_configs(
-                    [resource], request_timeout=self.settings.connect_timeout
-                )[resource]
-                entry = future.result().get("group.coordinator.rebalance.protocols")
-                if entry is not None and "consumer" in str(entry.value).split(","):
-                    self._protocol = "consumer"
-            except (KafkaException, StopIteration) as exc:
-                log.info("Kafka group protocol: classic (%s)", exc)
-        return self._protocol
-
-    def _configure_consumer_group(self, spec: QueueSpec) -> None:
-        """KIP-848: ask for ``session_timeout_ms`` and prompt assignments on the queue's
-        group (best effort).
-
-        Under the consumer protocol the broker owns the session timeout: the group's
-        ``consumer.session.timeout.ms``, within the broker's
-        ``group.consumer.min.session.timeout.ms`` (45 s by default) and max. A broker that
-        refuses keeps its own, and a crashed consumer's partitions wait that long.
-        """
-        group = self.naming.group(spec.name)
-        with self._lock:
-            if group in self._configured:
-                return
-            self._configured.add(group)
-        session = self.settings.session_timeout_ms
-        try:
-            # Kafka 4.3+ computes a group's assignment at most once a second by default:
-            # a lane made within a second of the last one would wait for it.
-            self._alter_group(group, [("consumer.assignment.interval.ms", "0")])
-        except KafkaException as exc:
-            log.info(
-                "queue %r: the group keeps the broker's assignment interval: %s", spec.name, exc
-            )
-        try:
-            self._alter_group(
-                group,
-                [
-                    ("consumer.session.timeout.ms", str(session)),
-                    # A few heartbeats per session, as the classic protocol's default ratio.
-                    ("consumer.heartbeat.interval.ms", str(max(session // 3, 1000))),
-                ],
-            )
-        except KafkaException as exc:
-            log.warning(
-                "queue %r: the broker keeps its own consumer-group session timeout "
-                "(group.consumer.session.timeout.ms, 45 s by default), not "
-                "session_timeout_ms=%d: %s; lower group.consumer.min.session.timeout.ms "
-                "and group.consumer.min.heartbeat.interval.ms on the brokers for faster "
-                "failover, or use group_protocol=classic",
-                spec.name,
-                session,
-                exc,
-            )
-
-    def _alter_group(self, group: str, entries: list[tuple[str, str]]) -> None:
-        """Set configs of a group (one request; KafkaException if the broker refuses)."""
-        resource = ConfigResource(
-            ResourceType.GROUP,
-            group,
-            incremental_configs=[
-                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in entries
-            ],
-        )
-        self._admin.incremental_alter_configs(
-            [resource], request_timeout=self.settings.connect_timeout
-        )[resource].result()
-
-    def _configure_share_group(self, spec: QueueSpec) -> int:
-        """Set the queue's share group up as a work queue; return its delivery limit.
-
-        A share group starts at the end of a partition unless told otherwise, and the
-        broker archives a record delivered ``share.delivery.count.limit`` times (5 by
-        default): a work queue starts at the oldest record, and workq's own
-        ``max_attempts`` must come first so the message goes to the DLQ topic.
-        """
-        group = self.naming.share_group(spec.name)
-        limit = min(max(spec.max_attempts + 1, 2), 10)
-        with self._lock:
-            if group in self._share_groups:
-                return limit
-        entries = [
-            ("share.auto.offset.reset", "earliest"),
-            ("share.delivery.count.limit", str(limit)),
-        ]
-        if self.settings.share_lock_timeout is not None:
-            lock_ms = int(self.settings.share_lock_timeout * 1000)
-            entries.append(("share.record.lock.duration.ms", str(lock_ms)))
-        resource = ConfigResource(
-            ResourceType.GROUP,
-            group,
-            incremental_configs=[
-                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in entries
-            ],
-        )
-        future = self._admin.incremental_alter_configs(
-            [resource], request_timeout=self.settings.connect_timeout
-        )[resource]
-        try:
-            future.result()
-        except KafkaException as exc:
-            raise ConfigurationError(
-                f"cannot configure the share group {group!r} at "
-                f"{self.settings.redacted_url()}: {exc}; share groups need Apache Kafka "
-                "4.2+ with the share.version feature on (and, for share_lock_timeout, a "
-                "value within group.share.min/max.record.lock.duration.ms)"
-            ) from None
-        with self._lock:
-            self._share_groups.add(group)
-        return limit
-
     # -- dead letters ----------------------------------------------------------------
 
-    def _reader(self, spec: QueueSpec) -> Consumer | None:
-        """A consumer of the DLQ at the redrive group's committed offset; None if no DLQ."""
-        topic = self.naming.dlq_topic(spec.name)
-        if topic not in self._all_topics():
-            return None
-        conf: dict[str, Any] = dict(self.settings.client_config())
-        conf.update(
-            {
-                "group.id": self.naming.redrive_group(spec.name),
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                "client.id": f"workq-dlq-{uuid.uuid4().hex[:8]}",
-            }
-        )
-        consumer = Consumer(conf)
-        tp = TopicPartition(topic, 0)
-        (committed,) = consumer.committed([tp], timeout=self.settings.connect_timeout)
-        start = committed.offset if committed.offset >= 0 else 0
-        consumer.assign([TopicPartition(topic, 0, start)])
-        return consumer
-
-    def _read_dlq(
-        self, consumer: Consumer, spec: QueueSpec, limit: int
-    ) -> list[tuple[int, Received, str]]:
-        out: list[tuple[int, Received, str]] = []
-        deadline = time.monotonic() + self.settings.connect_timeout
-        while len(out) < limit and time.monotonic() < deadline:
-            message = consumer.poll(0.1)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    break
-                raise BrokerUnavailable(f"reading dead letters of {spec.name!r}: {error}")
-            item, reason = decode_dead(message, spec.name)
-            out.append((message.offset() or 0, item, reason))
-        return out
-
     def dead_letters(self, spec: QueueSpec, limit: int) -> list[DeadLetter]:
-        consumer = self._reader(spec)
+        consumer = dlq_reader(self.settings, self.naming, self._all_topics(), spec)
         if consumer is None:
             return []
         try:
-            found = self._read_dlq(consumer, spec, limit)
+            found = read_dead(consumer, spec, limit, self.settings.connect_timeout)
         finally:
             consumer.close()
         return [DeadLetter.of(item, reason) for _, item, reason in found]
 
     def redrive(self, spec: QueueSpec) -> int:
         spec = self._spec(spec)
-        consumer = self._reader(spec)
+        consumer = dlq_reader(self.settings, self.naming, self._all_topics(), spec)
         if consumer is None:
             return 0
         moved = 0
         try:
             while True:
-                found = self._read_dlq(consumer, spec, 500)
+                found = read_dead(consumer, spec, 500, self.settings.connect_timeout)
                 if not found:
                     return moved
                 records = [
