@@ -38,6 +38,12 @@ class Directory:
         self._known: dict[str, set[Lane]] = {}
         self._tag_tenants: dict[str, str | None] = {}
         self._listed: dict[str, tuple[float, set[Lane]]] = {}
+        # The last answer of lanes() per queue, with what it was made from (the version
+        # of the known lanes, the listing): an idle consumer asks every second, and the
+        # same list (the same object, which the core then skips) costs no set union and
+        # no sort of every lane.
+        self._version = 0
+        self._answers: dict[str, tuple[int, set[Lane], list[Lane]]] = {}
         #: Lanes are listed from SQS at most this often (s); the doorbell tells of new ones.
         self.list_every = max(settings.lane_refresh, min(LIST_EVERY, settings.lane_sweep))
 
@@ -92,7 +98,7 @@ class Directory:
             if url is None:
                 return None
         with self._lock:
-            self._known.setdefault(spec.name, set()).add(lane)
+            self._add_known(spec.name, lane)
         return url
 
     def forget_name(self, name: str) -> None:
@@ -103,13 +109,16 @@ class Directory:
     def discovered(self, queue: str, lane: Lane) -> None:
         """A doorbell note told of a lane: the next ``lanes()`` lists it."""
         with self._lock:
-            self._known.setdefault(queue, set()).add(lane)
+            self._add_known(queue, lane)
 
     def forget(self, spec: QueueSpec, lane: Lane) -> None:
         """A lane's SQS queue vanished (deleted by hand): stop using its cached URL."""
         with self._lock:
             self._urls.pop(self.name_of(lane), None)
-            self._known.get(spec.name, set()).discard(lane)
+            known = self._known.get(spec.name, set())
+            if lane in known:
+                known.discard(lane)
+                self._version += 1
 
     def lanes(self, spec: QueueSpec) -> list[Lane]:
         """The queue's lanes: listed from SQS every ``LIST_EVERY`` seconds at most, and
@@ -118,13 +127,30 @@ class Directory:
         with self._lock:
             listed = self._listed.get(spec.name)
             if listed is not None and now - listed[0] < self.list_every:
-                return _ordered(listed[1] | self._known.get(spec.name, set()))
+                return self._answer(spec.name, listed[1])
         found = self._list(spec)
         with self._lock:
+            last = self._listed.get(spec.name)
+            if last is not None and last[1] == found:
+                found = last[1]  # the same set: the last answer still holds
             self._listed[spec.name] = (now, found)
-            # ListQueues on AWS lags new queues by seconds: add the lanes made here.
-            found = found | self._known.get(spec.name, set())
-        return _ordered(found)
+            return self._answer(spec.name, found)
+
+    def _add_known(self, queue: str, lane: Lane) -> None:
+        known = self._known.setdefault(queue, set())
+        if lane not in known:
+            known.add(lane)
+            self._version += 1
+
+    def _answer(self, queue: str, listed: set[Lane]) -> list[Lane]:
+        """The listing and the lanes known here, in order (lock held). ListQueues on
+        AWS lags new queues by seconds: the lanes made here are added."""
+        last = self._answers.get(queue)
+        if last is not None and last[0] == self._version and last[1] is listed:
+            return last[2]
+        lanes = _ordered(listed | self._known.get(queue, set()))
+        self._answers[queue] = (self._version, listed, lanes)
+        return lanes
 
     def _list(self, spec: QueueSpec) -> set[Lane]:
         found: set[Lane] = set()
