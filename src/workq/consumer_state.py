@@ -24,6 +24,7 @@ from .driver import AsyncReceiver, Capabilities, Received, Receiver
 from .errors import AlreadySettled, Closed, WorkqError
 from .lanes import Lane, LaneBuffers, LaneOrder
 from .names import check_tenants
+from .outcome import Outcome
 from .policy import exhausted_reason
 from .spec import QueueSpec
 
@@ -63,7 +64,7 @@ SETTLED_AS = {"ack": "acked", "nack": "nacked", "reject": "rejected"}
 class Settle:
     """The driver call a settlement comes down to."""
 
-    action: str  # "ack" | "nack" | "dead_letter"
+    action: Outcome  # what happens to the message: the one vocabulary of outcomes
     delay: float | None = None
     reason: str | None = None
 
@@ -74,9 +75,9 @@ class Settle:
     def call(self, receiver: Receiver | AsyncReceiver, item: Received) -> Awaitable[None] | None:
         """Make the driver call on ``receiver``: the sync one returns when done, the
         async one returns what to await."""
-        if self.action == "ack":
+        if self.action is Outcome.ACK:
             return receiver.ack(item)
-        if self.action == "nack":
+        if self.action is Outcome.RETRY:
             return receiver.nack(item, self.delay)
         return receiver.dead_letter(item, self.reason or "rejected")
 
@@ -108,7 +109,7 @@ class LeaseLog:
 
 
 #: Settling as an ack needs no decision: one shared value.
-ACK = Settle("ack")
+ACK = Settle(Outcome.ACK)
 
 
 class Holding:
@@ -271,7 +272,7 @@ class Holding:
         if action == "nack":
             if item.attempt >= self.spec.max_attempts:
                 return self._dead(exhausted_reason(self.spec, item.attempt, reason))
-            return Settle("nack", delay=delay)
+            return Settle(Outcome.RETRY, delay=delay)
         return self._dead(reason or "rejected")
 
     def _dead(self, reason: str) -> Settle:
@@ -279,8 +280,8 @@ class Holding:
             log.warning(
                 "queue %r has dead_letter=False: dropping a message (%s)", self.spec.name, reason
             )
-            return Settle("ack", reason=reason)
-        return Settle("dead_letter", reason=reason)
+            return Settle(Outcome.ACK, reason=reason)
+        return Settle(Outcome.DEAD_LETTER, reason=reason)
 
     def close_out(self) -> list[Received]:
         """Close (if not yet) and return everything held, for the driver to give back."""

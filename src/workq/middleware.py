@@ -178,9 +178,6 @@ def check_middleware(items: Sequence[Middleware] | None) -> tuple[Middleware, ..
     return out
 
 
-_SETTLED = {"ack": Outcome.ACK, "nack": Outcome.RETRY, "dead_letter": Outcome.DEAD_LETTER}
-
-
 def _overrides(m: Middleware, hook: str) -> bool:
     return getattr(type(m), hook) is not getattr(Middleware, hook)
 
@@ -277,9 +274,13 @@ class Chain:
     # -- settlement --------------------------------------------------------------------
 
     def settled(
-        self, item: Received, action: str, delay: float | None = None, reason: str | None = None
+        self,
+        item: Received,
+        outcome: Outcome,
+        delay: float | None = None,
+        reason: str | None = None,
     ) -> None:
-        """A consumer settled ``item`` with driver ``action`` (ack / nack / dead_letter)."""
+        """A consumer settled ``item``: what came of it (acked, retried, dead-lettered)."""
         if not self._hooks["on_settle"]:
             return
         from .delivery import BaseDelivery
@@ -288,7 +289,7 @@ class Chain:
             item.lane.queue,
             self.backend,
             BaseDelivery(item),
-            _SETTLED.get(action, Outcome.ACK),
+            outcome,
             delay,
             reason,
         )
