@@ -322,3 +322,31 @@ def test_a_running_consumer_finds_a_new_tenants_lane(
             d = c.get(timeout=WAIT)
             assert d is not None and d.body == b"late", "the new tenant's lane was not found"
             d.ack()
+
+
+def test_queues_consumed_one_after_another_on_one_connection_all_get_their_messages(
+    kafka_url: str,
+) -> None:
+    """Each queue a connection consumes adds its lane-signal topic to the connection's one
+    lane watch; the second used to hang in opening (a call on the watch's client from
+    the opening thread while the watch's thread polled it)."""
+    with workq.connect(kafka_url) as broker:
+        for round_ in range(3):
+            queue = unique(f"seq{round_}")
+            broker.declare(queue)
+            broker.producer().publish(queue, f"hello {round_}")
+            got: list[str] = []
+
+            def consume(q: str = queue, got: list[str] = got) -> None:
+                with broker.consumer(q) as c:
+                    d = until(lambda: c.get(timeout=1.0), what="the message")
+                    got.append(d.text())
+                    d.ack()
+
+            thread = threading.Thread(target=consume, daemon=True)
+            thread.start()
+            until(lambda g=got: bool(g), timeout=WAIT * 2, what=f"queue {round_}'s message")
+            thread.join(WAIT)
+            assert got == [f"hello {round_}"]
+            watch = broker.driver._watch  # type: ignore[attr-defined]
+            assert watch is not None and watch.watching(queue)

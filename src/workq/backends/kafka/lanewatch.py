@@ -37,6 +37,15 @@ log = logging.getLogger("workq.kafka")
 FETCH_WAIT_MS = 1000
 
 
+class _Assign:
+    """A queue's signal topic for the watch's thread to start reading at its end."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.done = threading.Event()
+        self.error: KafkaException | None = None
+
+
 class LaneWatch:
     """One reader of the lane-signal topics of the queues a driver consumes.
 
@@ -65,7 +74,7 @@ class LaneWatch:
         # queue -> lane topic -> (lane, monotonic time the signal was read)
         self._signalled: dict[str, dict[str, tuple[Lane, float]]] = {}
         self._assigned: list[TopicPartition] = []
-        self._to_assign: list[TopicPartition] = []
+        self._to_assign: list[_Assign] = []
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="workq-kafka-lanes", daemon=True)
         self._thread.start()
@@ -83,9 +92,18 @@ class LaneWatch:
             self._listeners.setdefault(queue, []).append(listener)
         if known:
             return
-        high = self._end(topic)
+        # The watch's own thread reads the end and assigns: a call on its client from
+        # here while that thread polls it blocked until the timeout (the second queue a
+        # driver consumed never started).
+        request = _Assign(topic)
         with self._lock:
-            self._to_assign.append(TopicPartition(topic, 0, high))
+            self._to_assign.append(request)
+        if not request.done.wait(self._settings.connect_timeout + 1.0) or request.error:
+            with self._lock:
+                self._listeners.pop(queue, None)
+            raise request.error or KafkaException(
+                f"reading the end of {topic!r} took over {self._settings.connect_timeout}s"
+            )
 
     def _end(self, topic: str) -> int:
         """The signal partition's end offset; retried within ``connect_timeout``, as a
@@ -138,9 +156,14 @@ class LaneWatch:
             while not self._closing.is_set():
                 with self._lock:
                     todo, self._to_assign = self._to_assign, []
-                if todo:
-                    self._consumer.incremental_assign(todo)
-                    self._assigned.extend(todo)
+                for request in todo:
+                    try:
+                        tp = TopicPartition(request.topic, 0, self._end(request.topic))
+                        self._consumer.incremental_assign([tp])
+                        self._assigned.append(tp)
+                    except KafkaException as exc:
+                        request.error = exc
+                    request.done.set()
                 if not self._assigned:
                     self._closing.wait(0.05)
                     continue
