@@ -153,3 +153,5 @@ def test_a_note_older_than_its_lanes_last_poll_is_stale() -> None:
     # A delayed message's note is never stale: it tells when the message shows.
     assert not pace.stale(Note(lane, 5.0, "h", sent=900.0))
     assert not pace.stale(Note(Lane("q", "other"), 0.0, "h", sent=900.0))
+    # A server that did not say when the note was sent: never taken as stale.
+    assert not pace.stale(Note(lane, 0.0, "h", sent=0.0))

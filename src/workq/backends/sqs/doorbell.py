@@ -204,7 +204,9 @@ class Pacer:
         for clocks) has looked at its lane already: then the note tells nothing new.
         A consumer's start-up poll of every lane makes the notes of work done before it
         started cost nothing."""
-        return note.delay <= 0 and self._polled.get(note.lane, 0.0) > note.sent + STALE_MARGIN
+        if note.delay > 0 or note.sent <= 0:  # a delayed message, or no SentTimestamp
+            return False
+        return self._polled.get(note.lane, 0.0) > note.sent + STALE_MARGIN
 
     def had_work(self, lane: Lane, now: float) -> None:
         self._next[lane] = 0.0
