@@ -123,7 +123,9 @@ class SQSReceiver(PollingReceiver):
                     told = True
                 done.append(note.handle)
             self._d.doorbell.done(self._spec.name, done)
-            if len(notes) < NOTES_PER_READ:
+            # Read on only through a backlog of this consumer's own notes: a read of
+            # nothing but other consumers' notes (a tenant filter) is theirs to drain.
+            if len(notes) < NOTES_PER_READ or not done:
                 break
         return told
 
