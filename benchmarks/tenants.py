@@ -227,6 +227,8 @@ def idle_cost(t: Target, count: int, window: float, samples: int, new_tenants: i
         startup = ""
         if t.request_log is not None:
             startup = settle(t.request_log)
+        if t.name == "kafka":
+            startup = kafka_asleep(idle)
         cpu0, wall0 = time.process_time(), time.monotonic()
         b0 = cpu_of(t.broker_pid) if t.broker_pid is not None else None
         r0 = requests_in(t.request_log) if t.request_log is not None else None
@@ -240,7 +242,7 @@ def idle_cost(t: Target, count: int, window: float, samples: int, new_tenants: i
             load = "-"
         if t.name == "kafka":
             fetch, meta = KAFKA_REQUESTS.rates(wall0, wall0 + wall)
-            load = f"{fetch:.1f} fetch + {meta:.1f} metadata req/s; {load}"
+            load = f"{fetch:.1f} fetch + {meta:.1f} metadata req/s; {load} ({startup})"
         load_value = None
         if b0 is not None and t.broker_pid is not None:
             load_value = (cpu_of(t.broker_pid) - b0) / wall
@@ -337,6 +339,23 @@ def goal_line(name: str, results: dict[int, Idled]) -> str:
     new = max(r.new_worst for r in results.values())
     parts.append(f"slowest new tenant {new:.3f} s ({'met' if new <= goal else 'NOT met'})")
     return f"T = {top} against T = 1 (goal 2x), quiet-tenant bound {goal:g} s: " + "; ".join(parts)
+
+
+def kafka_asleep(idle: Idle, cap: float = 120.0) -> str:
+    """Wait until the idle consumer has put every partition to sleep (``lane_idle`` after
+    it reached their ends): the window then measures the steady idle cost, as ``settle``
+    does on SQS. Returns how long that took, for the printout."""
+    started = time.monotonic()
+    receiver = idle.consumer._receiver
+    parts = getattr(receiver, "_parts", None)
+    if parts is None or not getattr(receiver, "_idle", None) or receiver._idle.after <= 0:
+        return "lane_idle off"
+    while time.monotonic() - started < cap:
+        current = list(parts.values())
+        if current and all(p.asleep for p in current):
+            return f"all {len(current)} partitions idle after {time.monotonic() - started:.1f} s"
+        time.sleep(0.2)
+    return f"not all partitions idle after {cap:.0f} s"
 
 
 def settle(log: Path, quiet: int = 3, cap: float = 180.0) -> str:

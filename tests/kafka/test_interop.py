@@ -244,3 +244,27 @@ def test_a_lane_made_by_a_plain_client_is_found_by_the_sweep(kafka_url: str) -> 
             d = until(lambda: consumer.get(timeout=0.5), what="the plain lane's message")
             assert (d.body, d.tenant) == (b"plain", "plain")
             d.ack()
+
+
+def test_a_plain_clients_record_in_an_idle_lane_is_found_by_the_idle_sweep(kafka_url: str) -> None:
+    """A plain producer writes no work notes: the sweep of sleeping partitions' end
+    offsets (``lane_idle_sweep``) finds its record and wakes the lane."""
+    queue = unique("idle")
+    topic = Naming("workq").lane_topic(Lane(queue, tenant="t"))
+    with workq.connect(with_query(kafka_url, "lane_idle=2&lane_idle_sweep=1")) as broker:
+        broker.producer().publish(queue, b"first", tenant="t")
+        with broker.consumer(queue) as consumer:
+            first = until(lambda: consumer.get(timeout=0.5), what="the first message")
+            first.ack()
+            parts = consumer._receiver._parts  # type: ignore[attr-defined]
+            until(
+                lambda: [p for p in list(parts.values()) if p.key[0] == topic]
+                and all(p.asleep for p in list(parts.values()) if p.key[0] == topic),
+                what="the idle lane's partitions to sleep",
+            )
+            producer = Producer({"bootstrap.servers": servers(kafka_url)})
+            producer.produce(topic, b"plain")
+            assert producer.flush(WAIT) == 0
+            d = until(lambda: consumer.get(timeout=0.5), what="the plain record, by the sweep")
+            assert (d.body, d.tenant) == (b"plain", "t")
+            d.ack()

@@ -350,3 +350,45 @@ def test_queues_consumed_one_after_another_on_one_connection_all_get_their_messa
             assert got == [f"hello {round_}"]
             watch = broker.driver._watch  # type: ignore[attr-defined]
             assert watch is not None and watch.watching(queue)
+
+
+def test_idle_lanes_are_not_fetched_until_a_producers_work_note_wakes_them(
+    kafka_url: str, queue: str
+) -> None:
+    """``lane_idle``: a lane's partitions at their end with nothing new stop being
+    fetched; a workq producer's work note (``<queue>.lanes``) resumes them at once. The
+    sweep is an hour away here, so only the note can wake the lane: a plain client's
+    record written while the lane sleeps stays unfetched until the note comes."""
+    from confluent_kafka import Producer
+
+    from workq.backends.kafka.topics import Naming
+    from workq.lanes import Lane
+
+    url = with_query(kafka_url, "lane_idle=2&lane_idle_sweep=3600")
+    topic = Naming("workq").lane_topic(Lane(queue, tenant="a"))
+    with workq.connect(url) as broker:
+        broker.declare(queue)
+        producer = broker.producer()
+        producer.publish(queue, "first", tenant="a")
+        with broker.consumer(queue) as c:
+            first = until(lambda: c.get(timeout=0.5), what="the first message")
+            first.ack()
+            parts = c._receiver._parts  # type: ignore[attr-defined]
+            lane_parts = lambda: [p for p in list(parts.values()) if p.key[0] == topic]  # noqa: E731
+            until(
+                lambda: lane_parts() and all(p.asleep for p in lane_parts()),
+                what="the idle lane's partitions to sleep",
+            )
+            plain = Producer({"bootstrap.servers": kafka_url.split("//", 1)[1]})
+            plain.produce(topic, b"plain", partition=lane_parts()[0].key[1])
+            assert plain.flush(WAIT) == 0
+            # Asleep means not fetched: the plain record (no note) is not delivered.
+            assert c.get(timeout=QUIET) is None
+            assert all(p.asleep for p in lane_parts())
+            producer.publish(queue, "noted", tenant="a")
+            got = set()
+            while len(got) < 2:
+                d = until(lambda: c.get(timeout=0.5), what=f"the lane woken by the note ({got})")
+                got.add(d.body)
+                d.ack()
+            assert got == {b"plain", b"noted"}

@@ -32,6 +32,7 @@ from ...retrying import REQUEST, Deadline
 from ...spec import QueueSpec
 from .deadletters import dlq_reader, read_dead
 from .groups import Groups
+from .idle import WORK, NoteClock
 from .lanewatch import LaneWatch
 from .logs import client_logger
 from .producing import Publisher, Record, _Failed
@@ -100,6 +101,8 @@ class KafkaDriver(Driver):
         # queue -> (monotonic time the listing began, its lanes)
         self._listed: dict[str, tuple[float, list[Lane]]] = {}
         self._watch: LaneWatch | None = None
+        self._notes = NoteClock()
+        self._unnoted: set[str] = set()  # queues whose work notes cannot be written
         self._lock = threading.Lock()
         self._closed = False
         self.groups = Groups(self._admin, settings, self.naming, self._metadata)
@@ -197,11 +200,45 @@ class KafkaDriver(Driver):
         the group coordinator does not know yet waits for the member's next heartbeat
         (seconds) to be assigned; once a record is written, the brokers know the topic.
         """
+        self._note_work(spec, records, new)
         try:
             self._publisher.send(records)
         finally:
             if new:
                 self._signal(spec, new)
+
+    def _note_work(self, spec: QueueSpec, records: Sequence[Record], new: dict[str, Lane]) -> None:
+        """Write work notes for the lanes ``records`` go to, if due (see :mod:`.idle`).
+
+        Queued, not waited for: a lost note costs a consumer at most ``lane_idle_sweep``,
+        and a queue whose signal topic cannot be made or written is left to the sweep.
+        """
+        if spec.name in self._unnoted:
+            return
+        dlq = self.naming.dlq_topic(spec.name)
+        topics = {r.topic for r in records if r.topic != dlq and r.topic not in new}
+        due = self._notes.due(topics, time.monotonic()) if topics else []
+        if not due:
+            return
+        try:
+            topic = self._ensure_signal_topic(spec)
+            for lane_topic in due:
+                self._publisher.produce(
+                    Record(topic, WORK, [], key=lane_topic.encode()), self._noted
+                )
+        except (BrokerUnavailable, KafkaException, _Failed) as exc:
+            self._unnoted.add(spec.name)
+            log.info(
+                "queue %r: cannot write work notes (%s); idle consumers find new records "
+                "by their lane_idle_sweep",
+                spec.name,
+                exc,
+            )
+
+    @staticmethod
+    def _noted(err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            log.info("a Kafka work note was not written: %s", err)
 
     def _created(self, topic: str, future: Any) -> bool:
         """Whether a create_topics future made the topic (False: it existed already)."""
@@ -365,7 +402,7 @@ class KafkaDriver(Driver):
                 if self._watch is None:
                     self._watch = LaneWatch(self.settings, self.naming)
                 watch = self._watch
-            watch.watch(spec.name, receiver.lanes_changed)
+            watch.watch(spec.name, receiver.signal)
         except (BrokerUnavailable, KafkaException) as exc:
             log.warning(
                 "queue %r: cannot read its lane signals (%s); new lanes are found by "
@@ -375,7 +412,8 @@ class KafkaDriver(Driver):
                 LIST_EVERY,
             )
             return
-        receiver.on_close(lambda: watch.unwatch(spec.name, receiver.lanes_changed))
+        receiver.notes_read()
+        receiver.on_close(lambda: watch.unwatch(spec.name, receiver.signal))
 
     # -- dead letters ----------------------------------------------------------------
 

@@ -11,6 +11,9 @@ waiting receive so the core asks for the lanes again, which now include the new 
 
 The full listing stays as a slower sweep (``lane_sweep``): it finds lane topics made by
 plain clients or older workq versions, and forgets signalled lanes whose topic is gone.
+
+The same topic carries work notes (value ``w``): a lane topic got records, so receivers
+resume its partitions if they had stopped fetching them as idle (see :mod:`.idle`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ...lanes import Lane
+from .idle import WORK
 from .logs import client_logger
 from .settings import KafkaSettings
 from .topics import Naming
 
-__all__ = ["LaneWatch"]
+__all__ = ["LaneWatch", "Listener"]
+
+#: Told of each note: the lane topic, and whether it is new (else it has new records).
+Listener = Callable[[str, bool], None]
 
 log = logging.getLogger("workq.kafka")
 
@@ -70,7 +77,7 @@ class LaneWatch:
         )
         self._consumer = Consumer(conf, logger=client_logger())
         self._lock = threading.Lock()
-        self._listeners: dict[str, list[Callable[[], None]]] = {}
+        self._listeners: dict[str, list[Listener]] = {}
         # queue -> lane topic -> (lane, monotonic time the signal was read)
         self._signalled: dict[str, dict[str, tuple[Lane, float]]] = {}
         self._assigned: list[TopicPartition] = []
@@ -79,8 +86,9 @@ class LaneWatch:
         self._thread = threading.Thread(target=self._run, name="workq-kafka-lanes", daemon=True)
         self._thread.start()
 
-    def watch(self, queue: str, listener: Callable[[], None]) -> None:
-        """Call ``listener`` whenever a new lane of ``queue`` is signalled.
+    def watch(self, queue: str, listener: Listener) -> None:
+        """Call ``listener`` with each note on ``queue``'s lanes: a new lane topic, or
+        new records in one (a work note, see :mod:`.idle`).
 
         Reading starts at the signal partition's end as of now: a lane made before this
         call is in the listing the consumer makes next, one made after it is signalled
@@ -122,7 +130,7 @@ class LaneWatch:
                     raise
                 time.sleep(0.05)
 
-    def unwatch(self, queue: str, listener: Callable[[], None]) -> None:
+    def unwatch(self, queue: str, listener: Listener) -> None:
         """Stop telling ``listener``; the queue's signals are still read (cheaply)."""
         with self._lock:
             listeners = self._listeners.get(queue, [])
@@ -170,7 +178,7 @@ class LaneWatch:
                 # poll, not consume: consume(n, t) waits for n records or t seconds.
                 message = self._consumer.poll(0.2)
                 if message is not None and message.error() is None:
-                    self._signal(message.topic() or "", message.key())
+                    self._signal(message.topic() or "", message.key(), message.value())
         except Exception:
             log.exception("the Kafka lane watch failed; new lanes are found by listing only")
         finally:
@@ -179,18 +187,20 @@ class LaneWatch:
             except (KafkaException, RuntimeError) as exc:
                 log.info("closing the Kafka lane watch: %s", exc)
 
-    def _signal(self, signal_topic: str, key: bytes | None) -> None:
+    def _signal(self, signal_topic: str, key: bytes | None, value: bytes | None) -> None:
         if not key:
             return
         lane_topic = key.decode(errors="replace")
+        new = value != WORK
         with self._lock:
             queues = [q for q in self._listeners if self._naming.signal_topic(q) == signal_topic]
-            woken: list[Callable[[], None]] = []
+            told: list[Listener] = []
             for queue in queues:
                 lane = self._naming.lane_of(lane_topic, queue)
                 if lane is None:
                     continue
-                self._signalled.setdefault(queue, {})[lane_topic] = (lane, time.monotonic())
-                woken.extend(self._listeners[queue])
-        for listener in woken:
-            listener()
+                if new:
+                    self._signalled.setdefault(queue, {})[lane_topic] = (lane, time.monotonic())
+                told.extend(self._listeners[queue])
+        for listener in told:
+            listener(lane_topic, new)

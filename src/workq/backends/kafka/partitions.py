@@ -44,7 +44,10 @@ class Part:
     next_offset: int | None = None  # one past the last fetched
     committed: int | None = None
     eof: bool = False
-    paused: bool = False
+    paused: bool = False  # for flow: too much held
+    asleep: bool = False  # paused for idleness (see :mod:`.idle`)
+    active_at: float = 0.0  # monotonic time of its last record, work note or assignment
+    end_seen: int | None = None  # the offset its last end-of-partition was reported at
     busy_keys: Counter[bytes] = field(default_factory=Counter)
 
     def commit_point(self) -> int | None:
@@ -55,6 +58,11 @@ class Part:
             return self.pending[0]
         return self.next_offset
 
+    def resume_at(self) -> int | None:
+        """Where fetching goes on after a pause: one past the last fetched record, else
+        where the end was reported (nothing fetched in this assignment)."""
+        return self.next_offset if self.next_offset is not None else self.end_seen
+
     def put_back(self, item: Received) -> None:
         """Return a delivery to the buffer, in its offset's place."""
         bisect.insort(self.buffer, item, key=lambda i: i.token.offset)
@@ -62,7 +70,7 @@ class Part:
     @property
     def unknown(self) -> bool:
         """Might have messages we have not fetched yet (no end-of-partition seen)."""
-        return not self.buffer and not self.eof and not self.paused
+        return not self.buffer and not self.eof and not self.paused and not self.asleep
 
     def eligible(self, ordered: bool) -> int:
         """How many buffered deliveries may go out now (``ordered``: one per idle key)."""
@@ -172,6 +180,8 @@ def flow(parts: Iterable[Part], bound: int) -> tuple[list[Part], list[Part]]:
     pause: list[Part] = []
     resume: list[Part] = []
     for part in parts:
+        if part.asleep:
+            continue  # not fetched until woken (see :mod:`.idle`); holds nothing to pause
         if part.paused:
             if under or not part.buffer:
                 part.paused = False

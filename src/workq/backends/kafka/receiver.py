@@ -23,6 +23,7 @@ from confluent_kafka import Message as KafkaMessage
 from ...driver import Received, Receiver
 from ...lanes import Lane
 from ...spec import QueueSpec
+from .idle import IdleParts
 from .logs import client_logger
 from .partitions import Part, PartKey, Token, flow, pick
 from .producing import Record
@@ -92,6 +93,8 @@ class KafkaReceiver(Receiver):
         self._signals = 0  # new-lane signals so far
         self._receive_at = 0.0  # when the last receive began (the core listed just before)
         self._on_close: list[Callable[[], None]] = []
+        # Off until the driver has this receiver read work notes (``notes_read``).
+        self._idle = IdleParts(0.0, settings.lane_idle_sweep)
         conf: dict[str, Any] = dict(settings.client_config())
         conf.update(
             {
@@ -160,6 +163,20 @@ class KafkaReceiver(Receiver):
                     deadline = time.monotonic()  # signalled while waiting: return now
                     continue
                 self._cond.wait(min(deadline - time.monotonic(), 0.1))
+
+    def signal(self, topic: str, new: bool) -> None:
+        """The lane watch read a note for lane topic ``topic``: ``new`` if the topic was
+        just made (the lanes changed), else a producer wrote records to it."""
+        if new:
+            self.lanes_changed()
+        else:
+            with self._cond:
+                self._idle.noted(topic)
+
+    def notes_read(self) -> None:
+        """Work notes reach this receiver from now on: idle partitions may sleep."""
+        with self._cond:
+            self._idle.after = self._settings.lane_idle
 
     def lanes_changed(self) -> None:
         """A new lane of the queue exists: end a waiting receive, and for a moment every
@@ -264,16 +281,21 @@ class KafkaReceiver(Receiver):
                 # Decode before taking the lock, so handlers settling meanwhile are not
                 # held up; only this thread changes the partition table and offsets.
                 fetched = [f for f in map(self._on_message, messages) if f is not None]
+                now = time.monotonic()
                 with self._cond:
                     for part, item, not_before in fetched:
+                        part.active_at = now
                         self._buffer(part, item, not_before)
                     self._wake_delayed()
                     if messages:  # deliveries, or ends of partitions: both change plans
                         self._changed()
-                    flow = self._flow() if self._flow_due else None
+                    pause, resume = self._flow() if self._flow_due else ([], [])
+                    sleep, wake = self._idle.due(self._parts.values(), now)
                     offsets = self._offsets() if self._commit_now() else []
-                if flow is not None:
-                    self._apply_flow(*flow)
+                if self._idle.sweep_due(now):
+                    wake += self._sweep(now)
+                if pause or resume or sleep or wake:
+                    self._apply_flow(pause + _tps(sleep), resume + _tps(wake, resume=True))
                 self._commit(offsets, asynchronous=True)
         except Exception:
             log.exception("Kafka consumer of queue %r failed", self._spec.name)
@@ -327,6 +349,7 @@ class KafkaReceiver(Receiver):
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF and part is not None:
                 part.eof = True
+                part.end_seen = message.offset()
             self._records.fetch_error(error)
             return None
         offset = message.offset()
@@ -387,11 +410,33 @@ class KafkaReceiver(Receiver):
         pause, resume = flow(self._parts.values(), self._bound)
         if pause or resume:
             self._version += 1  # paused partitions are no longer waited for, and back
-        return [TopicPartition(*p.key) for p in pause], [
-            # Where fetching goes on: one past what we have, as librdkafka does.
-            TopicPartition(*p.key, p.next_offset if p.next_offset is not None else OFFSET_INVALID)
-            for p in resume
-        ]
+        return _tps(pause), _tps(resume, resume=True)
+
+    def _sweep(self, now: float) -> list[Part]:
+        """Sleeping partitions whose end moved past where they stopped, woken: records
+        from producers that write no work notes (see :mod:`.idle`)."""
+        with self._cond:
+            asleep = [(p.key, p.resume_at()) for p in self._parts.values() if p.asleep]
+        if not asleep:
+            return []
+        try:
+            # Timestamp -1 asks for the end offset: one ListOffsets request per broker.
+            ends = self._consumer.offsets_for_times(
+                [TopicPartition(*key, -1) for key, _ in asleep],
+                timeout=self._settings.connect_timeout,
+            )
+        except KafkaException as exc:
+            log.info("queue %r: end offsets not read (%s); idle lanes woken", self._spec.name, exc)
+            moved = {key for key, _ in asleep}
+        else:
+            at = dict(asleep)
+            moved = {
+                (tp.topic, tp.partition)
+                for tp in ends
+                if tp.error is not None or (at.get((tp.topic, tp.partition)) or 0) < tp.offset
+            }
+        with self._cond:
+            return self._idle.woken(self._parts.values(), moved, now)
 
     def _apply_flow(self, pause: list[TopicPartition], resume: list[TopicPartition]) -> None:
         try:
@@ -444,7 +489,8 @@ class KafkaReceiver(Receiver):
                 if lane is None:
                     continue
                 key = (tp.topic, tp.partition)
-                self._parts[key] = Part(key, lane, next(self._generations))
+                part = Part(key, lane, next(self._generations), active_at=time.monotonic())
+                self._parts[key] = part
             self._changed()
         self._assign_at_committed(consumer, partitions)
 
@@ -510,3 +556,13 @@ class KafkaReceiver(Receiver):
             self._closed = True
             self._parts.clear()
             self._changed()
+
+
+def _tps(parts: Sequence[Part], resume: bool = False) -> list[TopicPartition]:
+    """The client's names of ``parts``; to ``resume``, with where fetching goes on."""
+    if not resume:
+        return [TopicPartition(*p.key) for p in parts]
+    return [
+        TopicPartition(*p.key, offset if (offset := p.resume_at()) is not None else OFFSET_INVALID)
+        for p in parts
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from ...backend_settings import BackendSettings, parse_hosts
 
@@ -79,6 +79,16 @@ class KafkaSettings(BackendSettings):
     #: consumer that cannot read the signals (no permission to create or read the
     #: topic) lists every second.
     lane_sweep: float = Field(10.0, gt=0)
+    #: Seconds a partition at its end goes on being fetched with nothing new; then it is
+    #: paused until a workq producer's work note for its lane (read at once) or the next
+    #: ``lane_idle_sweep`` finds it has records. An idle consumer's fetches then name
+    #: only the partitions in use, whatever the tenant count. 0: fetch every partition
+    #: always. At least 2 (a producer notes a lane at most once a second).
+    lane_idle: float = Field(5.0, ge=0)
+    #: Seconds between end-offset checks (one ListOffsets request) of the paused idle
+    #: partitions: how soon a record from a producer that writes no work notes (a plain
+    #: client, another library) is fetched from a lane that went idle.
+    lane_idle_sweep: float = Field(2.0, gt=0)
     #: ``group``: a queue's consumers form a consumer group (each partition has one
     #: owner). ``share``: they form a share group (KIP-932, Kafka 4.2+; the client's
     #: support is a preview): any consumer takes any record, acknowledged one by one.
@@ -102,6 +112,16 @@ class KafkaSettings(BackendSettings):
     #: ``publish`` (sent at once), 5 for ``publish_many`` and re-publishing (fuller
     #: batches). Setting it applies the value to both.
     linger_ms: int = Field(0, ge=0, le=60000)
+
+    @field_validator("lane_idle")
+    @classmethod
+    def _idle_outlasts_notes(cls, value: float) -> float:
+        if 0 < value < 2:
+            raise ValueError(
+                "lane_idle must be 0 (never pause idle partitions) or at least 2 seconds: "
+                "producers note a lane's new records at most once a second"
+            )
+        return value
 
     @classmethod
     def url_fields(cls, url: SplitResult) -> dict[str, Any]:
