@@ -258,8 +258,10 @@ def test_a_plain_clients_record_in_an_idle_lane_is_found_by_the_idle_sweep(kafka
             first.ack()
             parts = consumer._receiver._parts  # type: ignore[attr-defined]
             until(
-                lambda: [p for p in list(parts.values()) if p.key[0] == topic]
-                and all(p.asleep for p in list(parts.values()) if p.key[0] == topic),
+                lambda: (
+                    [p for p in list(parts.values()) if p.key[0] == topic]
+                    and all(p.asleep for p in list(parts.values()) if p.key[0] == topic)
+                ),
                 what="the idle lane's partitions to sleep",
             )
             producer = Producer({"bootstrap.servers": servers(kafka_url)})
