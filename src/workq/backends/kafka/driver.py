@@ -39,6 +39,7 @@ from .producing import Publisher, Record, _Failed
 from .receiver import LANE_REFRESH, KafkaReceiver
 from .settings import KafkaSettings
 from .sharing import ShareReceiver
+from .sweep import IdleSweep
 from .topics import Naming
 from .wire import encode, to_record
 
@@ -101,6 +102,7 @@ class KafkaDriver(Driver):
         # queue -> (monotonic time the listing began, its lanes)
         self._listed: dict[str, tuple[float, list[Lane]]] = {}
         self._watch: LaneWatch | None = None
+        self._sweep: IdleSweep | None = None
         self._notes = NoteClock()
         self._unnoted: set[str] = set()  # queues whose work notes cannot be written
         self._lock = threading.Lock()
@@ -412,8 +414,15 @@ class KafkaDriver(Driver):
                 LIST_EVERY,
             )
             return
-        receiver.notes_read()
         receiver.on_close(lambda: watch.unwatch(spec.name, receiver.signal))
+        if self.settings.lane_idle > 0:
+            with self._lock:
+                if self._sweep is None:
+                    self._sweep = IdleSweep(self.settings)
+                sweep = self._sweep
+            sweep.add(receiver)
+            receiver.on_close(lambda: sweep.remove(receiver))
+            receiver.notes_read()
 
     # -- dead letters ----------------------------------------------------------------
 
@@ -491,6 +500,8 @@ class KafkaDriver(Driver):
         self._closed = True
         if self._watch is not None:
             self._watch.close()
+        if self._sweep is not None:
+            self._sweep.close()
         self._publisher.close()
 
 

@@ -8,10 +8,11 @@ end and has had nothing new for ``lane_idle`` seconds is paused ("asleep"), and 
 - by a work note: a workq producer that writes to a lane topic also writes the topic's
   name to the queue's signal topic (``<queue>.lanes``, see :mod:`.lanewatch`), at most
   once per ``NOTE_EVERY`` per lane and producer, which every consumer process reads;
-- by a sweep every ``lane_idle_sweep`` seconds: one ListOffsets request for the end
-  offsets of every sleeping partition, which wakes those whose end moved past the
+- by a sweep every ``lane_idle_sweep`` seconds: ListOffsets requests for the end
+  offsets of every sleeping partition, which wake those whose end moved past the
   consumer's position (records from producers that write no notes: plain clients,
-  other libraries, a note lost to a failure).
+  other libraries, a note lost to a failure). :mod:`.sweep` makes them on its own
+  thread and client, so a slow answer never holds up a receiver's poll thread.
 
 Why a note never comes too late: a producer skips a note only when it wrote one for the
 lane less than ``NOTE_EVERY`` ago; that note reached the consumer, which then keeps the
@@ -43,19 +44,21 @@ class IdleParts:
 
     Args:
         after: Seconds with nothing new before a partition at its end sleeps; 0: never.
-        sweep: Seconds between end-offset checks of sleeping partitions.
     """
 
-    def __init__(self, after: float, sweep: float) -> None:
+    def __init__(self, after: float) -> None:
         self.after = after
-        self.sweep = sweep
         self._noted: set[str] = set()  # topics with work notes since the last look
+        self._moved: set[tuple[str, int]] = set()  # sleeping partitions the sweep found moved
         self._next_check = 0.0
-        self._next_sweep = 0.0
 
     def noted(self, topic: str) -> None:
         """A work note for ``topic`` was read: its partitions are fetched again."""
         self._noted.add(topic)
+
+    def moved(self, keys: Iterable[tuple[str, int]]) -> None:
+        """The sweep found records past where these sleeping partitions stopped."""
+        self._moved.update(keys)
 
     def due(self, parts: Collection[Part], now: float) -> tuple[list[Part], list[Part]]:
         """Partitions to put to sleep and to wake now, their ``asleep`` flags set.
@@ -64,10 +67,11 @@ class IdleParts:
         for flow and has seen no record, note or assignment for ``after`` seconds.
         """
         noted, self._noted = self._noted, set()
+        moved, self._moved = self._moved, set()
         wake: list[Part] = []
-        if noted:
+        if noted or moved:
             for part in parts:
-                if part.key[0] in noted:
+                if part.key[0] in noted or part.key in moved:
                     part.active_at = now
                     if part.asleep:
                         part.asleep = False
@@ -88,24 +92,6 @@ class IdleParts:
         for part in sleep:
             part.asleep = True
         return sleep, wake
-
-    def sweep_due(self, now: float) -> bool:
-        """Whether it is time to check the sleeping partitions' end offsets."""
-        if self.after <= 0 or now < self._next_sweep:
-            return False
-        self._next_sweep = now + self.sweep
-        return True
-
-    @staticmethod
-    def woken(parts: Iterable[Part], moved: set[tuple[str, int]], now: float) -> list[Part]:
-        """Sleeping partitions among ``moved`` (their end passed the position): awake."""
-        wake = []
-        for part in parts:
-            if part.asleep and part.key in moved:
-                part.asleep = False
-                part.active_at = now
-                wake.append(part)
-        return wake
 
 
 class NoteClock:

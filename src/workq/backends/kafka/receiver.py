@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
@@ -94,7 +94,7 @@ class KafkaReceiver(Receiver):
         self._receive_at = 0.0  # when the last receive began (the core listed just before)
         self._on_close: list[Callable[[], None]] = []
         # Off until the driver has this receiver read work notes (``notes_read``).
-        self._idle = IdleParts(0.0, settings.lane_idle_sweep)
+        self._idle = IdleParts(0.0)
         conf: dict[str, Any] = dict(settings.client_config())
         conf.update(
             {
@@ -107,7 +107,11 @@ class KafkaReceiver(Receiver):
                 "enable.partition.eof": True,
                 "fetch.wait.max.ms": settings.fetch_wait_ms,
                 "queued.max.messages.kbytes": 16384,
-                "topic.metadata.refresh.interval.ms": 5000,
+                # Each refresh names every subscribed topic: every 5 s it cost an idle
+                # consumer of 1,000 lane topics more CPU than all else. Partitions added
+                # to a lane topic are seen within a minute; leader changes at once (an
+                # error triggers a refresh).
+                "topic.metadata.refresh.interval.ms": 60000,
             }
         )
         self._incremental = protocol == "consumer"
@@ -292,8 +296,6 @@ class KafkaReceiver(Receiver):
                     pause, resume = self._flow() if self._flow_due else ([], [])
                     sleep, wake = self._idle.due(self._parts.values(), now)
                     offsets = self._offsets() if self._commit_now() else []
-                if self._idle.sweep_due(now):
-                    wake += self._sweep(now)
                 if pause or resume or sleep or wake:
                     self._apply_flow(pause + _tps(sleep), resume + _tps(wake, resume=True))
                 self._commit(offsets, asynchronous=True)
@@ -412,31 +414,15 @@ class KafkaReceiver(Receiver):
             self._version += 1  # paused partitions are no longer waited for, and back
         return _tps(pause), _tps(resume, resume=True)
 
-    def _sweep(self, now: float) -> list[Part]:
-        """Sleeping partitions whose end moved past where they stopped, woken: records
-        from producers that write no work notes (see :mod:`.idle`)."""
+    def sleeping(self) -> list[tuple[PartKey, int | None]]:
+        """The partitions asleep as idle, each with where its fetching stopped."""
         with self._cond:
-            asleep = [(p.key, p.resume_at()) for p in self._parts.values() if p.asleep]
-        if not asleep:
-            return []
-        try:
-            # Timestamp -1 asks for the end offset: one ListOffsets request per broker.
-            ends = self._consumer.offsets_for_times(
-                [TopicPartition(*key, -1) for key, _ in asleep],
-                timeout=self._settings.connect_timeout,
-            )
-        except KafkaException as exc:
-            log.info("queue %r: end offsets not read (%s); idle lanes woken", self._spec.name, exc)
-            moved = {key for key, _ in asleep}
-        else:
-            at = dict(asleep)
-            moved = {
-                (tp.topic, tp.partition)
-                for tp in ends
-                if tp.error is not None or (at.get((tp.topic, tp.partition)) or 0) < tp.offset
-            }
+            return [(p.key, p.resume_at()) for p in self._parts.values() if p.asleep]
+
+    def wake(self, keys: Iterable[PartKey]) -> None:
+        """Fetch these sleeping partitions again: records were written past their stop."""
         with self._cond:
-            return self._idle.woken(self._parts.values(), moved, now)
+            self._idle.moved(keys)
 
     def _apply_flow(self, pause: list[TopicPartition], resume: list[TopicPartition]) -> None:
         try:
