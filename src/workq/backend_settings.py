@@ -59,7 +59,9 @@ class BackendSettings(BaseModel):
     Values can come from a URL's query string: ``?publish_retries=3``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: this base is never validated itself, so its validator is not built at
+    # import (memory and start-up time); each backend's class builds its own on first use.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     schemes: ClassVar[tuple[str, ...]] = ()
 

@@ -12,13 +12,10 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 from typer.exceptions import TyperException
 
 from .app import App
@@ -29,17 +26,42 @@ from .delivery import Delivery
 from .errors import WorkqError
 from .message import Message
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 __all__ = ["cli", "dlq", "fail", "load_app", "main", "move", "publish", "queues", "run", "stats"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
+
+# rich is imported on first use, not at the top: `workq run` prints three plain lines and
+# never draws a table, so an idle worker started from the command need not hold rich.
+@functools.cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True) if stderr else Console()
+
+
+def _out() -> Console:
+    return _console(False)
+
+
+def _err() -> Console:
+    return _console(True)
+
+
+def _note(line: str) -> None:
+    """A plain status line on stderr (no rich: see ``_console``)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def fail(message: str) -> None:
     """Print one error line on stderr (never a usage box or a traceback)."""
-    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    _err().print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
 
 
 class _OneLineErrors(typer.core.TyperGroup):
@@ -61,7 +83,7 @@ class _OneLineErrors(typer.core.TyperGroup):
         except TyperException as exc:  # click's errors, as typer vendors them
             ctx = getattr(exc, "ctx", None)
             if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-                out.print(ctx.get_help(), highlight=False, markup=False)
+                _out().print(ctx.get_help(), highlight=False, markup=False)
                 sys.exit(0)
             where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
             fail(f"{exc.format_message()}{where}")
@@ -176,17 +198,19 @@ def run(
     servers = _serve(app, metrics_port, health_port)
     where = redact_url(url) if url else (redact_url(app.url) if app.url else "$WORKQ_URL")
     queues = ", ".join(h.queue for h in app.handlers)
-    err.print(f"workq: running {target} ({queues}) on {where}; SIGTERM or Ctrl-C stops it")
+    _note(f"workq: running {target} ({queues}) on {where}; SIGTERM or Ctrl-C stops it")
     try:
         app.run(url, concurrency=concurrency, prefetch=prefetch)
     finally:
         for server in servers:
             server.close()
-    err.print("workq: stopped")
+    _note("workq: stopped")
 
 
 def _serve(app: App, metrics_port: int | None, health_port: int | None) -> list[Any]:
     """Start the HTTP endpoints asked for (one server when both ports are the same)."""
+    if metrics_port is None and health_port is None:
+        return []  # and http.server stays unloaded
     from .health import serve
 
     servers = []
@@ -203,7 +227,7 @@ def _serve(app: App, metrics_port: int | None, health_port: int | None) -> list[
         if health_port is not None:
             servers.append(serve(health_port, [app], metrics=False))
     for server in servers:
-        err.print(f"workq: serving HTTP on port {server.port}")
+        _note(f"workq: serving HTTP on port {server.port}")
     return servers
 
 
@@ -248,7 +272,7 @@ def publish(
             delay=delay,
             message_id=message_id,
         )
-    out.print(mid, highlight=False)
+    _out().print(mid, highlight=False)
 
 
 @cli.command()
@@ -282,6 +306,8 @@ def stats(
             }
         )
         return
+    from rich.table import Table
+
     table = Table(title=f"queue {queue}", caption=f"dead letters: {s.dead_letters}")
     table.add_column("tenant")
     table.add_column("priority", justify="right")
@@ -304,7 +330,7 @@ def stats(
         str(s.in_flight),
         str(s.delayed),
     )
-    out.print(table)
+    _out().print(table)
 
 
 def _print_json(data: Any) -> None:
@@ -326,7 +352,7 @@ def queues(
         _print_json(names)
     else:
         for name in names:
-            out.print(name, highlight=False)
+            _out().print(name, highlight=False)
 
 
 def _preview(body: bytes, width: int = 60) -> str:
@@ -352,7 +378,7 @@ def dlq(
             if as_json:
                 _print_json({"queue": queue, "moved": moved})
             else:
-                out.print(f"moved {moved} dead letter(s) back to {queue}")
+                _out().print(f"moved {moved} dead letter(s) back to {queue}")
             return
         dead = broker.dead_letters(queue, limit=limit)
         total = broker.stats(queue).dead_letters
@@ -377,6 +403,8 @@ def dlq(
             }
         )
         return
+    from rich.table import Table
+
     table = Table(title=f"dead letters of {queue}", caption=f"showing {len(dead)} of {total}")
     for name in ("id", "tenant", "priority", "attempt", "reason", "body"):
         table.add_column(name, overflow="fold")
@@ -389,7 +417,7 @@ def dlq(
             d.reason,
             _preview(d.body),
         )
-    out.print(table)
+    _out().print(table)
 
 
 @cli.command()
@@ -409,7 +437,7 @@ def move(
     the source; a crash in between leaves a duplicate, never a loss.
     """
     moved = _move(queue, source, target, prefetch=prefetch, idle=idle)
-    out.print(f"moved {moved} message(s) of {queue} to {redact_url(target)}")
+    _out().print(f"moved {moved} message(s) of {queue} to {redact_url(target)}")
 
 
 def _copy(d: Delivery) -> Message:
@@ -430,7 +458,7 @@ def _move(queue: str, source: str, target: str, *, prefetch: int, idle: float) -
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=err,
+            console=_err(),
         )
         with progress, src.consumer(queue, prefetch=prefetch) as consumer:
             task = progress.add_task("move", total=total or None)
@@ -455,7 +483,7 @@ def _move(queue: str, source: str, target: str, *, prefetch: int, idle: float) -
         left = src.stats(queue)
     delayed = left.delayed
     if left.in_flight or delayed:
-        err.print(
+        _err().print(
             f"note: {left.in_flight} in flight and {delayed} delayed message(s) remain at the "
             "source; run move again once they are ready"
         )

@@ -23,7 +23,10 @@ class QueueSpec:
 
     Args:
         name: The queue's name, ``[A-Za-z0-9_-]`` (at most 64 characters).
-        max_priority: Highest priority a message may have, ``0..255``.
+        max_priority: Highest priority a message may have, ``0..255``. Lane backends
+            pay nothing for a level no message uses; a RabbitMQ classic queue is a
+            native priority queue of this many levels from its declaration (a cost per
+            level): declare ``0`` there if messages have no priority.
         max_attempts: Deliveries before a nacked (or repeatedly abandoned) message goes
             to the dead-letter queue, ``>= 1``.
         retry_delay: Base of a worker's exponential backoff in seconds,

@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -62,6 +60,11 @@ def workq_queues(prefix: str, queues: set[str], exchanges: set[str]) -> list[str
 
 
 def _get(settings: RabbitMQSettings, base: str, path: str) -> Any:
+    # Here, not at the top: urllib.request brings http.client and the email package,
+    # which every worker and producer would carry for a call only `workq queues` makes.
+    import urllib.error
+    import urllib.request
+
     url = f"{base}{path}"
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     # The AMQP user's credentials (management_url never carries any: see its check).
