@@ -74,18 +74,23 @@ class _Turn:
     stops polling, or leaves while others wait, hands the turn on.
 
     ``pending`` counts reports nobody waits for by polling (``workq.aio`` publishes and
-    ``produce`` callbacks): while it is above zero the path's background thread polls.
+    ``produce`` callbacks): while it is above zero, and for ``BUSY_GRACE`` after, the
+    path's background thread polls.
     """
 
-    __slots__ = ("lock", "pending", "polling", "waiters", "work")
+    __slots__ = ("busy_until", "lock", "pending", "polling", "serving", "waiters", "work")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.polling = False
         self.waiters: set[threading.Event] = set()
         self.pending = 0
-        #: Set when ``pending`` rises from zero: the background thread starts polling.
+        #: Set when ``pending`` rises while the background thread is not serving it.
         self.work = threading.Event()
+        #: Whether the background thread is serving ``pending`` (it needs no wake-up).
+        self.serving = False
+        #: The background thread serves until this (monotonic) time at least.
+        self.busy_until = 0.0
 
     def take(self, wake: threading.Event) -> bool:
         """Take the turn if it is free (True), else queue ``wake`` for a hand-off."""
@@ -110,8 +115,15 @@ class _Turn:
     def add_pending(self, count: int) -> None:
         with self.lock:
             self.pending += count
-            if self.pending == count:
-                self.work.set()
+            self.busy_until = time.monotonic() + BUSY_GRACE
+        # Waking the thread costs the caller tens of microseconds (a futex call, more on
+        # a busy machine): only when it is not serving already.
+        if not self.serving:
+            self.work.set()
+
+    def idle(self) -> bool:
+        """No report due and none for ``BUSY_GRACE``: the background thread may rest."""
+        return self.pending <= 0 and time.monotonic() >= self.busy_until
 
     def settle(self) -> None:
         with self.lock:
@@ -135,6 +147,10 @@ LINGER_QUEUED = 5
 IDLE_POLL = 0.2
 #: Longest single ``poll``: a poller looks at its deadline and at closing this often.
 POLL_SLICE = 0.5
+#: Seconds the background thread keeps polling after the last report nobody polls for
+#: was due: ``workq.aio`` publishing one at a time then finds it polling, instead of
+#: waking it for every publish.
+BUSY_GRACE = 0.2
 _FATAL_CODES = frozenset({KafkaError._FATAL, KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
 #: "confirmed": ``send``/``send_async``, the caller waits for the reports; "queued":
 #: ``produce``, a callback takes the report.
@@ -189,6 +205,9 @@ class Publisher:
 
     def _get(self, path: str) -> Producer:
         """The producer of ``path`` ("confirmed" or "queued"), new if it broke."""
+        producer = self._producers.get(path)
+        if producer is not None and not self._broken:
+            return producer  # the common case, without the lock
         with self._lock:
             producer = self._producers.get(path)
             if producer is None or path in self._broken:
@@ -225,13 +244,22 @@ class Publisher:
             with self._lock:
                 producer = self._producers[path]
             if turn.pending > 0:
-                self._poll_until(
-                    turn,
-                    producer,
-                    wake,
-                    lambda: turn.pending <= 0 or closed.is_set(),
-                    time.monotonic() + POLL_SLICE,
-                )
+                turn.serving = True
+                try:
+                    while not (closed.is_set() or turn.idle()):
+                        with self._lock:
+                            producer = self._producers[path]
+                        self._poll_until(
+                            turn,
+                            producer,
+                            wake,
+                            lambda: closed.is_set() or turn.idle(),
+                            time.monotonic() + POLL_SLICE,
+                        )
+                finally:
+                    # Before ``pending`` is looked at again (the loop's top): a rise
+                    # after this wakes the thread.
+                    turn.serving = False
             elif turn.take(wake):
                 try:
                     producer.poll(0)
