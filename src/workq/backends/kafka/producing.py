@@ -37,14 +37,15 @@ class Record:
 class _Batch:
     """The records of one ``send`` try: how many reports are still due, which failed.
 
-    Its reports run on whichever thread polls the producer, one at a time (the
-    polling turn is held by one thread), so the counts need no lock of their own.
+    Its reports run on whichever thread polls the producer: one at a time (the polling
+    turn is held by one thread), but ``close`` flushes outside the turn, so the count is
+    a list each report pops one item off (a single call, atomic under the GIL).
     """
 
-    __slots__ = ("failed", "left", "wake")
+    __slots__ = ("due", "failed", "wake")
 
     def __init__(self, left: int) -> None:
-        self.left = left
+        self.due = [None] * left
         self.failed: list[tuple[Record, str]] = []
         #: Set when the last report is in, or when the polling turn is handed over.
         self.wake = threading.Event()
@@ -54,8 +55,8 @@ class _Batch:
             if err is not None:
                 note(err)
                 self.failed.append((record, str(err)))
-            self.left -= 1
-            if self.left == 0:
+            self.due.pop()
+            if not self.due:
                 self.wake.set()
 
         return on_delivery
@@ -362,7 +363,7 @@ class Publisher:
         for record in records:
             self._produce(producer, path, record, batch.report(record, note), deadline)
         if not self._poll_until(
-            self._turns[path], producer, batch.wake, lambda: batch.left <= 0, deadline
+            self._turns[path], producer, batch.wake, lambda: not batch.due, deadline
         ):
             raise _Failed([(records[0], "no delivery report in time")])
         if batch.failed:
@@ -408,7 +409,7 @@ class Publisher:
         done: asyncio.Future[list[tuple[Record, str]]] = loop.create_future()
         turn = self._turns[path]
         failed: list[tuple[Record, str]] = []
-        left = len(records)
+        due = [None] * len(records)  # popped by each report, as _Batch.due
 
         def finish() -> None:
             if not done.done():
@@ -416,14 +417,13 @@ class Publisher:
 
         def report(record: Record) -> Report:
             def on_delivery(err: KafkaError | None, msg: Message) -> None:
-                # Runs on the polling thread, one report at a time (see _Turn).
-                nonlocal left
+                # Runs on the polling thread (see _Turn and _Batch).
                 turn.settle()
                 if err is not None:
                     self._note(path, err)
                     failed.append((record, str(err)))
-                left -= 1
-                if left == 0:
+                due.pop()
+                if not due:
                     with contextlib.suppress(RuntimeError):  # the loop is closed
                         loop.call_soon_threadsafe(finish)
 
@@ -444,7 +444,7 @@ class Publisher:
             await done
         finally:
             timer.cancel()
-        if left > 0:
+        if due:
             raise _Failed([(records[0], "no delivery report in time")])
         if failed:
             raise _Failed(failed)
