@@ -117,7 +117,7 @@ class Backend:
 def _builtin(name: str, cls: str, schemes: tuple[str, ...], extra: str | None) -> Backend:
     pkg = f"workq.backends.{name}"
     driver = f"{pkg}.driver"
-    has_async = name == "rabbitmq"
+    has_async = name in ("rabbitmq", "kafka")
     return Backend(
         name,
         schemes,
