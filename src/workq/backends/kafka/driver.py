@@ -539,6 +539,10 @@ class AsyncKafkaDriver(_ThreadedDriver):
         topics = sorted({r.topic for r in records})
         # Making topics is an admin round trip: on a thread, and only the first time.
         new = {} if sync._known(topics) else await self._call(sync._ensure, topics, spec)
+        if sync._known([sync.naming.signal_topic(spec.name)]):
+            sync._note_work(spec, records, new)  # queues a record at most: no I/O wait
+        else:
+            await self._call(sync._note_work, spec, records, new)  # may make the topic
         try:
             await sync._publisher.send_async(records)
         finally:
