@@ -1,6 +1,6 @@
 """The peer benchmark's runner: brokers, interleaved repetitions, medians, ratios.
 
-    python -m benchmarks.peers [--broker rabbitmq|kafka|sqs ...] [--reps R] [--quick]
+    python -m benchmarks.peers [--broker rabbitmq|kafka|sqs ...] [--path P ...] [--reps R] [--quick]
 
 Each broker is the one in ``WORKQ_TEST_<NAME>_URL`` if set, else started with the test
 launchers (``workq.testing.brokers``). Within each repetition, paths run in order and
@@ -86,10 +86,12 @@ def missing(peer: str) -> str | None:
     return None
 
 
-def run_broker(name: str, reps: int, n: int, n_single: int) -> list[str]:
+def run_broker(
+    name: str, reps: int, n: int, n_single: int, only: list[str] | None = None
+) -> list[str]:
     module = importlib.import_module(f"benchmarks.peers.{name}")
     peers: dict[str, Adapter] = {"workq": workq_sync, "workq.aio": workq_aio, **module.PEERS}
-    paths: list[str] = module.PATHS
+    paths: list[str] = [p for p in module.PATHS if not only or p in only]
     results: dict[tuple[str, str], list[float]] = {}
     notes: dict[tuple[str, str], str] = {}
     failures: dict[tuple[str, str], str] = {}
@@ -192,6 +194,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="messages per batch/consume run")
     parser.add_argument("--n-single", type=int, default=500, help="messages, single publish")
     parser.add_argument("--quick", action="store_true", help="1 repetition, small N")
+    parser.add_argument(
+        "--path", action="append", help="only this path (repeatable; default: every path)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.reps, args.n, args.n_single = 1, 300, 100
@@ -209,7 +214,7 @@ def main() -> None:
     for broker in brokers:
         n = min(args.n, 200) if broker == "sqs" else args.n  # moto slows with depth
         try:
-            out += run_broker(broker, args.reps, n, min(args.n_single, n))
+            out += run_broker(broker, args.reps, n, min(args.n_single, n), args.path)
         except Exception as exc:
             out += [f"### {broker}", "", f"broker could not run: {exc}", ""]
     print("\n".join(out))

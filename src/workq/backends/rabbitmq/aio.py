@@ -277,7 +277,7 @@ class AsyncRabbitMQDriver(AsyncConnection, AsyncDeclarations, AsyncDriver):
             try:
                 await attempt()  # the first try outside tenacity: most need no other
                 return
-            except (_Retry, asyncio.TimeoutError) as exc:
+            except (TimeoutError, _Retry) as exc:
                 first: BaseException | None = exc
             async for retry in PUBLISH.async_retrying(
                 (_Retry, asyncio.TimeoutError),
@@ -287,8 +287,8 @@ class AsyncRabbitMQDriver(AsyncConnection, AsyncDeclarations, AsyncDriver):
                 with retry:
                     if first is not None:
                         # Counted as tenacity's first try: bounds and backoff as before.
-                        exc, first = first, None
-                        raise exc
+                        failure, first = first, None
+                        raise failure
                     await attempt()
 
     async def publish_routed(

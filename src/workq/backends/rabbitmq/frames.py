@@ -9,6 +9,7 @@ pika's own marshalling (``tests/rabbitmq/test_frames.py``), and pika is pinned b
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections.abc import Callable
@@ -216,10 +217,9 @@ def wait_events(connection: Any, timeout: float) -> None:
     the socket's writability watched, which ends this wait).
     """
     poll = connection._impl.ioloop._poller._poll
-    try:
+    # Interrupted, or closed under us: process_data_events tells which.
+    with contextlib.suppress(OSError, ValueError):
         poll.poll(timeout)
-    except (OSError, ValueError):
-        pass  # interrupted, or closed under us: process_data_events tells which
 
 
 def enable_confirms(

@@ -294,8 +294,8 @@ class RabbitMQDriver(Declarations, Driver):
             with retry:
                 if first is not None:
                     # Counted as tenacity's first try, so bounds and backoff are as before.
-                    exc, first = first, None
-                    raise exc
+                    failure, first = first, None
+                    raise failure
                 attempt()
 
     def publish_routed(self, exchange: str, routing_key: str, messages: Sequence[Outgoing]) -> None:
