@@ -226,6 +226,7 @@ class IOThread:
             self._cmds.clear()
             self._woken = False
         idle: tuple[Any, float] | None = None
+        settled: list[Batch] = []
         with self._lock:
             try:
                 if batch and self.conn is None:
@@ -245,7 +246,7 @@ class IOThread:
                 for fn, fut in batch:
                     self._execute(fn, fut)
                 if self.conn is not None:
-                    idle = self._pump()
+                    idle = self._pump(settled)
             except Exception as exc:
                 log.exception("rabbitmq I/O thread: unexpected error; reconnecting on next use")
                 error = self._failed(exc)
@@ -254,29 +255,38 @@ class IOThread:
                         with contextlib.suppress(Exception):
                             fut.set_exception(error)
                 self._lost(exc)
+        # Their publishers, woken now, find the GIL and the connection free.
+        for finished in settled:
+            finished.done.set()
         if idle is not None:
             # Without the lock: a publisher may write meanwhile (``publish_here``).
             wait_events(*idle)
         return True
 
-    def _pump(self) -> tuple[Any, float] | None:
-        """Handle what has arrived; then the connection and how long to wait for events
-        without holding it, or None to look again at once."""
+    def _pump(self, settled: list[Batch]) -> tuple[Any, float] | None:
+        """Handle what has arrived (the batches it settles are added to ``settled``, for
+        the caller to set); then the connection and how long to wait for events without
+        holding it, or None to look again at once."""
         conn = self.conn
         # A wake-up may have been consumed by a pump inside a command: never sleep on
         # work already queued.
         with self._cond:
             busy = bool(self._cmds)
         budget = None if busy else idle_budget(conn, IDLE_WAIT)
+        inside = not busy and budget is None
+        # Deferred only for a pump that does not wait (a confirm is not held back).
+        self.confirms.defer(None if inside else settled)
         try:
             # Not epoll (no waiting outside pika): wait inside it, holding the lock.
-            conn.process_data_events(time_limit=0 if busy or budget is not None else IDLE_WAIT)
+            conn.process_data_events(time_limit=IDLE_WAIT if inside else 0)
         except CONNECTION_ERRORS as exc:
             self._lost(exc)
             return None
         except pika.exceptions.AMQPError as exc:
             log.warning("rabbitmq I/O: %r", exc)
             return None
+        finally:
+            self.confirms.defer(None)
         if budget is None or self.conn is not conn or not conn.is_open:
             return None
         with self._cond:
