@@ -4,11 +4,18 @@ pika is not thread-safe, so one I/O thread per driver owns the connection and ev
 channel; other threads hand it work and wait on a future. Publishes are pipelined:
 the I/O thread sends a whole batch, and publisher confirms settle it as they arrive
 (the bookkeeping of those is ``confirms.py``).
+
+One exception, for latency: a small publish whose queues are declared is written on
+the caller's own thread (``publish_here``) when the connection is free, instead of
+costing a wake-up of the I/O thread first. So that it can be free, the I/O thread waits
+for events outside pika (``wait_events``) and holds the connection (``_lock``) only
+while it works; its confirm still arrives through the I/O thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -25,7 +32,7 @@ from ...retrying import CONNECT
 from .codec import Envelope
 from .confirms import Batch, Confirms
 from .connection import CLOSE_TIMEOUT, Deadline, connect_failed, endpoints, tls_context
-from .frames import Wire, abort, enable_confirms, received_bytes
+from .frames import Wire, abort, enable_confirms, idle_budget, received_bytes, wait_events
 from .settings import RabbitMQSettings
 from .topology import Declared, Registry
 
@@ -41,6 +48,11 @@ T = TypeVar("T")
 
 #: How often the watchdog looks for a stuck command.
 WATCH_EVERY = 0.25
+#: The longest the I/O thread waits for events before it looks again.
+IDLE_WAIT = 1.0
+#: How long a publisher waits for the connection before handing its publish to the
+#: I/O thread instead (see ``IOThread.publish_here``).
+HERE_WAIT = 0.002
 
 #: Errors meaning the connection (not just one call) is gone.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -88,6 +100,12 @@ def _noop() -> None:
     pass
 
 
+def _close_quietly(channel: Any) -> None:
+    if channel.is_open:
+        with contextlib.suppress(Exception):
+            channel.close()
+
+
 #: Marks a command nobody waits for (see ``_IO.post``).
 _POSTED: Future[Any] = Future()
 
@@ -101,10 +119,17 @@ class IOThread:
         self.generation = 0
         self._cmds: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._cond = threading.Condition()
+        #: Held by whichever thread uses pika: the I/O thread while it works (not while
+        #: it waits for events), or a publisher in ``publish_here``.
+        self._lock = threading.Lock()
         self._woken = False
         self._closed = False
         self._admin: Any = None
         self._pub: Any = None
+        #: The caller-thread writer of the confirm channel ``_wire_of`` (its method
+        #: frames cached), made again for a new channel.
+        self._wire: Wire | None = None
+        self._wire_of: Any = None
         self.confirms = Confirms()
         self.declared = Declared()
         self.regs: dict[str, Registry] = {}
@@ -200,43 +225,75 @@ class IOThread:
             batch = list(self._cmds)
             self._cmds.clear()
             self._woken = False
-        try:
-            if batch and self.conn is None:
-                try:
-                    self._connect()
-                except Exception as exc:
-                    # Commands queued while this connect was tried waited for it: they
-                    # get its error too, and the next command tries again.
-                    with self._cond:
-                        batch += self._cmds
-                        self._cmds.clear()
-                    error = exc if isinstance(exc, BrokerUnavailable) else self._failed(exc)
-                    for _, fut in batch:
-                        if fut is not _POSTED and fut.set_running_or_notify_cancel():
+        idle: tuple[Any, float] | None = None
+        settled: list[Batch] = []
+        with self._lock:
+            try:
+                if batch and self.conn is None:
+                    try:
+                        self._connect()
+                    except Exception as exc:
+                        # Commands queued while this connect was tried waited for it: they
+                        # get its error too, and the next command tries again.
+                        with self._cond:
+                            batch += self._cmds
+                            self._cmds.clear()
+                        error = exc if isinstance(exc, BrokerUnavailable) else self._failed(exc)
+                        for _, fut in batch:
+                            if fut is not _POSTED and fut.set_running_or_notify_cancel():
+                                fut.set_exception(error)
+                        return True
+                for fn, fut in batch:
+                    self._execute(fn, fut)
+                if self.conn is not None:
+                    idle = self._pump(settled)
+            except Exception as exc:
+                log.exception("rabbitmq I/O thread: unexpected error; reconnecting on next use")
+                error = self._failed(exc)
+                for _, fut in batch:
+                    if fut is not _POSTED and not fut.done():
+                        with contextlib.suppress(Exception):
                             fut.set_exception(error)
-                    return True
-            for fn, fut in batch:
-                self._execute(fn, fut)
-            if self.conn is not None:
-                # A wake-up may have been consumed by a pump inside a command: never sleep
-                # on work already queued.
-                with self._cond:
-                    busy = bool(self._cmds)
-                try:
-                    self.conn.process_data_events(time_limit=0 if busy else 1.0)
-                except CONNECTION_ERRORS as exc:
-                    self._lost(exc)
-                except pika.exceptions.AMQPError as exc:
-                    log.warning("rabbitmq I/O: %r", exc)
-        except Exception as exc:
-            log.exception("rabbitmq I/O thread: unexpected error; reconnecting on next use")
-            error = self._failed(exc)
-            for _, fut in batch:
-                if fut is not _POSTED and not fut.done():
-                    with contextlib.suppress(Exception):
-                        fut.set_exception(error)
-            self._lost(exc)
+                self._lost(exc)
+        # Their publishers, woken now, find the GIL and the connection free.
+        for finished in settled:
+            finished.done.set()
+        if idle is not None:
+            # Without the lock: a publisher may write meanwhile (``publish_here``).
+            wait_events(*idle)
         return True
+
+    def _pump(self, settled: list[Batch]) -> tuple[Any, float] | None:
+        """Handle what has arrived (the batches it settles are added to ``settled``, for
+        the caller to set); then the connection and how long to wait for events without
+        holding it, or None to look again at once."""
+        conn = self.conn
+        # A wake-up may have been consumed by a pump inside a command: never sleep on
+        # work already queued.
+        with self._cond:
+            busy = bool(self._cmds)
+        budget = None if busy else idle_budget(conn, IDLE_WAIT)
+        inside = not busy and budget is None
+        # Deferred only for a pump that does not wait (a confirm is not held back).
+        self.confirms.defer(None if inside else settled)
+        try:
+            # Not epoll (no waiting outside pika): wait inside it, holding the lock.
+            conn.process_data_events(time_limit=IDLE_WAIT if inside else 0)
+        except CONNECTION_ERRORS as exc:
+            self._lost(exc)
+            return None
+        except pika.exceptions.AMQPError as exc:
+            log.warning("rabbitmq I/O: %r", exc)
+            return None
+        finally:
+            self.confirms.defer(None)
+        if budget is None or self.conn is not conn or not conn.is_open:
+            return None
+        with self._cond:
+            if self._cmds or self._closed:
+                return None
+        # What the pump's callbacks scheduled shortens the wait (budget taken after it).
+        return conn, idle_budget(conn, IDLE_WAIT) or 0.0
 
     def _execute(self, fn: Callable[[], Any], fut: Future[Any]) -> None:
         """Run one command; the watchdog cuts the connection if it hangs."""
@@ -363,13 +420,14 @@ class IOThread:
         self._watch_stop.set()
 
     def _close_conn(self) -> None:
-        self.confirms.fail("the driver was closed")
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            self._close_by = time.monotonic() + CLOSE_TIMEOUT
-            with contextlib.suppress(Exception):
-                conn.close()
-            self._close_by = None
+        with self._lock:
+            self.confirms.fail("the driver was closed")
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                self._close_by = time.monotonic() + CLOSE_TIMEOUT
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self._close_by = None
         self._watch_stop.set()
 
     # -- channels (I/O thread only) ----------------------------------------------------
@@ -413,6 +471,42 @@ class IOThread:
     def pump(self) -> None:
         """Send what is buffered and handle what has arrived, without waiting."""
         self.connection().process_data_events(time_limit=0)
+
+    def publish_here(
+        self, ready: Callable[[], bool], entries: Callable[[], Sequence[Envelope]]
+    ) -> Batch | None:
+        """Send on the caller's thread if nothing waits for the connection, it is free
+        and open, its confirm channel is open and ``ready()`` (checked holding it: no
+        declaration is due); None if not, and nothing was sent: use the I/O thread.
+
+        Only non-blocking work happens here (encoding, a socket write that takes what
+        fits): a declaration or a new channel waits for answers, which is the I/O
+        thread's, under the watchdog. The confirm arrives through the I/O thread.
+        """
+        # A short wait: the I/O thread holds the connection only briefly between its
+        # waits, unless it runs a command (then this publish queues behind it).
+        if self._cmds or not self._lock.acquire(timeout=HERE_WAIT):
+            return None
+        try:
+            conn, ch = self.conn, self._pub
+            if self._closed or conn is None or ch is None or not conn.is_open:
+                return None
+            if not ch.is_open or not ready():
+                return None
+            if self._wire is None or self._wire_of is not ch:
+                self._wire, self._wire_of = Wire(ch, direct=True), ch
+            wire = self._wire
+            try:
+                return self.confirms.send(wire, entries())
+            except BaseException:
+                # As ``publish``: a fresh channel, failing what is pending. Closing the
+                # old one waits for the broker: the I/O thread's.
+                self._pub = self._wire = None
+                self.confirms.fail("publish channel reset")
+                self.post(functools.partial(_close_quietly, ch))
+                raise
+        finally:
+            self._lock.release()
 
     def publish(self, entries: Sequence[Envelope]) -> Batch:
         """Send entries on the confirm channel; the returned batch settles on confirms."""

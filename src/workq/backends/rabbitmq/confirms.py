@@ -34,12 +34,12 @@ class Batch:
         if size == 0:
             self.done.set()
 
-    def settle(self, index: int, error: str | None) -> None:
+    def settle(self, index: int, error: str | None) -> bool:
+        """Settle one entry; True once all are (then ``done`` is for the caller to set)."""
         if error is not None:
             self.errors.setdefault(index, error)
         self.left -= 1
-        if self.left <= 0:
-            self.done.set()
+        return self.left == 0
 
 
 class Confirms:
@@ -50,6 +50,24 @@ class Confirms:
         self._pending: dict[int, tuple[Batch, int]] = {}
         self._by_mid: dict[str, int] = {}
         self._returned: set[int] = set()
+        #: Where settled batches go instead of being set at once (``defer``).
+        self._deferred: list[Batch] | None = None
+
+    def defer(self, into: list[Batch] | None) -> None:
+        """Collect the batches settled from now on in ``into`` (None: set them at once).
+
+        The I/O thread reads confirms holding the GIL and the connection: a publisher
+        woken then would only wait for both. It sets the batches it collected once it
+        has let go of them (see ``IOThread._serve_once``).
+        """
+        self._deferred = into
+
+    def _settle(self, batch: Batch, index: int, error: str | None) -> None:
+        if batch.settle(index, error):
+            if self._deferred is None:
+                batch.done.set()
+            else:
+                self._deferred.append(batch)
 
     def fail(self, error: str) -> None:
         """Settle everything in flight with ``error`` (the channel or connection is gone,
@@ -58,7 +76,7 @@ class Confirms:
         self._by_mid.clear()
         self._returned.clear()
         for batch, index in pending.values():
-            batch.settle(index, error)
+            self._settle(batch, index, error)
 
     def restart(self, error: str) -> None:
         """A new confirm channel: fail what the old one had, count tags from one."""
@@ -110,9 +128,9 @@ class Confirms:
                 continue
             batch, index = entry
             if not ok:
-                batch.settle(index, "nacked by the broker (queue full or internal error)")
+                self._settle(batch, index, "nacked by the broker (queue full or internal error)")
             elif tag in self._returned:
                 self._returned.discard(tag)
-                batch.settle(index, UNROUTABLE)
+                self._settle(batch, index, UNROUTABLE)
             else:
-                batch.settle(index, None)
+                self._settle(batch, index, None)

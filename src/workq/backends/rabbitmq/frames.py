@@ -9,11 +9,14 @@ pika's own marshalling (``tests/rabbitmq/test_frames.py``), and pika is pinned b
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections.abc import Callable
 from typing import Any
 
+import pika.adapters.select_connection
+import pika.adapters.utils.io_services_utils
 import pika.data
 import pika.frame
 import pika.spec
@@ -27,10 +30,13 @@ __all__ = [
     "enable_confirms",
     "forget",
     "header_payload",
+    "idle_budget",
     "on_close",
     "received_bytes",
+    "send_now",
     "subscribe",
     "unsubscribe",
+    "wait_events",
 ]
 
 _P = pika.spec.BasicProperties
@@ -102,10 +108,13 @@ class Wire:
     The channel must be open (checked once, on the I/O thread).
     """
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: Any, direct: bool = False) -> None:
         impl = channel._impl
         impl._raise_if_not_open()
         self._conn = impl.connection
+        #: Write on this thread at once (``send_now``) rather than leave the frames to
+        #: the I/O loop's next pass (see ``IOThread.publish_here``).
+        self._direct = direct
         self._num: int = impl.channel_number
         self._max_body: int = self._conn._body_max_length
         self._methods: dict[tuple[str, str, bool], bytes] = {}
@@ -152,7 +161,65 @@ class Wire:
             data = b"".join(self._parts)
             self._parts.clear()
             self._size = 0
-            self._conn._output_marshaled_frames([data])
+            if self._direct:
+                send_now(self._conn, data)
+            else:
+                self._conn._output_marshaled_frames([data])
+
+
+_PLAIN = pika.adapters.utils.io_services_utils._AsyncPlaintextTransport
+
+
+def send_now(impl: Any, data: bytes) -> None:
+    """Write ``data`` to the socket of a connection (pika's ``SelectConnection``) on
+    this thread, which must hold the connection exclusively.
+
+    pika only buffers what it is given and sends it on the I/O loop's next pass: from a
+    thread other than the loop's, that costs a wake-up of the loop's thread before the
+    bytes leave. Plain sockets with nothing buffered get the bytes at once; whatever
+    the socket does not take (or a TLS socket, or any error) goes to pika's buffer, and
+    the loop's poller, now watching for writability, sends it (or meets the error and
+    closes the connection, as it would have).
+    """
+    impl.bytes_sent += len(data)
+    impl.frames_sent += 1
+    transport = impl._transport
+    if type(transport) is _PLAIN and not transport._tx_buffers:
+        try:
+            sent = transport._sock.send(data)
+        except OSError:
+            sent = 0
+        if sent >= len(data):
+            return
+        data = data[sent:]
+    impl._adapter_emit_data(data)
+
+
+def idle_budget(connection: Any, limit: float) -> float | None:
+    """How long the I/O loop of a ``BlockingConnection`` may wait for events (its next
+    timer or ready callback, at most ``limit``); None if its poller is not epoll.
+
+    Call with the connection held; then :func:`wait_events` without holding it.
+    """
+    poller = connection._impl.ioloop._poller
+    if not isinstance(poller, pika.adapters.select_connection.EPollPoller):
+        return None
+    return float(min(poller._get_max_wait(), limit))
+
+
+def wait_events(connection: Any, timeout: float) -> None:
+    """Wait up to ``timeout`` until the I/O loop of a ``BlockingConnection`` has
+    something to do: its socket is readable (or writable while output is buffered),
+    or a thread-safe callback woke it. Only waits: ``process_data_events`` handles it.
+
+    Runs without holding the connection, so other threads may use it meanwhile; epoll
+    lets them change what is watched during the wait (a write that did not fit makes
+    the socket's writability watched, which ends this wait).
+    """
+    poll = connection._impl.ioloop._poller._poll
+    # Interrupted, or closed under us: process_data_events tells which.
+    with contextlib.suppress(OSError, ValueError):
+        poll.poll(timeout)
 
 
 def enable_confirms(
