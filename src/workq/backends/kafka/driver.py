@@ -7,6 +7,7 @@ Each consumer has a poll thread that owns the client consumer (:mod:`.receiver`)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -53,6 +54,8 @@ log = logging.getLogger("workq.kafka")
 
 #: Seconds between full topic listings of a consumer that reads no lane signals.
 LIST_EVERY = 1.0
+#: Seconds a queue's work notes are not tried after one failed.
+NOTES_OFF = 60.0
 #: Seconds a signalled lane is kept beyond a listing that does not show it.
 SIGNAL_GRACE = 5.0
 
@@ -112,7 +115,8 @@ class KafkaDriver(Driver):
         self._watch: LaneWatch | None = None
         self._sweep: IdleSweep | None = None
         self._notes = NoteClock()
-        self._unnoted: set[str] = set()  # queues whose work notes cannot be written
+        # queue -> monotonic time until which its work notes are not tried (they failed)
+        self._unnoted: dict[str, float] = {}
         self._lock = threading.Lock()
         self._closed = False
         self.groups = Groups(self._admin, settings, self.naming, self._metadata)
@@ -223,32 +227,42 @@ class KafkaDriver(Driver):
         Queued, not waited for: a lost note costs a consumer at most ``lane_idle_sweep``,
         and a queue whose signal topic cannot be made or written is left to the sweep.
         """
-        if spec.name in self._unnoted:
+        now = time.monotonic()
+        if self._unnoted and self._unnoted.get(spec.name, 0.0) > now:
             return
         dlq = self.naming.dlq_topic(spec.name)
         topics = {r.topic for r in records if r.topic != dlq and r.topic not in new}
-        due = self._notes.due(topics, time.monotonic()) if topics else []
+        due = self._notes.due(topics, now) if topics else []
         if not due:
             return
         try:
             topic = self._ensure_signal_topic(spec)
             for lane_topic in due:
                 self._publisher.produce(
-                    Record(topic, WORK, [], key=lane_topic.encode()), self._noted
+                    Record(topic, WORK, [], key=lane_topic.encode()),
+                    functools.partial(self._noted, spec.name),
                 )
         except (BrokerUnavailable, KafkaException, _Failed) as exc:
-            self._unnoted.add(spec.name)
+            self._unnoted[spec.name] = now + NOTES_OFF
             log.info(
                 "queue %r: cannot write work notes (%s); idle consumers find new records "
-                "by their lane_idle_sweep",
+                "by their lane_idle_sweep (tried again in %gs)",
                 spec.name,
                 exc,
+                NOTES_OFF,
             )
 
-    @staticmethod
-    def _noted(err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            log.info("a Kafka work note was not written: %s", err)
+    def _noted(self, queue: str, err: KafkaError | None, msg: Any) -> None:
+        if err is not None and self._unnoted.get(queue, 0.0) <= time.monotonic():
+            # A topic this client may not write to would fail every note: a pause.
+            self._unnoted[queue] = time.monotonic() + NOTES_OFF
+            log.info(
+                "queue %r: a work note was not written (%s); idle consumers find new "
+                "records by their lane_idle_sweep (tried again in %gs)",
+                queue,
+                err,
+                NOTES_OFF,
+            )
 
     def _created(self, topic: str, future: Any) -> bool:
         """Whether a create_topics future made the topic (False: it existed already)."""
