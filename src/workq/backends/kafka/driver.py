@@ -241,6 +241,9 @@ class KafkaDriver(Driver):
                 self._publisher.produce(
                     Record(topic, WORK, [], key=lane_topic.encode()),
                     functools.partial(self._noted, spec.name),
+                    # At once, on the producer made at connect: a first note on the
+                    # lingering one waited half a second for that client's start-up.
+                    path="confirmed",
                 )
         except (BrokerUnavailable, KafkaException, _Failed) as exc:
             self._unnoted[spec.name] = now + NOTES_OFF

@@ -469,22 +469,24 @@ class Publisher:
         record: Record,
         on_delivery: Callable[[KafkaError | None, Message], None],
         deadline: float | None = None,
+        path: str = "queued",
     ) -> None:
-        """Queue one record on the "queued" path; ``on_delivery`` runs on the thread
-        polling its producer (the path's background thread)."""
+        """Queue one record, nobody waiting for it; ``on_delivery`` runs on the thread
+        polling its producer. ``path``: "queued" (lingers, so records queued together
+        share a request) or "confirmed" (sent at once, on the producer made at connect)."""
         end = (
             deadline if deadline is not None else time.monotonic() + self._settings.publish_timeout
         )
-        turn = self._turns["queued"]
+        turn = self._turns[path]
 
         def report(err: KafkaError | None, msg: Message) -> None:
             turn.settle()
-            self._note("queued", err)
+            self._note(path, err)
             on_delivery(err, msg)
 
         turn.add_pending(1)
         try:
-            self._produce(self._get("queued"), "queued", record, report, end)
+            self._produce(self._get(path), path, record, report, end)
         except BaseException:
             turn.settle()
             raise
