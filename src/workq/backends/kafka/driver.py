@@ -26,7 +26,6 @@ from ...driver import (
     Outgoing,
     QueueStats,
     Receiver,
-    _ThreadedDriver,
 )
 from ...errors import BrokerUnavailable, ConfigurationError, PublishError
 from ...lanes import Lane
@@ -48,7 +47,9 @@ from .wire import encode, to_record
 if TYPE_CHECKING:
     from confluent_kafka.admin._metadata import ClusterMetadata
 
-__all__ = ["AsyncKafkaDriver", "KafkaDriver", "create_async_driver", "create_driver"]
+    from .aio import AsyncKafkaDriver
+
+__all__ = ["KafkaDriver", "create_async_driver", "create_driver"]
 
 log = logging.getLogger("workq.kafka")
 
@@ -76,6 +77,8 @@ def create_driver(settings: KafkaSettings) -> KafkaDriver:
 async def create_async_driver(settings: KafkaSettings) -> AsyncKafkaDriver:
     """Connect to the Kafka cluster for ``workq.aio``."""
     import asyncio  # here: sync programs never load asyncio
+
+    from .aio import AsyncKafkaDriver
 
     return AsyncKafkaDriver(await asyncio.to_thread(KafkaDriver, settings))
 
@@ -538,33 +541,6 @@ class KafkaDriver(Driver):
         if self._sweep is not None:
             self._sweep.close()
         self._publisher.close()
-
-
-class AsyncKafkaDriver(_ThreadedDriver):
-    """The sync driver on threads for ``workq.aio``, but for publishing: records are
-    produced on the event loop and their delivery reports wake it, without a round trip
-    through an executor thread (which cost two thread hand-offs a publish)."""
-
-    sync: KafkaDriver
-
-    def __init__(self, driver: KafkaDriver, max_threads: int = 32) -> None:
-        super().__init__(driver, max_threads)
-
-    async def publish(self, spec: QueueSpec, messages: Sequence[Outgoing]) -> None:
-        sync = self.sync
-        spec, records = sync._records(spec, messages)
-        topics = sorted({r.topic for r in records})
-        # Making topics is an admin round trip: on a thread, and only the first time.
-        new = {} if sync._known(topics) else await self._call(sync._ensure, topics, spec)
-        if sync._known([sync.naming.signal_topic(spec.name)]):
-            sync._note_work(spec, records, new)  # queues a record at most: no I/O wait
-        else:
-            await self._call(sync._note_work, spec, records, new)  # may make the topic
-        try:
-            await sync._publisher.send_async(records)
-        finally:
-            if new:
-                await self._call(sync._signal, spec, new)
 
 
 def _lane_key(lane: Lane) -> tuple[int, str]:
