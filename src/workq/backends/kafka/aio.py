@@ -28,9 +28,9 @@ class AsyncKafkaDriver(_ThreadedDriver):
         # Making topics is an admin round trip: on a thread, and only the first time.
         new = {} if sync._known(topics) else await self._call(sync._ensure, topics, spec)
         if sync._known([sync.naming.signal_topic(spec.name)]):
-            sync._note_work(spec, records, new)  # queues a record at most: no I/O wait
+            sync.notes.write(spec, records, new)  # queues a record at most: no I/O wait
         else:
-            await self._call(sync._note_work, spec, records, new)  # may make the topic
+            await self._call(sync.notes.write, spec, records, new)  # may make the topic
         try:
             await sync._publisher.send_async(records)
         finally:

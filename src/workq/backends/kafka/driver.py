@@ -7,7 +7,6 @@ Each consumer has a poll thread that owns the client consumer (:mod:`.receiver`)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import threading
 import time
@@ -33,9 +32,9 @@ from ...retrying import REQUEST, Deadline
 from ...spec import QueueSpec
 from .deadletters import dlq_reader, read_dead
 from .groups import Groups
-from .idle import WORK, NoteClock
 from .lanewatch import LaneWatch
 from .logs import client_logger
+from .notes import WorkNotes
 from .producing import Publisher, Record, _Failed
 from .receiver import LANE_REFRESH, KafkaReceiver
 from .settings import KafkaSettings
@@ -55,8 +54,6 @@ log = logging.getLogger("workq.kafka")
 
 #: Seconds between full topic listings of a consumer that reads no lane signals.
 LIST_EVERY = 1.0
-#: Seconds a queue's work notes are not tried after one failed.
-NOTES_OFF = 60.0
 #: Seconds a signalled lane is kept beyond a listing that does not show it.
 SIGNAL_GRACE = 5.0
 
@@ -117,11 +114,9 @@ class KafkaDriver(Driver):
         self._listed: dict[str, tuple[float, list[Lane]]] = {}
         self._watch: LaneWatch | None = None
         self._sweep: IdleSweep | None = None
-        self._notes = NoteClock()
-        # queue -> monotonic time until which its work notes are not tried (they failed)
-        self._unnoted: dict[str, float] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.notes = WorkNotes(self._publisher, self.naming, self._ensure_signal_topic)
         self.groups = Groups(self._admin, settings, self.naming, self._metadata)
 
     def _check_reachable(self) -> int:
@@ -217,58 +212,12 @@ class KafkaDriver(Driver):
         the group coordinator does not know yet waits for the member's next heartbeat
         (seconds) to be assigned; once a record is written, the brokers know the topic.
         """
-        self._note_work(spec, records, new)
+        self.notes.write(spec, records, new)
         try:
             self._publisher.send(records)
         finally:
             if new:
                 self._signal(spec, new)
-
-    def _note_work(self, spec: QueueSpec, records: Sequence[Record], new: dict[str, Lane]) -> None:
-        """Write work notes for the lanes ``records`` go to, if due (see :mod:`.idle`).
-
-        Queued, not waited for: a lost note costs a consumer at most ``lane_idle_sweep``,
-        and a queue whose signal topic cannot be made or written is left to the sweep.
-        """
-        now = time.monotonic()
-        if self._unnoted and self._unnoted.get(spec.name, 0.0) > now:
-            return
-        dlq = self.naming.dlq_topic(spec.name)
-        topics = {r.topic for r in records if r.topic != dlq and r.topic not in new}
-        due = self._notes.due(topics, now) if topics else []
-        if not due:
-            return
-        try:
-            topic = self._ensure_signal_topic(spec)
-            for lane_topic in due:
-                self._publisher.produce(
-                    Record(topic, WORK, [], key=lane_topic.encode()),
-                    functools.partial(self._noted, spec.name),
-                    # At once, on the producer made at connect: a first note on the
-                    # lingering one waited half a second for that client's start-up.
-                    path="confirmed",
-                )
-        except (BrokerUnavailable, KafkaException, _Failed) as exc:
-            self._unnoted[spec.name] = now + NOTES_OFF
-            log.info(
-                "queue %r: cannot write work notes (%s); idle consumers find new records "
-                "by their lane_idle_sweep (tried again in %gs)",
-                spec.name,
-                exc,
-                NOTES_OFF,
-            )
-
-    def _noted(self, queue: str, err: KafkaError | None, msg: Any) -> None:
-        if err is not None and self._unnoted.get(queue, 0.0) <= time.monotonic():
-            # A topic this client may not write to would fail every note: a pause.
-            self._unnoted[queue] = time.monotonic() + NOTES_OFF
-            log.info(
-                "queue %r: a work note was not written (%s); idle consumers find new "
-                "records by their lane_idle_sweep (tried again in %gs)",
-                queue,
-                err,
-                NOTES_OFF,
-            )
 
     def _created(self, topic: str, future: Any) -> bool:
         """Whether a create_topics future made the topic (False: it existed already)."""

@@ -24,12 +24,11 @@ I/O-free and called under the receiver's lock; the receiver pauses and resumes.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection, Iterable
 
 from .partitions import Part
 
-__all__ = ["NOTE_EVERY", "WORK", "IdleParts", "NoteClock"]
+__all__ = ["NOTE_EVERY", "WORK", "IdleParts"]
 
 #: Seconds a producer waits before writing another work note for the same lane.
 NOTE_EVERY = 1.0
@@ -92,19 +91,3 @@ class IdleParts:
         for part in sleep:
             part.asleep = True
         return sleep, wake
-
-
-class NoteClock:
-    """A producer's side: which lane topics are due a work note (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def due(self, topics: Iterable[str], now: float) -> list[str]:
-        """Those of ``topics`` not noted in the last ``NOTE_EVERY`` seconds, now noted."""
-        with self._lock:
-            due = [t for t in topics if now - self._last.get(t, -NOTE_EVERY) >= NOTE_EVERY]
-            for topic in due:
-                self._last[topic] = now
-        return due
