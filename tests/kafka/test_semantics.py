@@ -392,3 +392,38 @@ def test_idle_lanes_are_not_fetched_until_a_producers_work_note_wakes_them(
                 got.add(d.body)
                 d.ack()
             assert got == {b"plain", b"noted"}
+
+
+def test_sleeping_partitions_taken_away_and_given_back_are_fetched_again(
+    kafka_url: str, queue: str
+) -> None:
+    """librdkafka keeps a partition's pause across a revoke and a later assignment back to
+    the same consumer: partitions that slept as idle, went to a second consumer and came
+    back when it left must be fetched again (they were not: their messages stayed put)."""
+    url = with_query(kafka_url, "lane_idle=2&lane_idle_sweep=3600")
+    with workq.connect(url) as first, workq.connect(url) as second:
+        first.declare(queue, partitions=4)
+        producer = first.producer()
+        producer.publish(queue, "first")
+        with first.consumer(queue) as a:
+            until(lambda: a.get(timeout=0.5), what="the first message").ack()
+            parts = a._receiver._parts  # type: ignore[attr-defined]
+            until(
+                lambda: len(parts) == 4 and all(p.asleep for p in list(parts.values())),
+                what="all four partitions to sleep",
+            )
+            with second.consumer(queue) as b:
+                until(
+                    lambda: b.get(timeout=0.2) is None and len(parts) < 4,
+                    timeout=WAIT * 2,
+                    what="the second consumer to take some partitions",
+                )
+            until(lambda: len(parts) == 4, timeout=WAIT * 2, what="the partitions to come back")
+            sent = {f"k{i}" for i in range(16)}
+            for key in sorted(sent):
+                producer.publish(queue, key, key=key)
+            got: set[str] = set()
+            while got != sent:
+                d = until(lambda: a.get(timeout=0.5), what=f"the rest of {sorted(sent - got)}")
+                got.add(d.text())
+                d.ack()

@@ -481,24 +481,30 @@ class KafkaReceiver(Receiver):
         self._assign_at_committed(consumer, partitions)
 
     def _assign_at_committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Assign at the committed offsets, looked up here; a partition with none at 0.
+        """Assign at the committed offsets, looked up here; a partition with none at 0;
+        and resume them all.
 
         Left to librdkafka, a partition with no committed offset (a new lane's) waits for
         an offset query it sends about 0.1 s later, a good part of a new tenant's first
         delivery. Offset 0 where the log no longer starts at 0 is out of range, and
-        ``auto.offset.reset`` (earliest) applies as before. If the lookup fails,
-        librdkafka assigns and looks the offsets up itself.
+        ``auto.offset.reset`` (earliest) applies as before. If the lookup fails, they are
+        assigned without offsets and librdkafka looks them up itself.
+
+        Resumed because librdkafka keeps a partition's pause across a revoke and a later
+        assignment back to this consumer: one paused as idle or for flow when it was
+        taken away would never be fetched again, its new ``Part`` not knowing.
         """
+        assigned = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         try:
             committed = consumer.committed(partitions, timeout=self._settings.connect_timeout)
+            if not any(tp.error is not None for tp in committed):
+                assigned = [
+                    TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in committed
+                ]
         except KafkaException as exc:
             log.info("queue %r: committed offsets not read (%s)", self._spec.name, exc)
-            return
-        if any(tp.error is not None for tp in committed):
-            return
-        consumer.incremental_assign(
-            [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in committed]
-        )
+        consumer.incremental_assign(assigned)
+        consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in assigned])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
