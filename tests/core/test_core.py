@@ -15,8 +15,8 @@ import workq
 from workq.checks import check_headers
 from workq.codec import build_outgoing, encode_body
 from workq.consumer_state import Holding
-from workq.driver import Capabilities, Outgoing
-from workq.headers import meta_headers, split_meta
+from workq.driver import Capabilities
+from workq.headers import split_meta
 from workq.lanes import Lane, LaneBuffers, LaneOrder, order_lanes, spread
 from workq.policy import backoff, outcome
 from workq.spec import QueueSpec
@@ -48,17 +48,12 @@ def test_headers_are_checked() -> None:
         build_outgoing("q", b"", tenant=None, priority=0, headers=None, delay=-1, message_id=None)
 
 
-def test_meta_headers_round_trip() -> None:
-    msg = Outgoing(Lane("q", "t", 3), "id1", b"", {"trace": "x"}, attempt=2, enqueued_at=5.0)
-    user, meta = split_meta(meta_headers(msg))
+def test_split_meta_separates_workq_metadata_from_user_headers() -> None:
+    user, meta = split_meta(
+        {"trace": "x", "x-workq-id": "id1", "x-workq-attempt": "2", "x-workq-tenant": "t"}
+    )
     assert user == {"trace": "x"}
-    assert meta == {
-        "id": "id1",
-        "attempt": "2",
-        "enqueued-at": "5.0",
-        "tenant": "t",
-        "priority": "3",
-    }
+    assert meta == {"id": "id1", "attempt": "2", "tenant": "t"}
 
 
 def test_spec_validation_and_conflicts() -> None:

@@ -89,7 +89,7 @@ class WorkNotes:
                     functools.partial(self._written, spec.name),
                     # At once, on the producer made at connect: a first note on the
                     # lingering one waited half a second for that client's start-up.
-                    path="confirmed",
+                    path="prompt",
                 )
         except (BrokerUnavailable, KafkaException, _Failed) as exc:
             self._off[spec.name] = now + NOTES_OFF

@@ -137,12 +137,14 @@ class _Failed(Exception):
         self.failed = failed
 
 
-#: ``linger.ms`` per path when the setting is not given. What a caller waits for goes at
-#: once: lingering would only add to its wait (records queued while a request is in
-#: flight share the next one anyway). Records nobody waits for (a consumer's delay
-#: bounces) wait a little so those queued behind the first share its request.
-LINGER_CONFIRMED = 0
-LINGER_QUEUED = 5
+#: ``linger.ms`` per path when the setting is not given. One record a caller waits for
+#: goes at once: lingering would only add to its wait (records queued while a request is
+#: in flight share the next one anyway). Several records (``publish_many``, a consumer's
+#: delay bounces) wait a little so those behind the first share its request: at linger 0
+#: the first records of a batch each left in a request of their own, up to the in-flight
+#: limit, and batches of 500 went at less than half the rate.
+LINGER_PROMPT = 0
+LINGER_LINGERING = 5
 #: Seconds between the background thread's polls of an idle producer (no report
 #: awaited): they serve the client's log lines and reports of publishes that gave up.
 IDLE_POLL = 0.2
@@ -153,13 +155,17 @@ POLL_SLICE = 0.5
 #: waking it for every publish.
 BUSY_GRACE = 0.2
 _FATAL_CODES = frozenset({KafkaError._FATAL, KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
-#: "confirmed": ``send``/``send_async``, the caller waits for the reports; "queued":
-#: ``produce``, a callback takes the report.
-_PATHS = ("confirmed", "queued")
+#: "prompt": one record at a time, sent at once (made at connect); "lingering": several
+#: records at a time, batched by the client (made on first use).
+_PATHS = ("prompt", "lingering")
+
+
+def _path_for(records: Sequence[Record]) -> str:
+    return "prompt" if len(records) == 1 else "lingering"
 
 
 class Publisher:
-    """Shared producers, one per path ("confirmed" and "queued", made on first use).
+    """Shared producers, one per path ("prompt" for one record, "lingering" for several).
 
     ``send`` blocks until every record has a delivery report, retrying failed records
     with backoff within ``publish_timeout`` in total, and raises ``PublishError`` naming
@@ -181,14 +187,14 @@ class Publisher:
         # Made now: a new client's first delivery waits for its start-up (connection,
         # idempotent producer id), half a second on Kafka 4, which would otherwise
         # fall on the first publish.
-        self._get("confirmed")
+        self._get("prompt")
 
     def _config(self, path: str) -> dict[str, str | int]:
         conf = dict(self._settings.client_config())
         if "linger_ms" in self._settings.model_fields_set:
             linger = self._settings.linger_ms
         else:
-            linger = LINGER_QUEUED if path == "queued" else LINGER_CONFIRMED
+            linger = LINGER_LINGERING if path == "lingering" else LINGER_PROMPT
         conf.update(
             {
                 # Idempotence gives acks=all, ordered retries and no duplicates from retries.
@@ -205,7 +211,7 @@ class Publisher:
         return conf
 
     def _get(self, path: str) -> Producer:
-        """The producer of ``path`` ("confirmed" or "queued"), new if it broke."""
+        """The producer of ``path`` ("prompt" or "lingering"), new if it broke."""
         producer = self._producers.get(path)
         if producer is not None and not self._broken:
             return producer  # the common case, without the lock
@@ -320,7 +326,7 @@ class Publisher:
     def send(self, records: Sequence[Record]) -> None:
         """Produce ``records`` and return once the broker has acknowledged all of them."""
         todo = list(records)
-        path = "confirmed"
+        path = _path_for(records)
         # publish_timeout bounds the whole call, retries included.
         deadline = Deadline(self._settings.publish_timeout)
         try:
@@ -373,7 +379,7 @@ class Publisher:
         """The asyncio twin of :meth:`send`: records are produced on the event loop and
         the loop is woken by their reports (no executor thread in between)."""
         todo = list(records)
-        path = "confirmed"
+        path = _path_for(records)
         deadline = Deadline(self._settings.publish_timeout)
         try:
             await self._send_once_async(todo, path, deadline.at)
@@ -469,11 +475,11 @@ class Publisher:
         record: Record,
         on_delivery: Callable[[KafkaError | None, Message], None],
         deadline: float | None = None,
-        path: str = "queued",
+        path: str = "lingering",
     ) -> None:
         """Queue one record, nobody waiting for it; ``on_delivery`` runs on the thread
-        polling its producer. ``path``: "queued" (lingers, so records queued together
-        share a request) or "confirmed" (sent at once, on the producer made at connect)."""
+        polling its producer. ``path``: "lingering" (records queued together share a
+        request) or "prompt" (sent at once, on the producer made at connect)."""
         end = (
             deadline if deadline is not None else time.monotonic() + self._settings.publish_timeout
         )

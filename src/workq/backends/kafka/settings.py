@@ -108,10 +108,10 @@ class KafkaSettings(BackendSettings):
     #: (``share.record.lock.duration.ms``, set on the group; None keeps the broker's,
     #: 30 s by default). A handler running longer may see its message delivered again.
     share_lock_timeout: float | None = Field(None, ge=1, le=3600)
-    #: The producer's ``linger.ms``. Unset: 0 for what a caller waits for (``publish``,
-    #: ``publish_many``, re-publishing a retry or dead letter), sent at once; 5 for a
-    #: consumer's delay bounces, which nobody waits for (fuller batches). Setting it
-    #: applies the value to both.
+    #: The producer's ``linger.ms``. Unset: 0 for one record at a time (``publish``,
+    #: re-publishing a retry or dead letter), sent at once; 5 for several (``publish_many``,
+    #: a consumer's delay bounces), so they share requests. Setting it applies the value
+    #: to both.
     linger_ms: int = Field(0, ge=0, le=60000)
 
     @field_validator("lane_idle")
