@@ -47,6 +47,15 @@ LANE_REFRESH = 0.1
 #: again sends another heartbeat at once.
 NUDGE_EVERY = 0.3
 NUDGE_FOR = 3.0
+#: Seconds the poll thread waits in the client for records while records come, and
+#: once none have come for ``lane_idle`` (its partitions asleep or quiet; it then asks
+#: for one record, so a record is returned at once): each return
+#: costs CPU growing with the partitions assigned, and an idle consumer of 3,000 came
+#: back 40 times a second. The longer wait delays by as much what the poll thread does
+#: between waits for an idle consumer: waking a lane on a work note, subscribing to a
+#: new lane, closing.
+POLL_WAIT = 0.05
+IDLE_WAIT = 0.2
 
 
 class KafkaReceiver(Receiver):
@@ -271,6 +280,10 @@ class KafkaReceiver(Receiver):
     # -- the poll thread -----------------------------------------------------------
 
     def _run(self) -> None:
+        last_record = time.monotonic()
+        # Quiet after lane_idle without records (5 s when idle partitions never sleep),
+        # never while delayed records wait to be handed out on time.
+        idle_after = self._settings.lane_idle or 5.0
         try:
             while True:
                 with self._cond:
@@ -281,11 +294,20 @@ class KafkaReceiver(Receiver):
                     self._subscribe(topics)
                 elif self._awaiting is not None:
                     self._nudge()
-                messages = self._consumer.consume(self._settings.poll_batch, 0.05)
+                quiet = not self._delayed and time.monotonic() - last_record > idle_after
+                # Quiet, it asks for one record: the client returns a batch only when it
+                # is full or the wait is over, and the first record must not wait.
+                messages = (
+                    self._consumer.consume(1, IDLE_WAIT)
+                    if quiet
+                    else self._consumer.consume(self._settings.poll_batch, POLL_WAIT)
+                )
                 # Decode before taking the lock, so handlers settling meanwhile are not
                 # held up; only this thread changes the partition table and offsets.
                 fetched = [f for f in map(self._on_message, messages) if f is not None]
                 now = time.monotonic()
+                if messages:
+                    last_record = now
                 with self._cond:
                     for part, item, not_before in fetched:
                         part.active_at = now
