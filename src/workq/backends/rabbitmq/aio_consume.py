@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .pika_driver import RabbitMQDriver
     from .receiver import RabbitMQReceiver
 
-__all__ = ["Consuming", "open_threaded"]
+__all__ = ["Consuming", "ThreadedReceiver", "open_threaded"]
 
 log = logging.getLogger("workq.rabbitmq")
 
