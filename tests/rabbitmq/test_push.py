@@ -170,3 +170,33 @@ def test_aio_a_deleted_lane_queue_does_not_stop_the_other_lanes(rabbitmq_url: st
                 await d.ack()
 
     asyncio.run(main())
+
+
+def test_aio_acks_made_just_before_close_stay_acked(rabbitmq_url: str) -> None:
+    """Acks are written together once per event-loop pass: those made right before the
+    consumer closes still reach the broker before the channel closes, each acking exactly
+    its own delivery (a wrong tag would close the channel and give everything back)."""
+
+    async def main() -> None:
+        q = unique("acks")
+        async with await workq.aio.connect(rabbitmq_url) as broker:
+            await broker.declare(q)
+            async with broker.producer() as p:
+                await p.publish_many(q, [f"m{i}".encode() for i in range(50)])
+            got: list[workq.aio.Delivery] = []
+            async with broker.consumer(q, prefetch=50) as c:
+                while len(got) < 50:
+                    d = await c.get(timeout=WAIT)
+                    assert d is not None
+                    got.append(d)
+                for d in got[::2]:  # every other one, so no ack covers a neighbour
+                    await d.ack()
+                for d in got[1::2]:
+                    await d.ack()
+            assert sorted(d.body for d in got) == sorted(f"m{i}".encode() for i in range(50))
+            async with broker.consumer(q, prefetch=10) as c:
+                assert await c.get(timeout=1.0) is None
+            stats = await broker.stats(q)
+            assert stats.ready == 0 and stats.dead_letters == 0
+
+    asyncio.run(main())

@@ -32,6 +32,7 @@ from ...lanes import Lane
 from ...retrying import PUBLISH
 from ...spec import QueueSpec
 from .aio_connection import AsyncConnection, bounded
+from .aio_consume import Consuming
 from .aio_declare import AsyncDeclarations
 from .codec import (
     ATTEMPT,
@@ -135,6 +136,8 @@ class AsyncRabbitMQDriver(AsyncConnection, AsyncDeclarations, AsyncDriver):
         self.adopted: dict[str, str | None] = {}
         self.lanes_made: set[str] = set()
         self._closed = False
+        #: The sync driver its consumers receive through, made by the first one.
+        self.consuming: Consuming | None = None
 
     @classmethod
     async def connect(cls, settings: RabbitMQSettings) -> AsyncRabbitMQDriver:
@@ -340,9 +343,10 @@ class AsyncRabbitMQDriver(AsyncConnection, AsyncDeclarations, AsyncDriver):
         return topo.known_lanes(await self._registry(topo))
 
     async def open(self, spec: QueueSpec, prefetch: int) -> AsyncReceiver:
-        from .aio_receiver import AsyncRabbitMQReceiver
+        """The sync (pika) receiver on threads: see :mod:`.aio_consume`."""
+        from .aio_consume import open_threaded
 
-        return AsyncRabbitMQReceiver(self, self.topology(spec), prefetch)
+        return await open_threaded(self, spec, prefetch)
 
     @bounded
     async def stats(self, spec: QueueSpec) -> QueueStats:
@@ -452,6 +456,8 @@ class AsyncRabbitMQDriver(AsyncConnection, AsyncDeclarations, AsyncDriver):
         if self._closed:
             return
         self._closed = True
+        if self.consuming is not None:
+            await self.consuming.close()
         if self.conn is not None:
             # Bounded: on a black-holed network the broker never answers the close.
             with contextlib.suppress(Exception):

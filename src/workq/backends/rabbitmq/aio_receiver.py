@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractChannel
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import ChannelFrame, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
@@ -27,9 +28,17 @@ from .connection import CLOSE_TIMEOUT
 from .subscriptions import Subscriptions
 from .topology import Topology
 
-__all__ = ["AsyncRabbitMQReceiver"]
+__all__ = ["AsyncRabbitMQReceiver", "ack_frame"]
 
 log = logging.getLogger("workq.rabbitmq")
+
+_ACK_FRAME = struct.Struct(">BHIIQBB")
+
+
+def ack_frame(channel_number: int, tag: int) -> bytes:
+    """A whole ``basic.ack`` frame for exactly one delivery tag (multiple=False), as
+    pamqp marshals it: method frame, 13 bytes, class 60 method 80, tag, no flags, end."""
+    return _ACK_FRAME.pack(1, channel_number, 13, 0x003C0050, tag, 0, 0xCE)
 
 
 class AsyncRabbitMQReceiver(AsyncReceiver):
@@ -44,6 +53,11 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         self._underlay: Any = None
         self._event = asyncio.Event()
         self._closed = False
+        # Acks not yet handed to the connection's writer, and the channel they are for:
+        # written together once per event-loop pass (see ``_flush``).
+        self._acks: list[bytes] = []
+        self._acks_on: Any = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     def _stale(self) -> bool:
         ch = self._channel
@@ -127,6 +141,7 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         return released
 
     async def _drop_channel(self) -> None:
+        self._flush()  # acked work stays acked: the acks go before the close
         ch, self._channel = self._channel, None
         self._subs.reset()
         if ch is not None and not ch.is_closed:
@@ -198,10 +213,11 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
             out, gets = subs.next(lanes, max_count)
             if not out and not gets and not self._closed:
                 self._event.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(
-                        self._event.wait(), max(deadline - time.monotonic(), 0.0)
-                    )
+                # Not wait_for: that makes a task of every wait, which a receive woken
+                # by each burst of deliveries paid again and again.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                        await self._event.wait()
                 out, gets = subs.next(lanes, max_count)
             strays = subs.strays()
             if strays:
@@ -227,8 +243,33 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         # driver does not: a lost ack means a redelivery, which at-least-once allows.
         if reject:
             await self._underlay.basic_reject(tag, requeue=False)
-        else:
-            await self._underlay.basic_ack(tag, wait=False)
+            return
+        underlay = self._underlay
+        if self._acks_on is not underlay:
+            self._flush()  # acks for an older channel go first (or are dropped with it)
+            self._acks_on = underlay
+        if not self._acks:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._acks.append(ack_frame(underlay.number, tag))
+
+    def _flush(self) -> None:
+        """Hand the acks gathered since the last pass to the connection's writer as one
+        write. aiormq queues, and writes with a ``send()`` of its own, every frame: per
+        ack that was a fifth of an async consume. Acks for a channel closed meanwhile are
+        dropped: the broker has given those deliveries back already."""
+        acks, channel = self._acks, self._acks_on
+        if not acks:
+            return
+        self._acks = []
+        if channel is None or channel.is_closed:
+            return
+        frame = ChannelFrame(payload=b"".join(acks), should_close=False)
+        try:
+            channel.write_queue.put_nowait(frame)
+        except asyncio.QueueFull:  # the writer is behind: queue it as aiormq would
+            task = asyncio.get_running_loop().create_task(channel.write_queue.put(frame))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
 
     async def ack(self, item: Received) -> None:
         await self._ack_now(item)
@@ -271,6 +312,7 @@ class AsyncRabbitMQReceiver(AsyncReceiver):
         except GONE:
             pass  # the connection is gone, so the broker has requeued everything
         finally:
+            self._flush()  # the acks go before the close, which would give them back
             if self._channel is not None and not self._channel.is_closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._channel.close(), CLOSE_TIMEOUT)
