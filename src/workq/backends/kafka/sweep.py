@@ -39,7 +39,7 @@ CHUNK = 100
 RATE = 500.0
 
 
-def pause_after(swept: int, settings: KafkaSettings) -> float:
+def _pause_after(swept: int, settings: KafkaSettings) -> float:
     """Seconds until the next sweep after one that looked at ``swept`` partitions."""
     return max(settings.lane_idle_sweep, swept / RATE)
 
@@ -92,7 +92,7 @@ class IdleSweep:
                         moved = self._moved(asleep)
                         if moved:
                             receiver.wake(moved)
-                pause = pause_after(swept, self._settings)
+                pause = _pause_after(swept, self._settings)
         except Exception:
             log.exception("the Kafka idle sweep failed; idle lanes wake on work notes only")
         finally:

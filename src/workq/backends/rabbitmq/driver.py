@@ -1,10 +1,11 @@
 """``amqp://`` / ``amqps://``: the RabbitMQ backend's entry points.
 
 The sync driver is on pika (``pika_driver.py``, ``receiver.py``, its connection in
-``client.py``), the async one on aio-pika (``aio.py``, ``aio_receiver.py``); both share
-``topology.py`` (names and arguments), ``codec.py`` (messages and routing) and
-``connection.py`` (TLS, hosts, bounds). Neither client is imported until its driver is
-made, so async users never load pika.
+``client.py``), the async one on aio-pika (``aio.py``) but for consuming, which goes
+through the sync receiver on threads (``aio_consume.py``); both share ``topology.py``
+(names and arguments), ``codec.py`` (messages and routing) and ``connection.py`` (TLS,
+hosts, bounds). Neither client is imported until its driver is made: an async program
+that only publishes never loads pika.
 """
 
 from __future__ import annotations

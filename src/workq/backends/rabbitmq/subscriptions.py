@@ -14,8 +14,8 @@ pushed waits here, per lane queue, and :meth:`Subscriptions.take` hands out only
 the consumer has room for, in the consumer's lane order (``workq.lanes.spread``): the
 core decides priority and the tenants' turns, this module only follows its order.
 
-This module does no I/O: ``receiver.py`` (pika) and ``aio_receiver.py`` (aio-pika) ask
-it what to subscribe, cancel and give back, and tell it what was pushed.
+This module does no I/O: ``receiver.py`` (pika; ``workq.aio`` consumers use it too) asks
+it what to subscribe, cancel and give back, and tells it what was pushed.
 """
 
 from __future__ import annotations
