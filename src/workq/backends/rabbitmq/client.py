@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -34,7 +35,15 @@ from ...retrying import CONNECT
 from .codec import Envelope
 from .confirms import Batch, Confirms
 from .connection import CLOSE_TIMEOUT, Deadline, connect_failed, endpoints, tls_context
-from .frames import Wire, abort, enable_confirms, idle_budget, received_bytes, wait_events
+from .frames import (
+    Wire,
+    abort,
+    enable_confirms,
+    idle_budget,
+    received_bytes,
+    wait_events,
+    wait_led,
+)
 from .settings import RabbitMQSettings
 from .topology import Declared, Registry
 
@@ -131,8 +140,13 @@ class IOThread:
         self._closed = False
         #: A caller's thread reads the connection (see ``lead``); the I/O thread waits
         #: for commands only (``_parked``) unless others wait on the connection.
-        self._leader = False
+        self._leader: threading.Thread | None = None
         self._parked = False
+        #: Wakes the leader's wait alone (``wake_leader``): a wake-up through pika's
+        #: own pipe could be read by the I/O thread first, and the leader sleep on.
+        self._lead_r, self._lead_w = os.pipe()
+        os.set_blocking(self._lead_r, False)
+        os.set_blocking(self._lead_w, False)
         self._waiting = 0
         self._admin: Any = None
         self._pub: Any = None
@@ -289,14 +303,9 @@ class IOThread:
         inside = not busy and budget is None
         # Deferred only for a pump that does not wait (a confirm is not held back).
         self.confirms.defer(None if inside else settled)
-        heard = received_bytes(conn)
         try:
             # Not epoll (no waiting outside pika): wait inside it, holding the lock.
             conn.process_data_events(time_limit=IDLE_WAIT if inside else 0)
-            if self._leader and received_bytes(conn) != heard:
-                # Read here, what a leading caller waits for may never wake it: it looks
-                # again (see ``lead``).
-                self._poke(conn)
         except CONNECTION_ERRORS as exc:
             self._lost(exc)
             return None
@@ -428,6 +437,8 @@ class IOThread:
             self._closed = True
             conn = self.conn
             self._cond.notify()
+        with contextlib.suppress(OSError):
+            os.write(self._lead_w, b"x")
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.add_callback_threadsafe(_noop)
@@ -436,6 +447,12 @@ class IOThread:
             # gets CLOSE_TIMEOUT. The thread is a daemon: never wait longer than that.
             self._thread.join(timeout=CLOSE_TIMEOUT * 2)
         self._watch_stop.set()
+        with self._cond:
+            led = self._leader is not None  # none can start now that it is closed
+        if not led and not self._thread.is_alive():
+            for fd in (self._lead_r, self._lead_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _close_conn(self) -> None:
         with self._lock:
@@ -568,7 +585,7 @@ class IOThread:
         with self._cond:
             if self._leader or self._cmds or self._closed or self.conn is None:
                 return False
-            self._leader = True
+            self._leader = threading.current_thread()
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -592,10 +609,10 @@ class IOThread:
                         return left <= 0
                 finally:
                     self._lock.release()
-                wait_events(conn, budget)
+                wait_led(conn, self._lead_r, budget)
         finally:
             with self._cond:
-                self._leader = False
+                self._leader = None
 
     def _read(self, conn: Any) -> bool:
         """Handle what has arrived, without waiting, on a leading caller's thread
@@ -629,6 +646,14 @@ class IOThread:
         finally:
             with self._cond:
                 self._waiting -= 1
+
+    def wake_leader(self) -> None:
+        """Make a leading caller look again (see ``lead``), unless it is this thread:
+        something it waits for happened on another thread."""
+        leader = self._leader
+        if leader is not None and leader is not threading.current_thread():
+            with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+                os.write(self._lead_w, b"x")
 
     def _poke(self, conn: Any) -> None:
         with contextlib.suppress(Exception):

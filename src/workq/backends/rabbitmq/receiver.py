@@ -59,8 +59,14 @@ class RabbitMQReceiver(Receiver):
         with self._cond:
             self._subs.reset()  # unacked on a dead channel: the broker requeues them
             self._channel = None
-            self._events += 1
-            self._cond.notify_all()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake a receive waiting for what just happened (``_cond`` held): one waiting
+        on the condition, or one reading the connection itself (``IOThread.lead``)."""
+        self._events += 1
+        self._cond.notify_all()
+        self._io.wake_leader()
 
     def _stale(self) -> bool:
         ch = self._channel
@@ -81,8 +87,7 @@ class RabbitMQReceiver(Receiver):
     def _on_close(self, _ch: Any, reason: Exception) -> None:
         with self._cond:
             self._subs.closed(str(reason))
-            self._events += 1
-            self._cond.notify_all()  # a receive waiting on this channel starts afresh
+            self._wake()  # a receive waiting on this channel starts afresh
 
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
         tag = method.consumer_tag
@@ -91,8 +96,7 @@ class RabbitMQReceiver(Receiver):
         item = pika_received(self._topo, props, body, bool(method.redelivered), token, queue)
         with self._cond:
             self._subs.pushed(tag, item)
-            self._events += 1
-            self._cond.notify_all()
+            self._wake()
 
     def _apply(self, lanes: Sequence[Lane]) -> list[Received]:
         """Subscribe the lanes not yet subscribed, cancel those no longer read; returns
@@ -326,8 +330,7 @@ class RabbitMQReceiver(Receiver):
             return
         self._closed = True
         with self._cond:
-            self._events += 1
-            self._cond.notify_all()
+            self._wake()
         try:
             leftover = self._io.call(self._cancel_all)
             if leftover:
