@@ -5,11 +5,13 @@ channel; other threads hand it work and wait on a future. Publishes are pipeline
 the I/O thread sends a whole batch, and publisher confirms settle it as they arrive
 (the bookkeeping of those is ``confirms.py``).
 
-One exception, for latency: a small publish whose queues are declared is written on
-the caller's own thread (``publish_here``) when the connection is free, instead of
-costing a wake-up of the I/O thread first. So that it can be free, the I/O thread waits
-for events outside pika (``wait_events``) and holds the connection (``_lock``) only
-while it works; its confirm still arrives through the I/O thread.
+Exceptions, for latency: a small publish whose queues are declared, and an ack, are
+written on the caller's own thread (``publish_here``, ``here``) when the connection is
+free, instead of costing a wake-up of the I/O thread first. So that it can be free, the
+I/O thread waits for events outside pika (``wait_events``) and holds the connection
+(``_lock``) only while it works. And a consumer waiting for its next delivery reads the
+connection itself (``lead``) while the I/O thread waits for commands only: at prefetch 1
+a message then costs no thread hand-off at all, as in a single-threaded client.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -32,7 +35,15 @@ from ...retrying import CONNECT
 from .codec import Envelope
 from .confirms import Batch, Confirms
 from .connection import CLOSE_TIMEOUT, Deadline, connect_failed, endpoints, tls_context
-from .frames import Wire, abort, enable_confirms, idle_budget, received_bytes, wait_events
+from .frames import (
+    Wire,
+    abort,
+    enable_confirms,
+    idle_budget,
+    received_bytes,
+    wait_events,
+    wait_led,
+)
 from .settings import RabbitMQSettings
 from .topology import Declared, Registry
 
@@ -53,6 +64,9 @@ IDLE_WAIT = 1.0
 #: How long a publisher waits for the connection before handing its publish to the
 #: I/O thread instead (see ``IOThread.publish_here``).
 HERE_WAIT = 0.002
+#: The longest the I/O thread leaves the connection to a leading caller (see
+#: ``IOThread.lead``) before it looks again.
+PARK = 0.05
 
 #: Errors meaning the connection (not just one call) is gone.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -124,6 +138,16 @@ class IOThread:
         self._lock = threading.Lock()
         self._woken = False
         self._closed = False
+        #: A caller's thread reads the connection (see ``lead``); the I/O thread waits
+        #: for commands only (``_parked``) unless others wait on the connection.
+        self._leader: threading.Thread | None = None
+        self._parked = False
+        #: Wakes the leader's wait alone (``wake_leader``): a wake-up through pika's
+        #: own pipe could be read by the I/O thread first, and the leader sleep on.
+        self._lead_r, self._lead_w = os.pipe()
+        os.set_blocking(self._lead_r, False)
+        os.set_blocking(self._lead_w, False)
+        self._waiting = 0
         self._admin: Any = None
         self._pub: Any = None
         #: The caller-thread writer of the confirm channel ``_wire_of`` (its method
@@ -259,8 +283,11 @@ class IOThread:
         for finished in settled:
             finished.done.set()
         if idle is not None:
-            # Without the lock: a publisher may write meanwhile (``publish_here``).
-            wait_events(*idle)
+            if self._leader:
+                self._park(idle[1])
+            else:
+                # Without the lock: a publisher may write meanwhile (``publish_here``).
+                wait_events(*idle)
         return True
 
     def _pump(self, settled: list[Batch]) -> tuple[Any, float] | None:
@@ -410,6 +437,8 @@ class IOThread:
             self._closed = True
             conn = self.conn
             self._cond.notify()
+        with contextlib.suppress(OSError):
+            os.write(self._lead_w, b"x")
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.add_callback_threadsafe(_noop)
@@ -418,6 +447,12 @@ class IOThread:
             # gets CLOSE_TIMEOUT. The thread is a daemon: never wait longer than that.
             self._thread.join(timeout=CLOSE_TIMEOUT * 2)
         self._watch_stop.set()
+        with self._cond:
+            led = self._leader is not None  # none can start now that it is closed
+        if not led and not self._thread.is_alive():
+            for fd in (self._lead_r, self._lead_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _close_conn(self) -> None:
         with self._lock:
@@ -497,7 +532,7 @@ class IOThread:
                 self._wire, self._wire_of = Wire(ch, direct=True), ch
             wire = self._wire
             try:
-                return self.confirms.send(wire, entries())
+                batch = self.confirms.send(wire, entries())
             except BaseException:
                 # As ``publish``: a fresh channel, failing what is pending. Closing the
                 # old one waits for the broker: the I/O thread's.
@@ -507,6 +542,139 @@ class IOThread:
                 raise
         finally:
             self._lock.release()
+        if self._parked:
+            # Its confirm must be read even if the caller leading now stops first.
+            with self._cond:
+                self._cond.notify_all()
+        return batch
+
+    def here(self, fn: Callable[[], bool]) -> bool:
+        """Run ``fn`` on the caller's thread, holding the connection, if nothing waits
+        for the I/O thread and the connection is free (within ``HERE_WAIT``) and open;
+        returns what ``fn`` returned, or False if it did not run.
+
+        As in ``publish_here``, ``fn`` does only non-blocking work (a socket write
+        that takes what fits, the rest left to the I/O loop): waiting for an answer
+        is the I/O thread's, under the watchdog.
+        """
+        if self._cmds or not self._lock.acquire(timeout=HERE_WAIT):
+            return False
+        try:
+            conn = self.conn
+            if self._closed or conn is None or not conn.is_open:
+                return False
+            return fn()
+        finally:
+            self._lock.release()
+
+    def lead(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait up to ``timeout`` until ``done()``, reading the connection on this
+        thread; False if it cannot lead now (another thread leads, the I/O thread has
+        work or no connection): then wait as usual, inside ``waiting()``.
+
+        A consumer waiting for its next delivery would otherwise be woken by the I/O
+        thread after that thread was woken by the socket: two hand-offs per message,
+        which at prefetch 1 cost as much as the broker's round trip. While a caller
+        leads, the I/O thread waits for commands only (``_park``), so the socket wakes
+        the leader alone; what the leader reads for others (their deliveries, confirms)
+        it dispatches to them as the I/O thread would. Only non-blocking work is done
+        holding the connection, as in ``publish_here``.
+        """
+        if threading.current_thread() is self._thread:
+            return False
+        with self._cond:
+            if self._leader or self._cmds or self._closed or self.conn is None:
+                return False
+            self._leader = threading.current_thread()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if not self._lock.acquire(timeout=HERE_WAIT):
+                    return False  # a command runs: the I/O thread dispatches meanwhile
+                try:
+                    conn = self.conn
+                    if self._closed or conn is None or not conn.is_open:
+                        return False
+                    if not self._read(conn):
+                        return False
+                    if done():
+                        return True
+                    if self._cmds:
+                        # Its wake-up may have been read here: the I/O thread's turn.
+                        self._poke(conn)
+                        return False
+                    left = deadline - time.monotonic()
+                    budget = idle_budget(conn, left) if left > 0 else None
+                    if budget is None:
+                        return left <= 0
+                finally:
+                    self._lock.release()
+                wait_led(conn, self._lead_r, budget)
+        finally:
+            with self._cond:
+                self._leader = None
+
+    def _read(self, conn: Any) -> bool:
+        """Handle what has arrived, without waiting, on a leading caller's thread
+        (connection held); False if the connection failed (it is dropped, as the I/O
+        thread would)."""
+        try:
+            conn.process_data_events(time_limit=0)
+        except CONNECTION_ERRORS as exc:
+            self._lost(exc)
+            return False
+        except pika.exceptions.AMQPError as exc:
+            log.warning("rabbitmq I/O: %r", exc)
+            return False
+        except Exception as exc:
+            log.exception("rabbitmq I/O (caller's thread): unexpected error; reconnecting")
+            self._lost(exc)
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around a wait for what only a read of the connection brings, on a thread
+        that does not lead: the I/O thread does not leave the reading to a leader
+        meanwhile (the leader may stop before it comes)."""
+        with self._cond:
+            self._waiting += 1
+            if self._parked:
+                self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting -= 1
+
+    def wake_leader(self) -> None:
+        """Make a leading caller look again (see ``lead``), unless it is this thread:
+        something it waits for happened on another thread."""
+        leader = self._leader
+        if leader is not None and leader is not threading.current_thread():
+            with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+                os.write(self._lead_w, b"x")
+
+    def _poke(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.add_callback_threadsafe(_noop)
+
+    def _park(self, budget: float) -> None:
+        """While a caller leads (see ``lead``), wait for commands instead of events, at
+        most ``PARK`` at a time: nobody else waits on what the connection brings."""
+        with self._cond:
+            while (
+                self._leader
+                and not self._cmds
+                and not self._closed
+                and not self._waiting
+                and not self.confirms.pending
+                and budget > 0
+            ):
+                self._parked = True
+                self._cond.wait(min(budget, PARK))
+                self._parked = False
+                budget -= PARK
 
     def publish(self, entries: Sequence[Envelope]) -> Batch:
         """Send entries on the confirm channel; the returned batch settles on confirms."""

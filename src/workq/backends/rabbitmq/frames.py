@@ -10,6 +10,8 @@ pika's own marshalling (``tests/rabbitmq/test_frames.py``), and pika is pinned b
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import socket
 import struct
 from collections.abc import Callable
@@ -37,6 +39,7 @@ __all__ = [
     "subscribe",
     "unsubscribe",
     "wait_events",
+    "wait_led",
 ]
 
 _P = pika.spec.BasicProperties
@@ -220,6 +223,24 @@ def wait_events(connection: Any, timeout: float) -> None:
     # Interrupted, or closed under us: process_data_events tells which.
     with contextlib.suppress(OSError, ValueError):
         poll.poll(timeout)
+
+
+def wait_led(connection: Any, wake_fd: int, timeout: float) -> None:
+    """As :func:`wait_events`, for a caller's thread that reads the connection in place
+    of the I/O thread; also ends when ``wake_fd`` is readable, and drains it.
+
+    pika's epoll object is itself a file descriptor, readable while any of its events
+    is ready, so one ``poll`` waits on both.
+    """
+    poller = select.poll()
+    with contextlib.suppress(OSError, ValueError):
+        poller.register(connection._impl.ioloop._poller._poll.fileno(), select.POLLIN)
+    poller.register(wake_fd, select.POLLIN)
+    with contextlib.suppress(OSError, ValueError):
+        poller.poll(max(timeout, 0.0) * 1000)
+    with contextlib.suppress(OSError):
+        while os.read(wake_fd, 512):
+            pass
 
 
 def enable_confirms(

@@ -46,15 +46,27 @@ class RabbitMQReceiver(Receiver):
         self._channel: Any = None
         self._gen = -1
         self._closed = False
+        #: Counts what wakes a receive (a delivery, a closed channel or connection).
+        self._events = 0
         self._acks: list[Received] = []
         self._ack_lock = threading.Lock()
+        #: The caller-thread writer of ``_wire_of`` (see ``_ack_here``).
+        self._wire: Wire | None = None
+        self._wire_of: Any = None
         self._io.on_lost.append(self._on_lost)
 
     def _on_lost(self) -> None:
         with self._cond:
             self._subs.reset()  # unacked on a dead channel: the broker requeues them
             self._channel = None
-            self._cond.notify_all()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake a receive waiting for what just happened (``_cond`` held): one waiting
+        on the condition, or one reading the connection itself (``IOThread.lead``)."""
+        self._events += 1
+        self._cond.notify_all()
+        self._io.wake_leader()
 
     def _stale(self) -> bool:
         ch = self._channel
@@ -75,7 +87,7 @@ class RabbitMQReceiver(Receiver):
     def _on_close(self, _ch: Any, reason: Exception) -> None:
         with self._cond:
             self._subs.closed(str(reason))
-            self._cond.notify_all()  # a receive waiting on this channel starts afresh
+            self._wake()  # a receive waiting on this channel starts afresh
 
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
         tag = method.consumer_tag
@@ -84,7 +96,7 @@ class RabbitMQReceiver(Receiver):
         item = pika_received(self._topo, props, body, bool(method.redelivered), token, queue)
         with self._cond:
             self._subs.pushed(tag, item)
-            self._cond.notify_all()
+            self._wake()
 
     def _apply(self, lanes: Sequence[Lane]) -> list[Received]:
         """Subscribe the lanes not yet subscribed, cancel those no longer read; returns
@@ -186,9 +198,18 @@ class RabbitMQReceiver(Receiver):
                     self._give_back(released)
             with cond:
                 out, gets = subs.next(lanes, max_count)
-                if not out and not gets and not self._closed:
-                    cond.wait(max(deadline - time.monotonic(), 0.0))
+                idle = not out and not gets and not self._closed
+                seen = self._events
+            if idle:
+                left = max(deadline - time.monotonic(), 0.0)
+                # Read on this thread if it can, else woken by the I/O thread.
+                if not self._io.lead(functools.partial(self._woken, seen), left):
+                    with self._io.waiting(), cond:
+                        if self._events == seen:
+                            cond.wait(max(deadline - time.monotonic(), 0.0))
+                with cond:
                     out, gets = subs.next(lanes, max_count)
+            with cond:
                 strays = subs.strays()
             if strays:
                 self._give_back(strays)
@@ -198,6 +219,10 @@ class RabbitMQReceiver(Receiver):
                 continue
             if out or time.monotonic() >= deadline or self._closed:
                 return out
+
+    def _woken(self, seen: int) -> bool:
+        """Whether something that ends a wait happened since ``_events`` was ``seen``."""
+        return self._events != seen
 
     def _ack_now(self, item: Received, reject: bool = False) -> None:
         gen, channel, tag, _queue = item.token
@@ -211,13 +236,40 @@ class RabbitMQReceiver(Receiver):
 
     def ack(self, item: Received) -> None:
         # Fire and forget: a lost ack means a redelivery, which at-least-once allows.
-        # Acks wait in a list; the first one in an empty list asks the I/O thread to
-        # send them all, each acking exactly its own delivery tag, in one write.
+        # Written on this thread when the connection is free and no ack waits for the
+        # I/O thread: at prefetch 1 the next delivery waits for this ack, and handing
+        # it over would cost a wake-up of the I/O thread first.
+        if not self._acks and self._io.here(functools.partial(self._ack_here, item)):
+            return
+        # Else acks wait in a list; the first one in an empty list asks the I/O thread
+        # to send them all, each acking exactly its own delivery tag, in one write.
         with self._ack_lock:
             self._acks.append(item)
             if len(self._acks) > 1:
                 return
         self._io.post(self._send_acks)
+
+    def _ack_here(self, item: Received) -> bool:
+        """Write the ack of ``item`` now (connection held, any thread); False if its
+        channel is not the current one: the I/O thread's path says why it is dropped."""
+        channel = self._channel
+        gen, ch, tag, _queue = item.token
+        if ch is not channel or gen != self._gen or self._gen != self._io.generation:
+            return False
+        if channel is None or not channel.is_open:
+            return False
+        wire = self._wire
+        if wire is None or self._wire_of is not channel:
+            wire = self._wire = Wire(channel, direct=True)
+            self._wire_of = channel
+        try:
+            wire.ack(tag)
+            wire.flush()
+        except Exception as exc:
+            # Perhaps partly written: never written again (a second ack of a tag
+            # closes the channel). Lost, it is redelivered.
+            log.info("ack of delivery %s failed (%r): the broker redelivers it", item.id, exc)
+        return True
 
     def _send_acks(self) -> None:
         with self._ack_lock:
@@ -278,7 +330,7 @@ class RabbitMQReceiver(Receiver):
             return
         self._closed = True
         with self._cond:
-            self._cond.notify_all()
+            self._wake()
         try:
             leftover = self._io.call(self._cancel_all)
             if leftover:
