@@ -40,14 +40,14 @@ MAX_THREADS = 32
 
 
 class ThreadedReceiver(_ThreadedReceiver):
-    """The sync receiver on threads, but for acks, which only queue the delivery tag
-    for the I/O thread (it writes them together): made on the event loop, they cost no
-    thread hand-off."""
+    """The sync receiver on threads, but for acks, which are written at once if the
+    connection is free and else queued for the I/O thread (it writes them together):
+    made on the event loop, they cost no thread hand-off and never wait."""
 
     sync: RabbitMQReceiver
 
     async def ack(self, item: Received) -> None:
-        self.sync.ack(item)
+        self.sync.ack(item, wait=False)
 
 
 class Consuming:

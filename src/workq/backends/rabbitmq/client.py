@@ -548,16 +548,19 @@ class IOThread:
                 self._cond.notify_all()
         return batch
 
-    def here(self, fn: Callable[[], bool]) -> bool:
+    def here(self, fn: Callable[[], bool], wait: bool = True) -> bool:
         """Run ``fn`` on the caller's thread, holding the connection, if nothing waits
-        for the I/O thread and the connection is free (within ``HERE_WAIT``) and open;
-        returns what ``fn`` returned, or False if it did not run.
+        for the I/O thread and the connection is free (within ``HERE_WAIT``, or at once
+        if not ``wait``) and open; returns what ``fn`` returned, or False if it did not
+        run.
 
         As in ``publish_here``, ``fn`` does only non-blocking work (a socket write
         that takes what fits, the rest left to the I/O loop): waiting for an answer
         is the I/O thread's, under the watchdog.
         """
-        if self._cmds or not self._lock.acquire(timeout=HERE_WAIT):
+        if self._cmds:
+            return False
+        if not (self._lock.acquire(timeout=HERE_WAIT) if wait else self._lock.acquire(False)):
             return False
         try:
             conn = self.conn

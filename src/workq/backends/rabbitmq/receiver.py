@@ -234,12 +234,14 @@ class RabbitMQReceiver(Receiver):
         else:
             channel.basic_ack(tag)
 
-    def ack(self, item: Received) -> None:
+    def ack(self, item: Received, wait: bool = True) -> None:
+        """Ack ``item``; ``wait=False`` never waits for the connection (an event loop's
+        call: the ack then goes to the I/O thread if the connection is busy)."""
         # Fire and forget: a lost ack means a redelivery, which at-least-once allows.
         # Written on this thread when the connection is free and no ack waits for the
         # I/O thread: at prefetch 1 the next delivery waits for this ack, and handing
         # it over would cost a wake-up of the I/O thread first.
-        if not self._acks and self._io.here(functools.partial(self._ack_here, item)):
+        if not self._acks and self._io.here(functools.partial(self._ack_here, item), wait):
             return
         # Else acks wait in a list; the first one in an empty list asks the I/O thread
         # to send them all, each acking exactly its own delivery tag, in one write.
