@@ -57,9 +57,29 @@ def test_a_busy_higher_level_is_asked_before_a_lower_one_is_served() -> None:
     # The p9 lane pushed and nothing of it waits: it may hold more than its credit.
     out, gets = subs.next([high, low], 1)
     assert out == [] and gets == [["q.p9"]]
-    subs.got("q.p9", None)  # empty: the p0 message may go now
+    subs.got("q.p9", None)  # one empty answer: a push may be just behind it
+    assert subs.next([high, low], 1) == ([], [["q.p9"]])
+    subs.got("q.p9", None)  # empty twice: the p0 message may go now
     out, gets = subs.next([high, low], 1)
     assert [i.lane.priority for i in out] == [0] and gets == []
+
+
+def test_a_push_just_behind_an_empty_get_still_goes_first() -> None:
+    # The ack of the first p9 message freed its credit; the broker pushed the second one
+    # and then answered the get empty, writing the answer first. The p9 message must
+    # still go before the p0 one (strict priority).
+    high, low = Lane("q", None, 9), Lane("q", None, 0)
+    subs = subscribed([high, low])
+    subs.pushed(subs.tags["q.p9"], item(high, 1))
+    subs.pushed(subs.tags["q"], item(low))
+    assert [i.lane.priority for i in subs.next([high, low], 1)[0]] == [9]
+    assert subs.next([high, low], 1) == ([], [["q.p9"]])
+    subs.got("q.p9", None)  # the push is still on the wire
+    assert subs.next([high, low], 1) == ([], [["q.p9"]])
+    subs.pushed(subs.tags["q.p9"], item(high, 2))  # read while the second get waits
+    subs.got("q.p9", None)
+    out, gets = subs.next([high, low], 1)
+    assert [i.id for i in out] == ["None-9-2"] and gets == []
 
 
 def test_a_single_lane_never_gets() -> None:

@@ -91,6 +91,9 @@ class Subscriptions:
         #: Lane queues that may hold more than they pushed: they pushed (or answered a
         #: get) since a ``basic.get`` last found them empty.
         self.busy: set[str] = set()
+        #: Busy lane queues a ``basic.get`` found empty once since they last pushed or
+        #: answered one: not yet known empty (see :meth:`got`).
+        self._empty_once: set[str] = set()
         #: Lane queues the broker said do not exist, and when.
         self.missing: dict[str, float] = {}
 
@@ -105,6 +108,7 @@ class Subscriptions:
         self._size = 0
         self.credit = None
         self.busy.clear()
+        self._empty_once.clear()
 
     def _lane_queues(self, lanes: Sequence[Lane]) -> list[str]:
         # The core passes a new list each time; the lane set rarely changes.
@@ -198,12 +202,24 @@ class Subscriptions:
         buffer.append(item)
         self._size += 1
         self.busy.add(queue)
+        self._empty_once.discard(queue)
 
     def got(self, queue: str, item: Received | None) -> None:
-        """A ``basic.get`` on ``queue`` returned ``item`` (None: the queue was empty)."""
+        """A ``basic.get`` on ``queue`` returned ``item`` (None: the queue was empty).
+
+        One empty answer does not make the lane empty: if an ack had just freed its
+        subscription's credit, the broker may have pushed the lane's next message just
+        before the get, and the broker writes that delivery after the get's empty
+        answer. A second get settles it, since its answer comes after that delivery;
+        till then a lower lane's pushed message must wait (strict priority)."""
         if item is None:
-            self.busy.discard(queue)
+            if queue in self._empty_once:
+                self._empty_once.discard(queue)
+                self.busy.discard(queue)
+            else:
+                self._empty_once.add(queue)
             return
+        self._empty_once.discard(queue)
         buffer = self._buffers.get(queue)
         if buffer is None:
             buffer = self._buffers[queue] = deque()
