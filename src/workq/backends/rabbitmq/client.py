@@ -40,6 +40,7 @@ from .frames import (
     abort,
     enable_confirms,
     idle_budget,
+    read_now,
     received_bytes,
     wait_events,
     wait_led,
@@ -591,6 +592,7 @@ class IOThread:
             self._leader = threading.current_thread()
         try:
             deadline = time.monotonic() + timeout
+            woken = False
             while True:
                 if not self._lock.acquire(timeout=HERE_WAIT):
                     return False  # a command runs: the I/O thread dispatches meanwhile
@@ -598,7 +600,7 @@ class IOThread:
                     conn = self.conn
                     if self._closed or conn is None or not conn.is_open:
                         return False
-                    if not self._read(conn):
+                    if not self._read(conn, woken):
                         return False
                     if done():
                         return True
@@ -613,16 +615,22 @@ class IOThread:
                 finally:
                     self._lock.release()
                 wait_led(conn, self._lead_r, budget)
+                woken = True
         finally:
             with self._cond:
                 self._leader = None
 
-    def _read(self, conn: Any) -> bool:
+    def _read(self, conn: Any, woken: bool) -> bool:
         """Handle what has arrived, without waiting, on a leading caller's thread
-        (connection held); False if the connection failed (it is dropped, as the I/O
-        thread would)."""
+        (connection held; ``woken``: after a wait); False if the connection failed (it
+        is dropped, as the I/O thread would)."""
         try:
-            conn.process_data_events(time_limit=0)
+            read = read_now(conn)
+            if read is None or (not read and woken):
+                # Woken with nothing to read: what woke the wait (pika's own wake-up
+                # pipe, say) is handled by the full pass, else the wait would end at
+                # once again.
+                conn.process_data_events(time_limit=0)
         except CONNECTION_ERRORS as exc:
             self._lost(exc)
             return False

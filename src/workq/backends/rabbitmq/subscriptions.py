@@ -278,6 +278,17 @@ class Subscriptions:
         if not self._size or max_count <= 0:
             return []
         topo, buffers = self.topo, self._buffers
+        if len(buffers) == 1:
+            # One lane holds everything (a consumer of one lane, or one busy lane):
+            # its share is all there is, without the walk over the consumer's lanes.
+            self._lane_queues(lanes)
+            ((only, held),) = buffers.items()
+            if only in self._wanted:
+                took = [self._pop(held) for _ in range(min(max_count, len(held)))]
+                if not held:
+                    del buffers[only]
+                self._size -= len(took)
+                return took
         by_lane: dict[Lane, str] = {}
         available: dict[Lane, int] = {}
         for lane in lanes:
