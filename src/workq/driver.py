@@ -455,9 +455,23 @@ class _OnThreads:
 
 
 class _ThreadedReceiver(_OnThreads, AsyncReceiver):
-    def __init__(self, receiver: Receiver, pool: ThreadPoolExecutor) -> None:
+    """A sync receiver for ``workq.aio``: its blocking calls run on ``pool``'s threads.
+
+    ``ack_on_loop``, if given, acks on the event loop instead: for a backend whose ack
+    never blocks (it marks an offset done, or writes or queues an ack frame), where a
+    thread hop would cost more than the ack itself.
+    """
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        pool: ThreadPoolExecutor,
+        *,
+        ack_on_loop: Callable[[Received], None] | None = None,
+    ) -> None:
         super().__init__(pool)
         self.sync = receiver
+        self._ack_on_loop = ack_on_loop
 
     async def receive(
         self, lanes: Sequence[Lane], max_count: int, timeout: float
@@ -478,7 +492,10 @@ class _ThreadedReceiver(_OnThreads, AsyncReceiver):
             self._pool.submit(self.sync.release, future.result())
 
     async def ack(self, item: Received) -> None:
-        await self._call(self.sync.ack, item)
+        if self._ack_on_loop is not None:
+            self._ack_on_loop(item)
+        else:
+            await self._call(self.sync.ack, item)
 
     async def nack(self, item: Received, delay: float | None) -> None:
         await self._call(self.sync.nack, item, delay)

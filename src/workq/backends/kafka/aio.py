@@ -4,6 +4,7 @@ receiving what is already buffered."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ...driver import AsyncReceiver, Outgoing, Received, _ThreadedDriver, _ThreadedReceiver
 from ...lanes import Lane
@@ -15,11 +16,16 @@ __all__ = ["AsyncKafkaDriver"]
 
 
 class _AsyncKafkaReceiver(_ThreadedReceiver):
-    """The sync receiver on threads, but for acks: an ack only marks an offset done under
-    the receiver's lock (the poll thread commits), so it is made on the event loop. On an
-    executor thread each ack cost two thread hand-offs, nine tenths of a consume."""
+    """The sync receiver on threads, but for acks and for receiving what is buffered.
+
+    An ack only marks an offset done under the receiver's lock (the poll thread
+    commits), so it is made on the event loop (``ack_on_loop``). On an executor thread
+    each ack cost two thread hand-offs, nine tenths of a consume."""
 
     sync: KafkaReceiver
+
+    def __init__(self, receiver: KafkaReceiver, pool: ThreadPoolExecutor) -> None:
+        super().__init__(receiver, pool, ack_on_loop=receiver.ack)
 
     async def receive(
         self, lanes: Sequence[Lane], max_count: int, timeout: float
@@ -34,9 +40,6 @@ class _AsyncKafkaReceiver(_ThreadedReceiver):
             if items:
                 return items
         return await super().receive(lanes, max_count, timeout)
-
-    async def ack(self, item: Received) -> None:
-        self.sync.ack(item)
 
 
 class AsyncKafkaDriver(_ThreadedDriver):

@@ -17,37 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from ...driver import AsyncReceiver, Received, _ThreadedReceiver
+from ...driver import AsyncReceiver, _ThreadedReceiver
 from ...spec import QueueSpec
 from .connection import CLOSE_TIMEOUT
 
 if TYPE_CHECKING:
     from .aio import AsyncRabbitMQDriver
     from .pika_driver import RabbitMQDriver
-    from .receiver import RabbitMQReceiver
 
-__all__ = ["Consuming", "ThreadedReceiver", "open_threaded"]
+__all__ = ["Consuming", "open_threaded"]
 
 log = logging.getLogger("workq.rabbitmq")
 
 #: Threads for blocking receives: one per consumer waiting at a time, as many as the
 #: sync twin's Kafka driver allows.
 MAX_THREADS = 32
-
-
-class ThreadedReceiver(_ThreadedReceiver):
-    """The sync receiver on threads, but for acks, which are written at once if the
-    connection is free and else queued for the I/O thread (it writes them together):
-    made on the event loop, they cost no thread hand-off and never wait."""
-
-    sync: RabbitMQReceiver
-
-    async def ack(self, item: Received) -> None:
-        self.sync.ack(item, wait=False)
 
 
 class Consuming:
@@ -91,8 +80,14 @@ async def open_threaded(
         parent.consuming = Consuming()
     consuming = parent.consuming
     driver = await consuming.sync(parent)
-    # The same topology the async driver declared (an adopted spec, say).
-    driver._topos[spec.name] = parent.topology(spec)
     loop = asyncio.get_running_loop()
-    receiver = await loop.run_in_executor(consuming.pool, driver.open, spec, prefetch)
-    return ThreadedReceiver(receiver, consuming.pool)
+    # The topology the async driver declared (an adopted spec's, say).
+    receiver = await loop.run_in_executor(
+        consuming.pool, driver.open_topology, parent.topology(spec), prefetch
+    )
+    # Acks on the event loop: written at once if the connection is free, else queued
+    # for the I/O thread (which writes them together); they cost no thread hand-off
+    # and never wait.
+    return _ThreadedReceiver(
+        receiver, consuming.pool, ack_on_loop=functools.partial(receiver.ack, wait=False)
+    )

@@ -11,7 +11,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
@@ -44,6 +44,9 @@ from .topology import (
     queue_type,
     spec_record,
 )
+
+if TYPE_CHECKING:
+    from .receiver import RabbitMQReceiver
 
 __all__ = ["RabbitMQDriver", "pika_received"]
 
@@ -348,9 +351,14 @@ class RabbitMQDriver(Declarations, Driver):
         return self.io.call(lambda: topo.known_lanes(self._registry(topo)))
 
     def open(self, spec: QueueSpec, prefetch: int) -> Receiver:
+        return self.open_topology(self.topology(spec), prefetch)
+
+    def open_topology(self, topo: Topology, prefetch: int) -> RabbitMQReceiver:
+        """A receiver of ``topo``, a topology decided elsewhere (by the ``workq.aio``
+        driver whose consumers receive through this one)."""
         from .receiver import RabbitMQReceiver
 
-        return RabbitMQReceiver(self, self.topology(spec), prefetch)
+        return RabbitMQReceiver(self, topo, prefetch)
 
     def stats(self, spec: QueueSpec) -> QueueStats:
         topo = self.topology(spec)
