@@ -457,9 +457,14 @@ class _OnThreads:
 class _ThreadedReceiver(_OnThreads, AsyncReceiver):
     """A sync receiver for ``workq.aio``: its blocking calls run on ``pool``'s threads.
 
-    ``ack_on_loop``, if given, acks on the event loop instead: for a backend whose ack
-    never blocks (it marks an offset done, or writes or queues an ack frame), where a
-    thread hop would cost more than the ack itself.
+    Two hooks spare a thread hop where the sync receiver allows it, each a call that
+    never blocks, made on the event loop:
+
+    - ``ack_on_loop`` acks instead of a thread: for a backend whose ack never waits (it
+      marks an offset done, or writes or queues an ack frame).
+    - ``buffered(lanes, max_count)`` is tried before each receive: what the receiver
+      already holds and may hand out now, or ``[]`` (then the receive goes to a
+      thread). It must pick exactly what a receive would.
     """
 
     def __init__(
@@ -468,16 +473,20 @@ class _ThreadedReceiver(_OnThreads, AsyncReceiver):
         pool: ThreadPoolExecutor,
         *,
         ack_on_loop: Callable[[Received], None] | None = None,
+        buffered: Callable[[Sequence[Lane], int], list[Received]] | None = None,
     ) -> None:
         super().__init__(pool)
         self.sync = receiver
         self._ack_on_loop = ack_on_loop
+        self._buffered = buffered
 
     async def receive(
         self, lanes: Sequence[Lane], max_count: int, timeout: float
     ) -> list[Received]:
         import asyncio  # here, not at the top: sync programs never load asyncio
 
+        if self._buffered is not None and (items := self._buffered(lanes, max_count)):
+            return items
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, self.sync.receive, lanes, max_count, timeout)
         try:

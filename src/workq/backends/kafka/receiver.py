@@ -140,6 +140,18 @@ class KafkaReceiver(Receiver):
 
     # -- the handler side --------------------------------------------------------
 
+    def buffered(self, lanes: Sequence[Lane], max_count: int) -> list[Received]:
+        """What the poll thread has buffered for ``lanes``, taken without waiting (only
+        the receiver's lock: an event loop's call, ``workq.aio``); ``[]`` if nothing.
+
+        Only for one lane: with several, a receive that may wait holds back a lower
+        lane's messages while a higher one has not reported (``partitions.pick``); with
+        one there is nothing to hold back for, so waiting 0 picks the same.
+        """
+        if len(lanes) != 1:
+            return []
+        return self.receive(lanes, max_count, 0.0)
+
     def receive(self, lanes: Sequence[Lane], max_count: int, timeout: float) -> list[Received]:
         # The same lanes as last time, almost always: comparing them is cheaper than
         # naming a thousand lanes' topics again on every receive.

@@ -29,6 +29,7 @@ __all__ = [
     "Wire",
     "abort",
     "ack_frame",
+    "deliveries",
     "enable_confirms",
     "forget",
     "header_payload",
@@ -206,14 +207,16 @@ def read_now(connection: Any) -> bool | None:
     """Read what the socket of a ``BlockingConnection`` holds and dispatch it, as its I/O
     loop does when the socket is readable, without the rest of the loop's pass: whether
     anything was read, or None if it could not be done so (then ``process_data_events``
-    must make the full pass).
+    must make the full pass). Whole deliveries go to their consumers through
+    :func:`deliveries`; pika reads the rest.
 
     A pass of ``process_data_events(time_limit=0)`` sets and cancels a timer, polls
     epoll and runs due timers around the read: at prefetch 1, where every delivery is
-    read this way, that was about a third of the client's CPU a message. The full pass
+    read this way, that was about a fifth of the client's CPU a message. The full pass
     is still needed whenever anything but the socket may need it: a TLS transport,
     output buffered, a timer or callback due, events waiting for blocking channels, or
-    a transport that the read ended (its closing is concluded by the full pass).
+    a read that met the end of the stream or an error (pika's own read then concludes
+    it: the connection's closing and its callbacks).
 
     Call with the connection held, on the thread that reads it.
     """
@@ -226,11 +229,85 @@ def read_now(connection: Any) -> bool | None:
     due = impl.ioloop._get_remaining_interval()
     if due is not None and due <= 0:
         return None
-    before = impl.bytes_received
-    transport._on_socket_readable()
-    if transport._state != _ACTIVE:
+    try:
+        data = transport._sock.recv(RECV_BYTES)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        data = b""
+    if not data:
+        transport._on_socket_readable()
         return None
-    return bool(impl.bytes_received != before)
+    used = 0 if impl._frame_buffer else deliveries(impl, data)
+    if used < len(data):
+        impl._on_data_available(data[used:] if used else data)
+    return None if transport._state != _ACTIVE else True
+
+
+#: Bytes read at once by :func:`read_now` (pika reads 4 KiB at a time).
+RECV_BYTES = 65536
+_FRAME_HEAD = struct.Struct(">BHI")  # type, channel, size
+_CONTENT_HEAD = struct.Struct(">HHQ")  # class id, weight, body size
+_DELIVER = 0x003C003C  # Basic.Deliver: class 60, method 60
+_END = 0xCE
+
+
+def deliveries(impl: Any, data: bytes) -> int:
+    """Dispatch the whole deliveries ``data`` starts with to their consumers, as pika
+    does (same method, properties and body objects); returns how many bytes they took.
+
+    pika decodes a delivery frame by frame: a frame object each, a callback lookup per
+    frame, the content assembled in three steps; on a prefetch-1 consumer that was a
+    third of the client's CPU a message. Here a delivery whose three (or more) frames
+    are all in ``data``, in a row on one channel, goes straight to its consumer. It
+    stops at anything else, which pika then reads from there: another frame type or
+    method, a delivery cut short, a channel mid-way through other content, or a
+    consumer tag pika would not dispatch (cancelled, unknown). Call only when pika
+    holds no partial frame (``_frame_buffer`` empty).
+    """
+    pos, size, channels = 0, len(data), impl._channels
+    unpack_head = _FRAME_HEAD.unpack_from
+    while size - pos >= 7:
+        kind, number, length = unpack_head(data, pos)
+        end = pos + 7 + length
+        if kind != 1 or length < 4 or end >= size or data[end] != _END:
+            break
+        if _U32.unpack_from(data, pos + 7)[0] != _DELIVER:
+            break
+        channel = channels.get(number)
+        if channel is None or channel._content_assembler._method_frame is not None:
+            break
+        head = end + 1
+        if size - head < 7:
+            break
+        kind, on, length = unpack_head(data, head)
+        head_end = head + 7 + length
+        if kind != 2 or on != number or head_end >= size or data[head_end] != _END:
+            break
+        _class, _weight, body_size = _CONTENT_HEAD.unpack_from(data, head + 7)
+        at, parts, seen = head_end + 1, [], 0
+        while seen < body_size and size - at >= 7:
+            kind, on, length = unpack_head(data, at)
+            body_end = at + 7 + length
+            if kind != 3 or on != number or body_end >= size or data[body_end] != _END:
+                break
+            parts.append(data[at + 7 : body_end])
+            seen += length
+            at = body_end + 1
+        if seen != body_size:
+            break
+        method = pika.spec.Basic.Deliver().decode(data, pos + 11)
+        tag = method.consumer_tag
+        consumer = channel._consumers.get(tag)
+        if consumer is None or tag in channel._cancelled:
+            break
+        properties = pika.spec.BasicProperties()
+        properties.decode(data[head + 19 : head_end])
+        impl.frames_received += 2 + len(parts)
+        impl.bytes_received += at - pos
+        pos = at
+        consumer(channel, method, properties, parts[0] if len(parts) == 1 else b"".join(parts))
+    return pos
 
 
 def idle_budget(connection: Any, limit: float) -> float | None:
