@@ -283,12 +283,11 @@ class IOThread:
         # Their publishers, woken now, find the GIL and the connection free.
         for finished in settled:
             finished.done.set()
-        if idle is not None:
-            if self._leader:
-                self._park(idle[1])
-            else:
-                # Without the lock: a publisher may write meanwhile (``publish_here``).
-                wait_events(*idle)
+        if settled and self._leader:
+            self.wake_leader()  # a publisher leading (``confirmed``) sees it at once
+        if idle is not None and not (self._leader and self._park(idle[1])):
+            # Without the lock: a publisher may write meanwhile (``publish_here``).
+            wait_events(*idle)
         return True
 
     def _pump(self, settled: list[Batch]) -> tuple[Any, float] | None:
@@ -620,6 +619,22 @@ class IOThread:
             with self._cond:
                 self._leader = None
 
+    def confirmed(self, batch: Batch, timeout: float) -> bool:
+        """Wait up to ``timeout`` until every confirm of ``batch`` is in (True), reading
+        the connection on this thread when it can (``lead``).
+
+        Else the I/O thread is woken by the socket and then wakes this thread: at one
+        publish at a time, two hand-offs a message on top of the broker's round trip.
+        """
+        done = batch.done
+        if done.is_set():
+            return True
+        deadline = time.monotonic() + timeout
+        if self.lead(done.is_set, timeout):  # done, or out of time
+            return done.is_set()
+        with self.waiting():
+            return done.wait(max(deadline - time.monotonic(), 0.0))
+
     def _read(self, conn: Any, woken: bool) -> bool:
         """Handle what has arrived, without waiting, on a leading caller's thread
         (connection held; ``woken``: after a wait); False if the connection failed (it
@@ -670,22 +685,26 @@ class IOThread:
         with contextlib.suppress(Exception):
             conn.add_callback_threadsafe(_noop)
 
-    def _park(self, budget: float) -> None:
+    def _park(self, budget: float) -> bool:
         """While a caller leads (see ``lead``), wait for commands instead of events, at
-        most ``PARK`` at a time: nobody else waits on what the connection brings."""
+        most ``PARK`` at a time: nobody else waits on what the connection brings (a
+        publisher waiting for confirms leads, or waits inside ``waiting``). False if
+        it could not park at all: then the I/O thread waits for events as usual (it
+        looped without waiting, on a busy connection, while two callers waited)."""
+        parked = False
         with self._cond:
             while (
                 self._leader
                 and not self._cmds
                 and not self._closed
                 and not self._waiting
-                and not self.confirms.pending
                 and budget > 0
             ):
-                self._parked = True
+                parked = self._parked = True
                 self._cond.wait(min(budget, PARK))
                 self._parked = False
                 budget -= PARK
+        return parked
 
     def publish(self, entries: Sequence[Envelope]) -> Batch:
         """Send entries on the confirm channel; the returned batch settles on confirms."""

@@ -238,7 +238,7 @@ class RabbitMQDriver(Declarations, Driver):
                     failed += [(i, repr(exc)) for i in part]
                     cause = exc
                     continue
-                if not batch.done.wait(deadline.left()):
+                if not io.confirmed(batch, deadline.left()):
                     failed += [(i, NO_CONFIRM) for i in part]
                     continue
                 failed += [(part[i], err) for i, err in batch.errors.items()]
@@ -325,7 +325,7 @@ class RabbitMQDriver(Declarations, Driver):
             except Exception as exc:
                 last = repr(exc)
                 raise _Retry() from exc
-            if not batch.done.wait(deadline.left()):
+            if not io.confirmed(batch, deadline.left()):
                 io.post(functools.partial(io.drop, NO_CONFIRM))
                 raise _Retry()
             for err in batch.errors.values():
