@@ -53,11 +53,6 @@ class Confirms:
         #: Where settled batches go instead of being set at once (``defer``).
         self._deferred: list[Batch] | None = None
 
-    @property
-    def pending(self) -> bool:
-        """Whether a confirm is awaited (any thread: a glance, not a lock)."""
-        return bool(self._pending)
-
     def defer(self, into: list[Batch] | None) -> None:
         """Collect the batches settled from now on in ``into`` (None: set them at once).
 
